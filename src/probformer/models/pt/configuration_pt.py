@@ -1,0 +1,167 @@
+"""PTConfig: the Probabilistic Transformer's hyperparameters (design note sections 0-5)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from transformers import PretrainedConfig
+
+from probformer.parametrization import PRESETS, PTScales, pt_scales
+
+WIDTH_SCALINGS = ("channels", "rank")
+
+
+class PTConfig(PretrainedConfig):
+    """Configuration of :class:`PTForMaskedLM`.
+
+    Widths: ``hidden_size`` is N (values of each label Z_i), ``num_channels`` * ``rank`` = r_tot,
+    ``latent_size`` is M. Under ``width_scaling="channels"`` (default) a wider model adds channels
+    at a fixed rank, like adding attention heads at fixed d_head; under ``"rank"`` it grows the rank at
+    fixed channels. Either way r_tot and M grow with N (design note 5, paradigm 2). The ``base_*``
+    fields fix the base model (N0, r0, M0) that muP multipliers are relative to; left as ``None``
+    they are derived from ``base_hidden_size`` and the width-scaling rule.
+    """
+
+    model_type = "probformer-pt"
+
+    def __init__(
+        self,
+        vocab_size: int = 4096,
+        hidden_size: int = 128,  # N: values of each word label Z_i (the width)
+        num_channels: int = 4,  # h: head-selection channels (~ attention heads)
+        rank: int = 32,  # r: rank of each ternary factor T_ck = U_ck V_ck^T
+        latent_size: int = 256,  # M: values of the FFN-like latent G_i
+        num_iterations: int = 3,  # T: MFVI iterations (~ layers, parameters shared)
+        max_distance: int = 4,  # distance buckets {1}, {2}, ..., {>= max_distance}, x 2 directions
+        use_latent_factor: bool = True,  # binary factor B[G_i, Z_i]; False gives the 2023 model
+        use_position_unary: bool = False,  # absolute position term P[i, a] in the unary factor
+        max_position_embeddings: int = 512,  # rows of P (only with use_position_unary)
+        head_dropout: float = 0.1,  # dropout on head marginals a
+        label_dropout: float = 0.1,  # dropout on label logits s
+        label_temperature: float = 1.0,  # lambda_Z
+        head_temperature: float = 1.0,  # lambda_H
+        latent_temperature: float = 1.0,  # lambda_G
+        parametrization: Literal["sp", "mup"] = "mup",  # SP = 2023 PT; muP = design note 4a
+        base_hidden_size: int | None = None,  # N0 (None: this model is its own base)
+        base_rank: int | None = None,  # r0 (None: derived from width_scaling)
+        base_latent_size: int | None = None,  # M0 (None: M * N0 / N)
+        width_scaling: Literal["channels", "rank"] = "channels",
+        hidden_exponent: float = 1.0,  # beta: hidden multiplier (N0/N)^beta, design note 4a-4b
+        input_mult: float = 1.0,  # alpha_in on S[w]
+        output_mult: float = 1.0,  # alpha_out on the read-out
+        head_mult: float = 1.0,  # alpha_H relative to its preset value
+        latent_mult: float = 1.0,  # alpha_G relative to its preset value
+        init_std_input: float = 1.0,  # sigma_in: std of S (and P)
+        init_std_hidden: float = 1.0,  # sigma_hid: U, V ~ sigma/sqrt(r), B ~ sigma/sqrt(N) (at base width)
+        init_std_output: float = 0.0,  # sigma_out: std of read-out W (0 = zero init)
+        pad_token_id: int = 0,
+        mask_token_id: int = 4,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_channels = num_channels
+        self.rank = rank
+        self.latent_size = latent_size
+        self.num_iterations = num_iterations
+        self.max_distance = max_distance
+        self.use_latent_factor = use_latent_factor
+        self.use_position_unary = use_position_unary
+        self.max_position_embeddings = max_position_embeddings
+        self.head_dropout = head_dropout
+        self.label_dropout = label_dropout
+        self.label_temperature = label_temperature
+        self.head_temperature = head_temperature
+        self.latent_temperature = latent_temperature
+        self.parametrization = parametrization
+        self.base_hidden_size = base_hidden_size
+        self.base_rank = base_rank
+        self.base_latent_size = base_latent_size
+        self.width_scaling = width_scaling
+        self.hidden_exponent = hidden_exponent
+        self.input_mult = input_mult
+        self.output_mult = output_mult
+        self.head_mult = head_mult
+        self.latent_mult = latent_mult
+        self.init_std_input = init_std_input
+        self.init_std_hidden = init_std_hidden
+        self.init_std_output = init_std_output
+        self.mask_token_id = mask_token_id
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        self.validate_pt()
+
+    def validate_pt(self) -> None:
+        positive = ("vocab_size", "hidden_size", "num_channels", "rank", "latent_size", "num_iterations",
+                    "max_distance", "max_position_embeddings")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("head_dropout", "label_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        for name in ("label_temperature", "head_temperature", "latent_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.parametrization not in PRESETS:
+            raise ValueError(f"parametrization must be one of {PRESETS}, got {self.parametrization!r}")
+        if self.width_scaling not in WIDTH_SCALINGS:
+            raise ValueError(f"width_scaling must be one of {WIDTH_SCALINGS}, got {self.width_scaling!r}")
+        if not 0.0 <= self.hidden_exponent <= 1.5:
+            raise ValueError(f"hidden_exponent must be in [0, 1.5], got {self.hidden_exponent!r}")
+        for name in ("base_hidden_size", "base_rank", "base_latent_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
+        if min(self.init_std_input, self.init_std_hidden, self.init_std_output) < 0:
+            raise ValueError("init_std_* must be >= 0")
+
+    # -- derived values -------------------------------------------------------------------------
+    @property
+    def num_buckets(self) -> int:
+        """K: directed distance buckets."""
+        return 2 * self.max_distance
+
+    @property
+    def resolved_base(self) -> tuple[int, int, int]:
+        """(N0, r0, M0) the muP multipliers are relative to."""
+        n0 = self.base_hidden_size or self.hidden_size
+        m = self.hidden_size / n0
+        r0 = self.base_rank or (self.rank if self.width_scaling == "channels" else max(1, round(self.rank / m)))
+        m0 = self.base_latent_size or max(1, round(self.latent_size / m))
+        return n0, r0, m0
+
+    def scales(self) -> PTScales:
+        n0, r0, m0 = self.resolved_base
+        return pt_scales(
+            preset=self.parametrization,
+            hidden_size=self.hidden_size,
+            rank=self.rank,
+            latent_size=self.latent_size,
+            base_hidden_size=n0,
+            base_rank=r0,
+            base_latent_size=m0,
+            hidden_exponent=self.hidden_exponent,
+            input_mult=self.input_mult,
+            output_mult=self.output_mult,
+            head_mult=self.head_mult,
+            latent_mult=self.latent_mult,
+            init_std_input=self.init_std_input,
+            init_std_hidden=self.init_std_hidden,
+            init_std_output=self.init_std_output,
+        )
+
+    def with_width(self, hidden_size: int) -> PTConfig:
+        """The same model family at width ``hidden_size``: r_tot and M grow with N, base unchanged."""
+        n0, r0, m0 = self.resolved_base
+        ratio = hidden_size / self.hidden_size
+        kwargs = self.to_dict()
+        for key in ("model_type", "transformers_version", "architectures"):
+            kwargs.pop(key, None)
+        kwargs.update(hidden_size=hidden_size, base_hidden_size=n0, base_rank=r0, base_latent_size=m0,
+                      latent_size=max(1, round(self.latent_size * ratio)))
+        if self.width_scaling == "channels":
+            kwargs["num_channels"] = max(1, round(self.num_channels * ratio))
+        else:
+            kwargs["rank"] = max(1, round(self.rank * ratio))
+        return PTConfig(**kwargs)

@@ -1,0 +1,247 @@
+"""PTForMaskedLM: the Probabilistic Transformer as a masked language model.
+
+How it differs from a transformer encoder (design note sections 1-3):
+- The hidden state of token i is a distribution over N discrete label values; the forward pass is
+  mean-field variational inference (MFVI) in a CRF, T iterations with *shared* parameters.
+- "Attention" is the posterior over the head H_i^c of token i in channel c; its logits come from
+  ternary factors T_ck = U_ck V_ck^T (k: directed distance bucket), and the values it mixes are the
+  messages that factor sends back, in *both* directions (i as child, i as head).
+- Position enters only through the distance buckets (optionally an absolute unary term P).
+- The FFN analogue is the binary factor B[G_i, Z_i] with latent G_i (off: the 2023 model).
+- There are no norms and no residual stream: each iteration rebuilds s_i = S[w_i] + messages.
+
+Equations implemented (design note 2, scaled coordinates q = N Q): per iteration, from the same q,
+  qry = q U_ck, key = q V_ck;  e[c,i,j] = (alpha_H/r) <qry[i], key[j]>;  a = softmax_j(e / lambda_H)
+  g = M softmax(alpha_G B q / lambda_G);  m_i = sum a U key (child) + sum a^T V qry (head)
+  s = dropout(alpha_in S[w] + m + B^T g);  read-out y = (alpha_out/m) W s + b at masked positions.
+Width-dependent multipliers come from :mod:`probformer.parametrization` (design note 4a).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import MaskedLMOutput
+
+from probformer.models.pt.configuration_pt import PTConfig
+from probformer.parametrization import Role, tag
+
+TAP_NAMES = ("q", "head_logits", "messages", "latent", "labels")
+
+
+def bucket_index(n: int, max_distance: int, device: torch.device) -> torch.Tensor:
+    """k(i, j) for every ordered pair: (min(|j-i|, D) - 1) + D * [j > i]; the diagonal is unused."""
+    pos = torch.arange(n, device=device)
+    offset = pos[None, :] - pos[:, None]  # (n, n): j - i
+    dist = offset.abs().clamp(min=1, max=max_distance)
+    return (dist - 1) + max_distance * (offset > 0).long()
+
+
+class TernaryFactors(nn.Module):
+    """U, V in R^{K x h x N x r}: T_ck = U_ck V_ck^T per directed bucket k and channel c."""
+
+    def __init__(self, num_buckets: int, num_channels: int, hidden_size: int, rank: int):
+        super().__init__()
+        self.U = nn.Parameter(torch.empty(num_buckets, num_channels, hidden_size, rank))
+        self.V = nn.Parameter(torch.empty(num_buckets, num_channels, hidden_size, rank))
+        tag(self, U=Role.HIDDEN, V=Role.HIDDEN)
+
+    def frobenius_norm(self) -> torch.Tensor:
+        """sum_ck ||U_ck V_ck^T||_F (2023 regulariser, not squared) without building T:
+        ||U V^T||_F^2 = trace((U^T U)(V^T V))."""
+        utu = self.U.transpose(-1, -2) @ self.U
+        vtv = self.V.transpose(-1, -2) @ self.V
+        sq = (utu * vtv.transpose(-1, -2)).sum(dim=(-1, -2))
+        return sq.clamp_min(1e-30).sqrt().sum()
+
+
+class LatentFactor(nn.Module):
+    """B in R^{M x N}: the binary factor B[G_i, Z_i]."""
+
+    def __init__(self, latent_size: int, hidden_size: int):
+        super().__init__()
+        self.B = nn.Parameter(torch.empty(latent_size, hidden_size))
+        tag(self, B=Role.HIDDEN)
+
+
+class PTPreTrainedModel(PreTrainedModel):
+    config_class = PTConfig
+    base_model_prefix = "pt"
+    supports_gradient_checkpointing = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Stored weights are width-independent at the base width (design note 4a); scales() holds stds.
+        sc = self.config.scales()
+        if isinstance(module, TernaryFactors):
+            nn.init.normal_(module.U, std=sc.init_ternary)
+            nn.init.normal_(module.V, std=sc.init_ternary)
+        elif isinstance(module, LatentFactor):
+            nn.init.normal_(module.B, std=sc.init_latent)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=sc.init_input)
+        elif isinstance(module, nn.Linear):
+            if sc.init_output > 0:
+                nn.init.normal_(module.weight, std=sc.init_output)
+            else:
+                nn.init.zeros_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+class PTForMaskedLM(PTPreTrainedModel):
+    def __init__(self, config: PTConfig):
+        super().__init__(config)
+        c = config
+        self.unary = tag(nn.Embedding(c.vocab_size, c.hidden_size), weight=Role.INPUT)  # S
+        self.position = (
+            tag(nn.Embedding(c.max_position_embeddings, c.hidden_size), weight=Role.INPUT)
+            if c.use_position_unary else None
+        )  # P
+        self.ternary = TernaryFactors(c.num_buckets, c.num_channels, c.hidden_size, c.rank)
+        self.latent = LatentFactor(c.latent_size, c.hidden_size) if c.use_latent_factor else None
+        self.readout = tag(nn.Linear(c.hidden_size, c.vocab_size), weight=Role.OUTPUT, bias=Role.VECTOR)  # W, b
+        self.head_dropout = nn.Dropout(c.head_dropout)
+        self.label_dropout = nn.Dropout(c.label_dropout)
+        # Distinct identity taps per iteration so activation hooks (coordinate check) see every call.
+        self.taps = nn.ModuleList(
+            nn.ModuleDict({name: nn.Identity() for name in TAP_NAMES}) for _ in range(c.num_iterations)
+        )
+        self.logits_tap = nn.Identity()
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.unary
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.readout
+
+    def ternary_norm(self) -> torch.Tensor:
+        return self.ternary.frobenius_norm()
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Run T MFVI iterations. Returns final label logits s (B, n, N), per-iteration s and head marginals."""
+        c = self.config
+        sc = c.scales()
+        bsz, n = input_ids.shape
+        N, M, D = c.hidden_size, c.latent_size, c.max_distance
+        valid = (torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None
+                 else attention_mask.to(torch.bool))  # (B, n)
+        eye = torch.eye(n, dtype=torch.bool, device=input_ids.device)
+        allowed = valid[:, :, None] & valid[:, None, :] & ~eye  # (B, n_i, n_j): candidate heads j of i
+        offset = torch.arange(n, device=input_ids.device)
+        offset = offset[None, :] - offset[:, None]  # (n, n): j - i
+        far = (offset <= -D, offset >= D)  # the two buckets that need full n x n scores (design note 8)
+
+        unary = sc.input * self.unary(input_ids)  # (B, n, N)
+        if self.position is not None:
+            unary = unary + sc.input * self.position.weight[:n]
+        U = sc.ternary * self.ternary.U  # (K, h, N, r) effective weights
+        V = sc.ternary * self.ternary.V
+        B = sc.latent * self.latent.B if self.latent is not None else None  # (M, N)
+        row_valid = valid[..., None].to(unary.dtype)
+        acc = torch.promote_types(unary.dtype, torch.float32)  # softmaxes in >= fp32 under autocast
+
+        s = unary
+        states, marginals = [], []
+        for t in range(c.num_iterations):
+            tap = self.taps[t]
+            # q = N * Q(Z): Theta(1) coordinates at any width (design note 2); pad rows are 0.
+            q = tap["q"](N * torch.softmax(s.to(acc) / c.label_temperature, dim=-1).to(s.dtype) * row_valid)
+            qry = torch.einsum("bia,khar->bkhir", q, U)  # (B, K, h, n, r): one GEMM for all queries
+            key = torch.einsum("bia,khar->bkhir", q, V)
+            e = tap["head_logits"](sc.head_logit * self._head_scores(qry, key, far))  # (B, h, n, n)
+            logits_h = (e.to(acc) / c.head_temperature).masked_fill(~allowed[:, None], torch.finfo(acc).min)
+            a = torch.softmax(logits_h, dim=-1) * allowed[:, None]  # rows with no candidate head are 0
+            if output_attentions:
+                marginals.append(a.detach())
+            a = self.head_dropout(a.to(s.dtype))
+            child, head = self._bucket_contexts(a, qry, key, far)  # (B, K, h, n, r) each
+            m = torch.einsum("bkhir,khar->bia", child, U) + torch.einsum("bkhir,khar->bia", head, V)
+            if B is not None:
+                g_logits = sc.latent_logit * (q @ B.t())  # (B, n, M)
+                g = M * torch.softmax(g_logits.to(acc) / c.latent_temperature, dim=-1).to(s.dtype)
+                g = tap["latent"](g * row_valid)
+                m = m + g @ B
+            m = tap["messages"](m)
+            s = tap["labels"](self.label_dropout(unary + m))
+            states.append(s)
+        return s, states, marginals
+
+    def _head_scores(self, qry: torch.Tensor, key: torch.Tensor, far: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """<qry_{k(i,j)}[i], key_{k(i,j)}[j]> for every pair: two full products for the far buckets,
+        diagonals for the near ones (|i-j| < D), so the n^2 work does not grow with K."""
+        D = self.config.max_distance
+        n = qry.shape[-2]
+        lo, hi = D - 1, 2 * D - 1  # bucket ids of j <= i-D and j >= i+D
+        e = (qry[:, lo] @ key[:, lo].transpose(-1, -2)) * far[0] + (qry[:, hi] @ key[:, hi].transpose(-1, -2)) * far[1]
+        for d in range(1, min(D, n)):
+            below = (qry[:, d - 1, :, d:] * key[:, d - 1, :, : n - d]).sum(-1)  # pairs (i, i-d)
+            above = (qry[:, D + d - 1, :, : n - d] * key[:, D + d - 1, :, d:]).sum(-1)  # pairs (i, i+d)
+            e = e + torch.diag_embed(below, offset=-d) + torch.diag_embed(above, offset=d)
+        return e
+
+    def _bucket_contexts(
+        self, a: torch.Tensor, qry: torch.Tensor, key: torch.Tensor, far: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per bucket k: child_k[i] = sum_j a[i,j] key_k[j] and head_k[i] = sum_j a[j,i] qry_k[j]
+        over the pairs in bucket k: the values the two message directions mix."""
+        D = self.config.max_distance
+        n = qry.shape[-2]
+        child: list[torch.Tensor | None] = [None] * (2 * D)
+        head: list[torch.Tensor | None] = [None] * (2 * D)
+        for k, mask in ((D - 1, far[0]), (2 * D - 1, far[1])):
+            a_k = a * mask
+            child[k] = a_k @ key[:, k]
+            head[k] = a_k.transpose(-1, -2) @ qry[:, k]
+        zeros = qry.new_zeros(qry.shape[0], qry.shape[2], n, qry.shape[-1])
+        for d in range(1, D):
+            lo, hi = d - 1, D + d - 1
+            if d >= n:
+                child[lo] = head[lo] = child[hi] = head[hi] = zeros
+                continue
+            a_below = torch.diagonal(a, offset=-d, dim1=-2, dim2=-1)[..., None]  # a[i, i-d], i >= d
+            child[lo] = F.pad(a_below * key[:, lo, :, : n - d], (0, 0, d, 0))
+            head[lo] = F.pad(a_below * qry[:, lo, :, d:], (0, 0, 0, d))
+            a_above = torch.diagonal(a, offset=d, dim1=-2, dim2=-1)[..., None]  # a[i, i+d], i < n-d
+            child[hi] = F.pad(a_above * key[:, hi, :, d:], (0, 0, 0, d))
+            head[hi] = F.pad(a_above * qry[:, hi, :, : n - d], (0, 0, d, 0))
+        return torch.stack(child, dim=1), torch.stack(head, dim=1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        """MLM forward. ``labels`` uses -100 for unscored positions.
+
+        With ``labels``, the read-out is computed only at scored positions (design note 8) and
+        ``logits`` has shape (num_scored, vocab); without, logits are (B, n, vocab).
+        ``attentions`` are the head marginals a (B, h, n, n) per iteration: soft dependency parses.
+        """
+        s, states, marginals = self.encode(input_ids, attention_mask, output_attentions)
+        scale = self.config.scales().output
+        loss = None
+        if labels is not None:
+            scored = labels != -100
+            logits = self.logits_tap(self.readout(scale * s[scored]))
+            loss = F.cross_entropy(logits.float(), labels[scored])
+        else:
+            logits = self.logits_tap(self.readout(scale * s))
+        return MaskedLMOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=tuple(states) if output_hidden_states else None,
+            attentions=tuple(marginals) if output_attentions else None,
+        )

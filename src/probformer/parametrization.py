@@ -1,0 +1,266 @@
+"""SP and muP in one place: parameter roles, per-role init / lr / forward multipliers, AdamW groups.
+
+Design note section 4 gives the table; section 4a how we implement it: every stored weight keeps a
+width-independent (SP-scale) init and the width dependence lives in forward multipliers
+``c_role(N)`` and in per-group learning-rate factors, chosen so that at the base width N0 the muP
+model *is* the SP model, in forward and under Adam (tests check both).
+
+Roles are tagged when a layer is built (:func:`tag`), never guessed from parameter names:
+
+=========  =====================================  ==========================================
+role       PT                                     BERT / UT
+=========  =====================================  ==========================================
+input      S (unary / embedding), P (positions)   word / position / timestep embeddings
+hidden     U, V (ternary), B (binary)             Q, K, V, O, FFN in/out
+output     W (read-out)                           MLM decoder
+vector     biases                                 biases, LayerNorm
+=========  =====================================  ==========================================
+
+Adam lr: input / output / vector get eta; hidden gets ``eta * hidden_lr_mult`` where
+``hidden_lr_mult = (N0/N)^(1 - beta)`` under muP (so beta = 1 keeps one lr for every stored
+weight, beta = 1/2 is textbook muP with its 1/sqrt(m) factor on the stored scale; see 4a) and 1
+under SP. Weight decay is decoupled (AdamW multiplies it by each group's own lr) and is *not*
+rescaled with width: our choice, documented in the README; biases, norms and embeddings are
+excluded from decay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import nn
+
+PRESETS = ("sp", "mup")
+
+
+class Role(str, Enum):
+    INPUT = "input"
+    HIDDEN = "hidden"
+    OUTPUT = "output"
+    VECTOR = "vector"
+
+
+_ROLE_ATTR = "_probformer_param_roles"
+
+
+def tag(module: nn.Module, **roles: Role) -> nn.Module:
+    """Record the role of ``module``'s own parameters, e.g. ``tag(linear, weight=Role.HIDDEN, bias=Role.VECTOR)``.
+
+    Roles live on the module (not on the tensors) so they survive ``.to()``, ``load_state_dict``,
+    ``from_pretrained`` and ``torch.compile``.
+    """
+    table = dict(getattr(module, _ROLE_ATTR, {}))
+    for name, role in roles.items():
+        if not isinstance(getattr(module, name, None), nn.Parameter):
+            raise AttributeError(f"{type(module).__name__} has no parameter {name!r} to tag")
+        table[name] = Role(role)
+    object.__setattr__(module, _ROLE_ATTR, table)
+    return module
+
+
+def named_roles(model: nn.Module) -> Iterator[tuple[str, nn.Parameter, Role]]:
+    """Every trainable parameter with its role; an untagged one is a bug in the model, so it raises."""
+    seen: set[int] = set()
+    for mod_name, module in model.named_modules():
+        table: dict[str, Role] = getattr(module, _ROLE_ATTR, {})
+        for p_name, param in module.named_parameters(recurse=False):
+            if id(param) in seen or not param.requires_grad:
+                continue
+            seen.add(id(param))
+            full = f"{mod_name}.{p_name}" if mod_name else p_name
+            if p_name not in table:
+                raise ValueError(f"parameter {full!r} has no parametrization role; tag it when the layer is built")
+            yield full, param, table[p_name]
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"parametrization must be one of {PRESETS}, got {preset!r}")
+
+
+@dataclass(frozen=True)
+class PTScales:
+    """Numbers the PT forward and init need, derived from width and preset (design note 2, 4, 4a).
+
+    The forward always works in scaled coordinates q = N * Q (design note 2); the 2023 SP model is
+    recovered by the multipliers below (``ternary = 1/sqrt(N)``, head factor 1, ``latent = 1/M``).
+    """
+
+    ternary: float  # c_U = c_V: effective U = ternary * stored U
+    latent: float  # c_B: effective B = latent * stored B
+    head_logit: float  # alpha_H / r: e = head_logit * <q U_eff, q V_eff>
+    latent_logit: float  # alpha_G: latent logits = latent_logit * (B_eff q)
+    input: float  # alpha_in on S[w] (and P)
+    output: float  # read-out multiplier on s before W
+    init_input: float  # std of stored S, P
+    init_ternary: float  # std of stored U, V
+    init_latent: float  # std of stored B
+    init_output: float  # std of stored W (0 = zero init)
+    hidden_lr_mult: float  # Adam lr factor of the hidden group
+
+
+def pt_scales(
+    *,
+    preset: str,
+    hidden_size: int,
+    rank: int,
+    latent_size: int,
+    base_hidden_size: int,
+    base_rank: int,
+    base_latent_size: int,
+    hidden_exponent: float,
+    input_mult: float,
+    output_mult: float,
+    head_mult: float,
+    latent_mult: float,
+    init_std_input: float,
+    init_std_hidden: float,
+    init_std_output: float,
+) -> PTScales:
+    check_preset(preset)
+    n, r, m_lat = hidden_size, rank, latent_size
+    if preset == "sp":
+        # 2023 PT: Q unscaled, head logits N<QU, QV>, U, V ~ N(0, 1/r). In q = N Q coordinates this
+        # is U_eff = U / sqrt(N), head factor 1 (alpha_H = r), B logits (1/N) B q, messages B^T g / M.
+        return PTScales(
+            ternary=1.0 / math.sqrt(n),
+            latent=1.0 / m_lat,
+            head_logit=head_mult * 1.0,
+            latent_logit=latent_mult * m_lat / n,
+            input=input_mult,
+            output=output_mult,
+            init_input=init_std_input,
+            init_ternary=init_std_hidden / math.sqrt(r),
+            init_latent=init_std_hidden / math.sqrt(n),
+            init_output=init_std_output,
+            hidden_lr_mult=1.0,
+        )
+    n0, r0, m0 = base_hidden_size, base_rank, base_latent_size
+    shrink = (n0 / n) ** hidden_exponent  # (N0/N)^beta, design note 4a
+    return PTScales(
+        ternary=shrink / math.sqrt(n0),
+        latent=shrink / m0,
+        head_logit=head_mult * r0 / r,  # alpha_H = r0: muP's 1/d_head for the rank-r dot product
+        latent_logit=latent_mult * m0 / n0,
+        input=input_mult,
+        output=output_mult * n0 / n,  # MuReadout's 1/m
+        init_input=init_std_input,
+        init_ternary=init_std_hidden / math.sqrt(r0),
+        init_latent=init_std_hidden / math.sqrt(n0),
+        init_output=init_std_output,
+        hidden_lr_mult=(n0 / n) ** (1.0 - hidden_exponent),
+    )
+
+
+@dataclass(frozen=True)
+class TransformerScales:
+    """Numbers the BERT / UT forward and init need (design note 4, 6; mutransformers conventions)."""
+
+    attention: float  # multiplies q.k: 1/sqrt(d_head) in SP, attn_mult / d_head in muP
+    input: float  # alpha_in on the embedding sum
+    output: float  # read-out multiplier (1 in SP, output_mult * N0/N in muP)
+    init_std: float  # std of embeddings and hidden matrices at the base width
+    hidden_init: float  # std of hidden matrices at this width
+    zero_query: bool  # muP zero-initialises the query projection
+    init_output: float  # std of the (untied) decoder; SP ties it to the embedding
+    hidden_lr_mult: float
+
+
+def transformer_scales(
+    *,
+    preset: str,
+    hidden_size: int,
+    head_dim: int,
+    base_hidden_size: int,
+    base_head_dim: int,
+    input_mult: float,
+    output_mult: float,
+    attn_mult: float,
+    init_std: float,
+    init_std_output: float,
+) -> TransformerScales:
+    check_preset(preset)
+    if preset == "sp":
+        return TransformerScales(
+            attention=attn_mult / math.sqrt(head_dim),
+            input=input_mult,
+            output=output_mult,
+            init_std=init_std,
+            hidden_init=init_std,
+            zero_query=False,
+            init_output=init_std,
+            hidden_lr_mult=1.0,
+        )
+    m = hidden_size / base_hidden_size
+    return TransformerScales(
+        # attn_mult * sqrt(d0) / d equals SP's 1/sqrt(d) at the base head size (mup's "8/d" for d0=64).
+        attention=attn_mult * math.sqrt(base_head_dim) / head_dim,
+        input=input_mult,
+        output=output_mult / m,
+        init_std=init_std,
+        hidden_init=init_std / math.sqrt(m),
+        zero_query=True,
+        init_output=init_std_output,
+        hidden_lr_mult=1.0 / m,
+    )
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """One AdamW group: its role, lr factor relative to the base lr, and weight decay."""
+
+    role: Role
+    lr_mult: float
+    weight_decay: float
+
+
+def param_groups(model: nn.Module, *, lr: float, weight_decay: float, hidden_lr_mult: float) -> list[dict]:
+    """The AdamW param groups for ``model``: one per role, each with its own lr (design note 4).
+
+    Every group carries ``lr_mult`` and ``role`` so a schedule can scale each group's own lr and a
+    reader of the optimizer state can see what was applied.
+    """
+    specs = {
+        Role.INPUT: GroupSpec(Role.INPUT, 1.0, 0.0),
+        Role.VECTOR: GroupSpec(Role.VECTOR, 1.0, 0.0),
+        Role.HIDDEN: GroupSpec(Role.HIDDEN, hidden_lr_mult, weight_decay),
+        Role.OUTPUT: GroupSpec(Role.OUTPUT, 1.0, weight_decay),
+    }
+    buckets: dict[Role, list[nn.Parameter]] = {role: [] for role in specs}
+    names: dict[Role, list[str]] = {role: [] for role in specs}
+    for name, param, role in named_roles(model):
+        buckets[role].append(param)
+        names[role].append(name)
+    groups = []
+    for role, spec in specs.items():
+        if not buckets[role]:
+            continue
+        groups.append(
+            {
+                "params": buckets[role],
+                "param_names": names[role],
+                "role": role.value,
+                "lr_mult": spec.lr_mult,
+                "lr": lr * spec.lr_mult,
+                "weight_decay": spec.weight_decay,
+            }
+        )
+    return groups
+
+
+def build_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float,
+    hidden_lr_mult: float,
+    fused: bool = False,
+) -> torch.optim.AdamW:
+    groups = param_groups(model, lr=lr, weight_decay=weight_decay, hidden_lr_mult=hidden_lr_mult)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
