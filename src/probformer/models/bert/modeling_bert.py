@@ -1,0 +1,286 @@
+"""BertForMLM: the BERT baseline, our own implementation (design note sections 4, 4a and 6).
+
+How it differs from a standard transformer encoder (HF ``BertForMaskedLM``):
+- Under SP, not at all: post-LN encoder, learned absolute positions, a token-type row, GELU FFN,
+  MLM head = dense + GELU + LayerNorm and a decoder with bias tied to the word embeddings. HF weights
+  copied in (:meth:`BertForMLM.from_hf_bert`) give HF's logits. There is no pooler, no NSP head and
+  only segment A's token-type row (MLM never uses segment B).
+- Under muP (as mutransformers): attention logits are multiplied by ``attn_mult * sqrt(d0) / d_head``
+  instead of ``1/sqrt(d_head)``; hidden matrices (Q, K, V, O, FFN in/out, head transform) start at
+  ``sigma / sqrt(m)`` and train at lr / m (:func:`probformer.parametrization.param_groups`); the
+  query projection starts at zero; the decoder is untied, starts at ``init_std_output`` (0: zeros)
+  and reads ``(alpha_out / m)`` times its input (MuReadout).
+  At the base width (m = 1, d_head = d0) every multiplier equals SP's, so given the same weights the
+  muP forward *is* the SP forward (design note 4a; a test checks it). What still differs there is the
+  initial state only: the zero query (uniform attention at init) and the untied zero decoder.
+- ``alpha_in`` multiplies the *normalised* embeddings: post-LN normalises the embedding sum, so a
+  multiplier before that norm would be a no-op.
+- With labels, the head runs only at scored positions (design note 8): ``logits`` is (num_scored, V).
+- Attention is computed eagerly (scores materialised) so the coordinate-check taps see the logits.
+
+:class:`MLMEncoder` holds everything except the encoder stack, which
+:mod:`probformer.models.ut.modeling_ut` replaces by one shared layer.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import MaskedLMOutput
+
+from probformer.models.bert.configuration_bert import ProbformerBertConfig
+from probformer.parametrization import Role, tag
+
+TAP_NAMES = ("attention_logits", "attention_output", "ffn_output", "layer_output")
+
+
+def hidden_linear(fan_in: int, fan_out: int) -> nn.Linear:
+    return tag(nn.Linear(fan_in, fan_out), weight=Role.HIDDEN, bias=Role.VECTOR)
+
+
+def layer_norm(config: ProbformerBertConfig) -> nn.LayerNorm:
+    return tag(nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps), weight=Role.VECTOR, bias=Role.VECTOR)
+
+
+class BertEmbeddings(nn.Module):
+    """word + token type (segment A) + learned absolute position, then LayerNorm and dropout."""
+
+    def __init__(self, config: ProbformerBertConfig):
+        super().__init__()
+        N = config.hidden_size
+        self.word = tag(nn.Embedding(config.vocab_size, N, padding_idx=config.pad_token_id), weight=Role.INPUT)
+        self.position = tag(nn.Embedding(config.max_position_embeddings, N), weight=Role.INPUT)
+        self.token_type = tag(nn.Embedding(1, N), weight=Role.INPUT)
+        self.norm = layer_norm(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        n = input_ids.shape[1]
+        if n > self.position.num_embeddings:
+            raise ValueError(f"sequence length {n} exceeds max_position_embeddings={self.position.num_embeddings}")
+        e = self.word(input_ids) + self.token_type.weight[0] + self.position.weight[:n]  # (B, n, N), HF's order
+        return self.dropout(self.norm(e))
+
+
+class BertLayer(nn.Module):
+    """One post-LN encoder layer: h = LN(x + Attn(x)), out = LN(h + FFN(h)). Also UT's shared layer."""
+
+    def __init__(self, config: ProbformerBertConfig):
+        super().__init__()
+        N, I = config.hidden_size, config.intermediate_size
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.query, self.key, self.value = hidden_linear(N, N), hidden_linear(N, N), hidden_linear(N, N)
+        self.attn_out = hidden_linear(N, N)
+        self.attn_norm = layer_norm(config)
+        self.ffn_in, self.ffn_out = hidden_linear(N, I), hidden_linear(I, N)
+        self.ffn_norm = layer_norm(config)
+        self.attn_dropout = nn.Dropout(config.attention_dropout)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        attention_scale: float,
+        taps: nn.ModuleDict,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, n, N); key_mask (B, n) bool, False = padding. Returns the layer output and the
+        attention probabilities (B, H, n, n)."""
+        bsz, n, N = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(bsz, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, n, d)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        logits = taps["attention_logits"]((q @ k.transpose(-1, -2)) * attention_scale)  # (B, H, n, n)
+        if key_mask is not None:
+            logits = logits.masked_fill(~key_mask[:, None, None, :], torch.finfo(logits.dtype).min)
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(v.dtype)  # fp32 even under autocast
+        ctx = (self.attn_dropout(probs) @ v).transpose(1, 2).reshape(bsz, n, N)  # (B, n, N)
+        h = self.attn_norm(x + self.dropout(taps["attention_output"](self.attn_out(ctx))))
+        f = taps["ffn_output"](self.ffn_out(F.gelu(self.ffn_in(h))))  # exact (erf) GELU, as HF "gelu"
+        return taps["layer_output"](self.ffn_norm(h + self.dropout(f))), probs
+
+
+class MLMHeadTransform(nn.Module):
+    """HF's prediction-head transform: dense (a hidden matrix) + GELU + LayerNorm, before the decoder."""
+
+    def __init__(self, config: ProbformerBertConfig):
+        super().__init__()
+        self.dense = hidden_linear(config.hidden_size, config.hidden_size)
+        self.norm = layer_norm(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.dense(x)))
+
+
+class MLMEncoder(PreTrainedModel):
+    """Embeddings, MLM head, init and forward shared by BERT and UT; subclasses build the encoder
+    stack, then call ``post_init``, and say which layer runs at step t and what it reads."""
+
+    config_class = ProbformerBertConfig
+    base_model_prefix = "encoder"
+    supports_gradient_checkpointing = False
+    # Only consulted when config.tie_word_embeddings, i.e. under SP.
+    _tied_weights_keys = {"decoder.weight": "embeddings.word.weight"}
+
+    def __init__(self, config: ProbformerBertConfig):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)  # registered first: a tied weight keeps the INPUT role
+        self.head = MLMHeadTransform(config)
+        self.decoder = tag(nn.Linear(config.hidden_size, config.vocab_size), weight=Role.OUTPUT, bias=Role.VECTOR)
+        # Distinct identity taps per step so activation hooks (coordinate check) see every call.
+        self.taps = nn.ModuleList(
+            nn.ModuleDict({name: nn.Identity() for name in TAP_NAMES}) for _ in range(config.num_layers)
+        )
+        self.embeddings_tap = nn.Identity()
+        self.logits_tap = nn.Identity()
+
+    def layer_at(self, step: int) -> BertLayer:
+        """The layer applied at step ``step`` (BERT: its own layer; UT: the shared one)."""
+        raise NotImplementedError(f"{type(self).__name__} must say which layer runs at each step")
+
+    def step_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """What the layer at ``step`` reads (BERT: the previous output; UT adds a timestep vector)."""
+        return x
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.decoder
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # HF BERT's init with the stds from scales(). transformers only calls this on modules that own
+        # parameters (the leaves here), so the decoder and the query projections are found by identity.
+        sc = self.config.scales()
+        if isinstance(module, nn.Embedding):  # word, position, token type (UT: timestep)
+            nn.init.normal_(module.weight, std=sc.init_std)
+            pad = module.padding_idx
+            if pad is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                module.weight[pad].zero_()  # HF zeroes the pad row (a loaded weight keeps its own)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            if module is self.decoder:  # under SP replaced by the word embeddings right after (tie)
+                std = sc.init_output
+            elif sc.zero_query and any(module is self.layer_at(t).query for t in range(self.config.num_layers)):
+                std = 0.0
+            else:
+                std = sc.hidden_init
+            if std > 0:
+                nn.init.normal_(module.weight, std=std)
+            else:
+                nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        """MLM forward. ``labels`` uses -100 for unscored positions.
+
+        With ``labels``, the head runs only at scored positions and ``logits`` is (num_scored, vocab);
+        without, logits are (B, n, vocab). ``hidden_states``: embeddings then every step's output.
+        """
+        sc = self.config.scales()
+        key_mask = attention_mask.to(torch.bool) if attention_mask is not None else None
+        x = self.embeddings_tap(sc.input * self.embeddings(input_ids))  # (B, n, N)
+        states, attentions = [x], []
+        for t in range(self.config.num_layers):
+            x, probs = self.layer_at(t)(self.step_input(x, t), key_mask, sc.attention, self.taps[t])
+            states.append(x)
+            if output_attentions:
+                attentions.append(probs.detach())
+        loss = None
+        if labels is not None:
+            scored = labels != -100
+            logits = self.logits_tap(self.decoder(sc.output * self.head(x[scored])))  # (num_scored, V)
+            loss = F.cross_entropy(logits.float(), labels[scored])
+        else:
+            logits = self.logits_tap(self.decoder(sc.output * self.head(x)))  # (B, n, V)
+        return MaskedLMOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=tuple(states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+
+# HF BertForMaskedLM parameter names -> ours (token_type is sliced to segment A separately).
+_HF_RENAMES = (
+    (r"^bert\.embeddings\.word_embeddings\.", "embeddings.word."),
+    (r"^bert\.embeddings\.position_embeddings\.", "embeddings.position."),
+    (r"^bert\.embeddings\.token_type_embeddings\.", "embeddings.token_type."),
+    (r"^bert\.embeddings\.LayerNorm\.", "embeddings.norm."),
+    (r"^bert\.encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.", r"layers.\1.\2."),
+    (r"^bert\.encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.attn_out."),
+    (r"^bert\.encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"layers.\1.attn_norm."),
+    (r"^bert\.encoder\.layer\.(\d+)\.intermediate\.dense\.", r"layers.\1.ffn_in."),
+    (r"^bert\.encoder\.layer\.(\d+)\.output\.dense\.", r"layers.\1.ffn_out."),
+    (r"^bert\.encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"layers.\1.ffn_norm."),
+    (r"^cls\.predictions\.transform\.dense\.", "head.dense."),
+    (r"^cls\.predictions\.transform\.LayerNorm\.", "head.norm."),
+    (r"^cls\.predictions\.decoder\.", "decoder."),
+    (r"^cls\.predictions\.bias$", "decoder.bias"),
+)
+
+
+def convert_hf_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A HF ``BertForMaskedLM`` state dict in our names. Raises on a key we do not know."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        for pattern, repl in _HF_RENAMES:
+            new, hits = re.subn(pattern, repl, key)
+            if hits:
+                break
+        else:
+            raise KeyError(f"no mapping for HF parameter {key!r}")
+        out[new] = value[:1] if new == "embeddings.token_type.weight" else value  # segment A only
+    return out
+
+
+class BertForMLM(MLMEncoder):
+    def __init__(self, config: ProbformerBertConfig):
+        super().__init__(config)
+        self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_layers))
+        self.post_init()
+
+    def layer_at(self, step: int) -> BertLayer:
+        return self.layers[step]
+
+    @classmethod
+    def from_hf_bert(cls, hf_model: nn.Module) -> BertForMLM:
+        """Our SP model holding a HF ``BertForMaskedLM``'s weights (same logits; test reference)."""
+        hc = hf_model.config
+        if hc.hidden_act != "gelu":
+            raise ValueError(f"hidden_act must be 'gelu' (exact GELU) to match, got {hc.hidden_act!r}")
+        config = ProbformerBertConfig(
+            vocab_size=hc.vocab_size,
+            hidden_size=hc.hidden_size,
+            num_layers=hc.num_hidden_layers,
+            num_heads=hc.num_attention_heads,
+            intermediate_size=hc.intermediate_size,
+            max_position_embeddings=hc.max_position_embeddings,
+            hidden_dropout=hc.hidden_dropout_prob,
+            attention_dropout=hc.attention_probs_dropout_prob,
+            layer_norm_eps=hc.layer_norm_eps,
+            parametrization="sp",
+            init_std=hc.initializer_range,
+            pad_token_id=hc.pad_token_id if hc.pad_token_id is not None else 0,
+        )
+        model = cls(config)
+        model.load_state_dict(convert_hf_state_dict(hf_model.state_dict()), strict=True)
+        return model.train(hf_model.training)

@@ -1,0 +1,39 @@
+"""UniversalTransformerForMLM: the Universal Transformer baseline (Dehghani et al. 2018; design note 6).
+
+How it differs from a standard transformer encoder (here: our BERT, :mod:`..bert.modeling_bert`):
+- ONE post-LN encoder layer (:class:`BertLayer`, the same class as BERT's) is applied ``num_layers``
+  = T times with shared weights, so the parameter count does not grow with depth (only the timestep
+  table does) while the compute per token is that of a T-layer BERT.
+- Before step t a learned timestep embedding tau_t (an INPUT-role table, T x N) is added to the
+  layer input: x_t = Layer(x_{t-1} + tau_t). The paper's coordinate embedding adds sinusoidal
+  position and timestep vectors at every step; we keep BERT's learned absolute positions at the
+  input and learn the timestep vectors.
+- No adaptive computation time (ACT): every token takes all T steps.
+- Embeddings, MLM head, SP / muP parametrization (design note 4, 4a) and taps are BERT's; the taps
+  are per *step*, so hooks see each application of the shared layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from probformer.models.bert.modeling_bert import BertLayer, MLMEncoder
+from probformer.models.ut.configuration_ut import UniversalTransformerConfig
+from probformer.parametrization import Role, tag
+
+
+class UniversalTransformerForMLM(MLMEncoder):
+    config_class = UniversalTransformerConfig
+
+    def __init__(self, config: UniversalTransformerConfig):
+        super().__init__(config)
+        self.layer = BertLayer(config)
+        self.timestep = tag(nn.Embedding(config.num_layers, config.hidden_size), weight=Role.INPUT)
+        self.post_init()
+
+    def layer_at(self, step: int) -> BertLayer:
+        return self.layer
+
+    def step_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        return x + self.timestep.weight[step]  # (B, n, N) + (N,)

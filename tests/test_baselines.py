@@ -1,0 +1,252 @@
+"""BERT and Universal Transformer baselines, and sizing (design note sections 4, 4a, 6).
+
+Tiny configs (hidden 32, 2 layers, 4 heads, vocab 99, seq 7, batch 3); references: HF BertForMaskedLM,
+the SP model at the base width, torch's FLOP counter and the instantiated models' parameter counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from torch.utils.flop_counter import FlopCounterMode
+
+from probformer.models import MODEL_CLASSES, build_model
+from probformer.models.bert.modeling_bert import BertForMLM
+from probformer.parametrization import Role, named_roles, param_groups
+from probformer.sizing import config_for_budget, count_parameters, training_flops_per_token
+
+VOCAB, BATCH, SEQ = 99, 3, 7
+TINY = dict(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37)
+ENCODERS = ("bert", "ut")
+PRESETS = ("sp", "mup")
+
+
+def tiny(arch: str, preset: str = "mup", **overrides):
+    config_cls, model_cls = MODEL_CLASSES[arch]
+    return model_cls(config_cls(**{**TINY, "parametrization": preset, **overrides}))
+
+
+def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (BATCH, SEQ), generator=g)
+    mask = torch.ones(BATCH, SEQ, dtype=torch.long)
+    mask[1, 5:] = 0  # padded tails of different lengths
+    mask[2, 3:] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    labels = torch.full((BATCH, SEQ), -100)
+    labels[0, 1], labels[1, 2], labels[1, 4], labels[2, 0] = 7, 8, 9, 10
+    return ids, mask, labels
+
+
+def slope(widths: list[int], values: list[float]) -> float:
+    return float(np.polyfit(np.log(widths), np.log(values), 1)[0])
+
+
+# -- shapes ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ENCODERS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_shapes_with_and_without_labels(arch: str, preset: str):
+    torch.manual_seed(0)
+    model = tiny(arch, preset).eval()
+    ids, mask, labels = batch()
+    out = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert out.logits.shape == (BATCH, SEQ, VOCAB) and out.loss is None
+    assert len(out.hidden_states) == 3 and out.hidden_states[-1].shape == (BATCH, SEQ, 32)
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (BATCH, 4, SEQ, SEQ)
+    assert out.attentions[1][2, :, :, 3:].abs().max() == 0  # padded keys get no attention
+    scored = model(ids, attention_mask=mask, labels=labels)
+    assert scored.logits.shape == (4, VOCAB) and torch.isfinite(scored.loss)
+    # The head at scored positions only gives the full logits at those positions.
+    torch.testing.assert_close(scored.logits, out.logits[labels != -100], rtol=0, atol=1e-6)
+    # Padding is invisible: other ids in the padded slots leave real positions unchanged.
+    other = model(ids.masked_fill(mask == 0, 17), attention_mask=mask).logits
+    torch.testing.assert_close(other[mask.bool()], out.logits[mask.bool()], rtol=0, atol=1e-6)
+
+
+# -- HF equivalence (SP) -----------------------------------------------------------------------------
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_sp_bert_matches_hf_bert(attn_implementation: str):
+    hf_config = transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        attn_implementation=attn_implementation,
+    )
+    torch.manual_seed(0)
+    hf = transformers.BertForMaskedLM(hf_config).eval()
+    with torch.no_grad():  # move norms and biases off their 1 / 0 init so that they are tested too
+        for name, p in hf.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    ours = BertForMLM.from_hf_bert(hf).eval()
+    assert ours.decoder.weight is ours.embeddings.word.weight  # SP ties, like HF
+    ids, mask, labels = batch()
+    for attention_mask in (None, mask):
+        ref = hf(input_ids=ids, attention_mask=attention_mask, labels=labels)
+        got = ours(ids, attention_mask=attention_mask, labels=labels)
+        full = ours(ids, attention_mask=attention_mask).logits
+        valid = attention_mask.bool() if attention_mask is not None else torch.ones(BATCH, SEQ, dtype=torch.bool)
+        err = (full - ref.logits)[valid].abs().max().item()
+        assert err < 1e-5, f"max |logit difference| {err:.2e}"
+        torch.testing.assert_close(got.loss, ref.loss, rtol=0, atol=1e-5)
+
+
+# -- muP ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ENCODERS)
+def test_mup_equals_sp_at_base_width(arch: str):
+    torch.manual_seed(0)
+    sp, mup = tiny(arch, "sp").eval(), tiny(arch, "mup").eval()
+    # At init they differ only in the zero query and the untied zero decoder (design note 4a) ...
+    first = mup.layer_at(0)
+    assert first.query.weight.abs().max() == 0 and mup.decoder.weight.abs().max() == 0
+    assert mup.decoder.weight is not mup.embeddings.word.weight
+    assert sp.decoder.weight is sp.embeddings.word.weight and sp.layer_at(0).query.weight.abs().max() > 0
+    # ... and given the same weights they compute the same function.
+    mup.load_state_dict(sp.state_dict())
+    ids, mask, labels = batch()
+    torch.testing.assert_close(mup(ids, attention_mask=mask).logits, sp(ids, attention_mask=mask).logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(mup(ids, mask, labels).loss, sp(ids, mask, labels).loss, rtol=0, atol=1e-6)
+
+
+def tap_means(arch: str, preset: str, widths: list[int], seeds: tuple[int, ...]) -> dict[str, list[float]]:
+    """Mean |activation| at every tap, per width, averaged over seeds, at initialisation."""
+    config_cls, model_cls = MODEL_CLASSES[arch]
+    base = config_cls(**{**TINY, "intermediate_size": 128, "parametrization": preset, "hidden_dropout": 0.0,
+                         "attention_dropout": 0.0, "init_std_output": 0.02})
+    table: dict[str, list[float]] = {}
+    for width in widths:
+        sums: dict[str, float] = {}
+        for seed in seeds:
+            torch.manual_seed(seed)
+            model = model_cls(base.with_width(width)).eval()
+            ids = torch.randint(5, VOCAB, (BATCH, SEQ), generator=torch.Generator().manual_seed(100 + seed))
+            hooks = [
+                module.register_forward_hook(
+                    lambda _m, _i, out, name=name: sums.__setitem__(name, sums.get(name, 0.0) + out.abs().mean().item())
+                )
+                for name, module in model.named_modules() if isinstance(module, torch.nn.Identity)
+            ]
+            with torch.no_grad():
+                model(ids)
+            for hook in hooks:
+                hook.remove()
+        for name, total in sums.items():
+            table.setdefault(name, []).append(total / len(seeds))
+    return table
+
+
+@pytest.mark.parametrize("arch", ENCODERS)
+def test_mup_coordinates_width_independent_at_init(arch: str):
+    widths = [32, 64, 128, 256]
+    mup = tap_means(arch, "mup", widths, seeds=(0, 1, 2))
+    sp = tap_means(arch, "sp", widths, seeds=(0, 1, 2))
+    flat = [n for n in mup if n == "embeddings_tap" or n.split(".")[-1] in ("attention_output", "ffn_output", "layer_output")]
+    assert len(flat) == 1 + 3 * 2
+    slopes = {name: slope(widths, mup[name]) for name in flat}
+    assert all(abs(s) <= 0.1 for s in slopes.values()), slopes
+    # SP: sublayer outputs grow ~ N (two std-0.02 matrices, each sqrt(N)); norms keep the stream at O(1).
+    for name in flat:
+        if name.endswith(("attention_output", "ffn_output")):
+            assert 0.8 < slope(widths, sp[name]) < 1.3, (name, sp[name])
+        else:
+            assert abs(slope(widths, sp[name])) <= 0.1
+    # Read-out at init: SP's tied decoder gives logits ~ sqrt(N); muP's (alpha/m) W gives ~ 1/sqrt(N)
+    # (with the default zero-init decoder they are exactly 0); muP's logits become O(1) through training.
+    assert 0.4 < slope(widths, sp["logits_tap"]) < 0.6
+    assert -0.6 < slope(widths, mup["logits_tap"]) < -0.4
+    # muP's zero query makes attention logits exactly 0 at init; SP's grow ~ N (q.k / sqrt(d), d fixed).
+    assert max(mup["taps.0.attention_logits"]) == 0
+    assert slope(widths, sp["taps.0.attention_logits"]) > 0.8
+
+
+@pytest.mark.parametrize("arch", ENCODERS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_roles_and_param_groups(arch: str, preset: str):
+    config_cls, model_cls = MODEL_CLASSES[arch]
+    model = model_cls(config_cls(**{**TINY, "parametrization": preset}).with_width(128))  # m = 4
+    roles = {name: role for name, _, role in named_roles(model)}  # raises on an untagged parameter
+    assert len(roles) == len(list(model.parameters()))
+    hidden = {n for n, r in roles.items() if r == Role.HIDDEN}
+    expected = {"query", "key", "value", "attn_out", "ffn_in", "ffn_out"}
+    assert {n.split(".")[-2] for n in hidden} == expected | {"dense"} and all(n.endswith("weight") for n in hidden)
+    assert roles["decoder.bias"] == Role.VECTOR
+    assert roles.get("decoder.weight") == (Role.OUTPUT if preset == "mup" else None)  # SP: tied to the INPUT table
+    groups = param_groups(model, lr=1e-3, weight_decay=0.1, hidden_lr_mult=model.config.scales().hidden_lr_mult)
+    by_role = {g["role"]: g for g in groups}
+    assert set(by_role["hidden"]["param_names"]) == hidden
+    assert by_role["hidden"]["lr_mult"] == (0.25 if preset == "mup" else 1.0)
+    assert all(g["lr_mult"] == 1.0 for role, g in by_role.items() if role != "hidden")
+
+
+# -- sizing ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("arch", "overrides"),
+    [("bert", {}), ("bert", {"parametrization": "sp"}), ("ut", {}), ("ut", {"parametrization": "sp"}),
+     ("pt", {}), ("pt", {"use_position_unary": True, "use_latent_factor": False})],
+)
+def test_count_parameters_matches_model(arch: str, overrides: dict):
+    if arch == "pt":
+        kwargs = dict(vocab_size=VOCAB, hidden_size=32, num_channels=2, rank=8, latent_size=64, num_iterations=2,
+                      max_position_embeddings=16, **overrides)
+    else:
+        kwargs = {**TINY, **overrides}
+    model = build_model(arch, **kwargs)
+    counts = count_parameters(arch, model.config)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["total"] == counts["embedding"] + counts["non_embedding"]
+    assert count_parameters(arch, model.config.__class__(**{**kwargs, "vocab_size": 500}))["non_embedding"] == counts["non_embedding"]
+
+
+@pytest.mark.parametrize("arch", ["pt", "bert", "ut"])
+@pytest.mark.parametrize("budget", [1_000_000, 4_000_000])
+def test_config_for_budget(arch: str, budget: int):
+    base = {"num_layers": 4} if arch != "pt" else {"num_iterations": 3}
+    config = config_for_budget(arch, budget, vocab_size=4096, base=base)
+    counts = count_parameters(arch, config)
+    assert abs(counts["total"] - budget) <= 0.02 * budget
+    assert counts["total"] == sum(p.numel() for p in MODEL_CLASSES[arch][1](config).parameters())
+    if arch == "pt":
+        assert config.rank == 32 and config.base_hidden_size == 128  # fixed rank; muP base = reference width
+    else:
+        assert config.head_dim == 32 and config.num_layers == 4
+
+
+def test_config_for_budget_rejects_impossible_budget():
+    with pytest.raises(ValueError, match="bert"):
+        config_for_budget("bert", 10_000, vocab_size=4096)
+
+
+def test_ut_shares_weights_across_steps():
+    shallow, deep = tiny("ut", num_layers=2), tiny("ut", num_layers=6)
+    n_shallow = sum(p.numel() for p in shallow.parameters())
+    assert sum(p.numel() for p in deep.parameters()) - n_shallow == 4 * 32  # four more timestep rows
+    assert count_parameters("ut", deep.config)["total"] - count_parameters("ut", shallow.config)["total"] == 4 * 32
+    bert_deep = tiny("bert", num_layers=6)
+    assert sum(p.numel() for p in bert_deep.parameters()) > n_shallow + 4 * 32 * 32  # BERT's grows by layers
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs"),
+    [("bert", TINY), ("ut", {**TINY, "num_layers": 3}),
+     ("pt", dict(vocab_size=VOCAB, hidden_size=32, num_channels=2, rank=8, latent_size=64, num_iterations=2))],
+)
+def test_training_flops_match_flop_counter(arch: str, kwargs: dict):
+    """torch's counter sees every matmul of forward + backward; the formula additionally counts PT's
+    banded near-bucket products, which run as elementwise ops the counter does not see."""
+    model = build_model(arch, **kwargs)
+    n = 16
+    ids = torch.randint(5, VOCAB, (BATCH, n))
+    labels = torch.full((BATCH, n), -100)
+    labels[:, ::4] = ids[:, ::4]  # a masked fraction of exactly 1/4
+    with FlopCounterMode(display=False) as counter:
+        model(ids, labels=labels).loss.backward()
+    counted = counter.get_total_flops() / (BATCH * n)
+    expected = training_flops_per_token(arch, model.config, n, mask_fraction=0.25)
+    if arch == "pt":
+        c = model.config
+        expected -= 6 * c.num_iterations * 6 * c.num_channels * c.rank * (c.max_distance - 1)
+    assert counted == expected
+    if arch == "ut":  # one shared layer applied T times costs what T BERT layers cost
+        bert = MODEL_CLASSES["bert"][0](**kwargs)
+        assert training_flops_per_token("bert", bert, n) == training_flops_per_token("ut", model.config, n)
