@@ -31,10 +31,10 @@ def naive_label_logits(model: PTForMaskedLM, input_ids: torch.Tensor, attention_
         unary = [sc.input * model.unary.weight[ids[i]] for i in range(n)]
         s = list(unary)
         for _ in range(c.num_iterations):
-            q = [N * torch.softmax(s[i] / c.label_temperature, -1) if valid[i] else torch.zeros(N) for i in range(n)]
+            q = [N * torch.softmax(s[i] / c.label_temperature, -1) if valid[i] else torch.zeros(N, dtype=U.dtype) for i in range(n)]
             new_s = []
             # head marginals a[c][i][j]
-            a = [[[torch.tensor(0.0)] * n for _ in range(n)] for _ in range(h)]
+            a = [[[torch.tensor(0.0, dtype=U.dtype)] * n for _ in range(n)] for _ in range(h)]
             for ch in range(h):
                 for i in range(n):
                     cands = [j for j in range(n) if j != i and valid[j] and valid[i]]
@@ -48,7 +48,7 @@ def naive_label_logits(model: PTForMaskedLM, input_ids: torch.Tensor, attention_
                     for j, p in zip(cands, probs):
                         a[ch][i][j] = p
             for i in range(n):
-                m = torch.zeros(N)
+                m = torch.zeros(N, dtype=U.dtype)
                 for ch in range(h):
                     for j in range(n):
                         if j == i:

@@ -69,8 +69,9 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", "a number > 0", self.lr)
         _check(self.weight_decay >= 0, "optim.weight_decay", "a number >= 0", self.weight_decay)
-        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2", "numbers in [0, 1)",
-               (self.beta1, self.beta2))
+        _check(0 <= self.beta1 < 1, "optim.beta1", "a number in [0, 1)", self.beta1)
+        _check(0 <= self.beta2 < 1, "optim.beta2", "a number in [0, 1)", self.beta2)
+        _check(self.eps > 0, "optim.eps", "a number > 0", self.eps)
         _check(0 <= self.warmup_fraction < 1, "optim.warmup_fraction", "a number in [0, 1)", self.warmup_fraction)
         _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", "a number in [0, 1]", self.min_lr_ratio)
         _check(self.grad_clip >= 0, "optim.grad_clip", "a number >= 0", self.grad_clip)
@@ -104,12 +105,14 @@ class TrainConfig:
     test_eval: bool = True  # evaluate on the test split at the end
 
     def __post_init__(self) -> None:
-        if isinstance(self.data, dict):
-            self.data = _build(DataConfig, self.data, "data")
-        if isinstance(self.optim, dict):
-            self.optim = _build(OptimConfig, self.optim, "optim")
+        if not isinstance(self.data, DataConfig):  # a mapping; null (an empty YAML section) means defaults
+            self.data = _build(DataConfig, {} if self.data is None else self.data, "data")
+        if not isinstance(self.optim, OptimConfig):
+            self.optim = _build(OptimConfig, {} if self.optim is None else self.optim, "optim")
         for key in ("batch_size", "grad_accum", "steps", "log_interval", "eval_interval"):
             _check(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
+        _check(self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        _check(self.threads is None or self.threads >= 1, "threads", "null or an integer >= 1", self.threads)
         _check(self.checkpoint_interval >= 0, "checkpoint_interval", "an integer >= 0", self.checkpoint_interval)
         _check(self.token_budget is None or self.token_budget >= 1, "token_budget", "null or an integer >= 1",
                self.token_budget)
@@ -131,7 +134,7 @@ class TrainConfig:
 def model_config_class(arch: str):
     from probformer.models import MODEL_CLASSES
 
-    if arch not in MODEL_CLASSES:
+    if not isinstance(arch, str) or arch not in MODEL_CLASSES:
         raise ConfigError(f"model.arch: unknown architecture {arch!r}; allowed: {', '.join(sorted(MODEL_CLASSES))}")
     return MODEL_CLASSES[arch][0]
 
@@ -209,21 +212,23 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
     elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, int):
             return value
-        try:
-            number = float(value)
-            if number.is_integer():
-                return int(number)
-        except (TypeError, ValueError):
-            pass
+        else:
+            try:
+                number = float(value)
+                if number.is_integer():
+                    return int(number)
+            except (TypeError, ValueError, OverflowError):
+                pass
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            pass
+        if not isinstance(value, bool):
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                pass
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -309,7 +314,10 @@ def load_config(path: str | Path | None = None, preset: str | None = None, overr
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     if "model" in values:
-        model = dict(values["model"] or {})
+        model = values["model"] if values["model"] is not None else {}
+        if not isinstance(model, dict):
+            raise ConfigError(f"model: expected a mapping with 'arch' and model fields, got {model!r}")
+        model = dict(model)
         values = {**values, "model": {"arch": model.pop("arch", "pt"), **model}}
     return _build(TrainConfig, values, "")
 

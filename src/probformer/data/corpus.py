@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import re
 from pathlib import Path
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -72,7 +73,7 @@ def _read_file(path: Path, text_field: str, single: bool) -> list[str]:
         text = path.read_text(encoding="utf-8", errors="replace")
         if not single:
             return [text]
-        blocks = [block.strip() for block in text.split("\n\n")]
+        blocks = [block.strip() for block in re.split(r"\n\s*\n", text)]  # blank = whitespace only
         return _nonempty(blocks, path)
     if path.suffix == ".jsonl":
         docs = []

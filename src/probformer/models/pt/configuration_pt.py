@@ -46,12 +46,12 @@ class PTConfig(PretrainedConfig):
         base_rank: int | None = None,  # r0 (None: derived from width_scaling)
         base_latent_size: int | None = None,  # M0 (None: M * N0 / N)
         width_scaling: Literal["channels", "rank"] = "channels",
-        hidden_exponent: float = 1.0,  # beta: hidden multiplier (N0/N)^beta, design note 4a-4b
+        hidden_exponent: float = 0.5,  # beta: hidden multiplier (N0/N)^beta; 1/2 = textbook muP (design note 4a-4b)
         input_mult: float = 1.0,  # alpha_in on S[w]
         output_mult: float = 1.0,  # alpha_out on the read-out
         head_mult: float = 1.0,  # alpha_H relative to its preset value
         latent_mult: float = 1.0,  # alpha_G relative to its preset value
-        init_std_input: float = 1.0,  # sigma_in: std of S (and P)
+        init_std_input: float = 0.3,  # sigma_in: std of S (and P); keeps q spread at init (coordinate check)
         init_std_hidden: float = 1.0,  # sigma_hid: U, V ~ sigma/sqrt(r), B ~ sigma/sqrt(N) (at base width)
         init_std_output: float = 0.0,  # sigma_out: std of read-out W (0 = zero init)
         pad_token_id: int = 0,

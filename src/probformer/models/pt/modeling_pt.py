@@ -236,7 +236,7 @@ class PTForMaskedLM(PTPreTrainedModel):
         if labels is not None:
             scored = labels != -100
             logits = self.logits_tap(self.readout(scale * s[scored]))
-            loss = F.cross_entropy(logits.float(), labels[scored])
+            loss = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels[scored])
         else:
             logits = self.logits_tap(self.readout(scale * s))
         return MaskedLMOutput(
