@@ -103,6 +103,7 @@ class TrainConfig:
     progress: bool = True  # progress bar with tokens/s
     tensorboard: bool = True  # write TensorBoard events when the tensorboard package is installed
     test_eval: bool = True  # evaluate on the test split at the end
+    unigram_bias_init: bool = True  # start the read-out bias at log unigram frequencies (the context-free optimum)
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, DataConfig):  # a mapping; null (an empty YAML section) means defaults

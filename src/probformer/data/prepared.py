@@ -71,6 +71,7 @@ class PreparedCorpus:
             for split in SPLITS
         }
         self.unigram_counts = np.load(root / "unigram_counts.npy")
+        self.tokenizer_sha256 = hashlib.sha256((root / "tokenizer.json").read_bytes()).hexdigest()
 
     @property
     def vocab_size(self) -> int:

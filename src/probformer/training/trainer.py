@@ -29,7 +29,7 @@ from probformer.data.prepared import CorpusSpec, PreparedCorpus, prepare_corpus
 from probformer.data.tokenization import MASK_ID, PAD_ID
 from probformer.models import build_model
 from probformer.parametrization import build_optimizer
-from probformer.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from probformer.training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint
 from probformer.training.metrics_log import MetricsLog
 from probformer.training.schedule import build_scheduler
 
@@ -58,6 +58,15 @@ def corpus_for(config: TrainConfig, log=print) -> PreparedCorpus:
 def model_from_config(config: TrainConfig, vocab_size: int):
     kwargs = {k: v for k, v in config.model.items() if k != "arch"}
     return build_model(config.model["arch"], vocab_size=vocab_size, pad_token_id=PAD_ID, mask_token_id=MASK_ID, **kwargs)
+
+
+@torch.no_grad()
+def init_bias_from_unigram(model, corpus: PreparedCorpus) -> None:
+    """Read-out bias = log unigram probabilities, so step 0 already predicts the unigram baseline and
+    no early updates are spent learning token frequencies (the same for every architecture)."""
+    bias = model.get_output_embeddings().bias
+    logp = torch.from_numpy(corpus.unigram_log_probs()).to(bias.dtype)
+    bias.copy_(torch.where(torch.isfinite(logp), logp, torch.full_like(logp, logp[torch.isfinite(logp)].min().item())))
 
 
 @torch.no_grad()
@@ -102,7 +111,10 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
     corpus = corpus_for(config, log)
     d = config.data
     torch.manual_seed(config.seed)
-    model = model_from_config(config, corpus.vocab_size).to(device)
+    model = model_from_config(config, corpus.vocab_size)
+    if config.unigram_bias_init:
+        init_bias_from_unigram(model, corpus)
+    model = model.to(device)
     model.train()
     hidden_lr_mult = model.config.scales().hidden_lr_mult
     o = config.optim
@@ -119,6 +131,11 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
     step, tokens_seen, last_valid = 0, 0, None
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        if state.get("tokenizer_sha256") != corpus.tokenizer_sha256:
+            # WordPiece training is not bit-reproducible (huggingface/tokenizers#1794): a rebuilt
+            # cache may number tokens differently, and the model would silently read other ids.
+            raise CheckpointError(f"checkpoint {checkpoint} was trained with a different tokenizer than the corpus cache "
+                                  f"{corpus.root} now holds; point data.cache_dir at the original cache")
         step, tokens_seen, last_valid = state["step"], state["tokens_seen"], state.get("last_valid")
         stream.load_state_dict(state["data"])
         log(f"resumed from {checkpoint} at step {step}")
@@ -133,7 +150,8 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
 
     def checkpoint_now() -> None:
         save_checkpoint(out_dir, model, optimizer, scheduler,
-                        {"step": step, "tokens_seen": tokens_seen, "data": stream.state_dict(), "last_valid": last_valid},
+                        {"step": step, "tokens_seen": tokens_seen, "data": stream.state_dict(), "last_valid": last_valid,
+                         "tokenizer_sha256": corpus.tokenizer_sha256},
                         config.to_dict())
 
     result: dict[str, Any] = {"status": "completed"}

@@ -138,6 +138,8 @@ class PTForMaskedLM(PTPreTrainedModel):
         offset = torch.arange(n, device=input_ids.device)
         offset = offset[None, :] - offset[:, None]  # (n, n): j - i
         far = (offset <= -D, offset >= D)  # the two buckets that need full n x n scores (design note 8)
+        near, band_index, band_exists = self._band(n, D, input_ids.device)
+        band_exists = band_exists.to(self.unary.weight.dtype)
 
         unary = sc.input * self.unary(input_ids)  # (B, n, N)
         if self.position is not None:
@@ -154,16 +156,17 @@ class PTForMaskedLM(PTPreTrainedModel):
             tap = self.taps[t]
             # q = N * Q(Z): Theta(1) coordinates at any width (design note 2); pad rows are 0.
             q = tap["q"](N * torch.softmax(s.to(acc) / c.label_temperature, dim=-1).to(s.dtype) * row_valid)
-            qry = torch.einsum("bia,khar->bkhir", q, U)  # (B, K, h, n, r): one GEMM for all queries
-            key = torch.einsum("bia,khar->bkhir", q, V)
-            e = tap["head_logits"](sc.head_logit * self._head_scores(qry, key, far))  # (B, h, n, n)
+            qry = torch.einsum("bia,khar->kbhir", q, U).unbind(0)  # K x (B, h, n, r): one GEMM for all queries
+            key = torch.einsum("bia,khar->kbhir", q, V).unbind(0)
+            e = sc.head_logit * self._head_scores(qry, key, far, near, band_index)
+            e = tap["head_logits"](e)  # (B, h, n, n)
             logits_h = (e.to(acc) / c.head_temperature).masked_fill(~allowed[:, None], torch.finfo(acc).min)
             a = torch.softmax(logits_h, dim=-1) * allowed[:, None]  # rows with no candidate head are 0
             if output_attentions:
                 marginals.append(a.detach())
             a = self.head_dropout(a.to(s.dtype))
-            child, head = self._bucket_contexts(a, qry, key, far)  # (B, K, h, n, r) each
-            m = torch.einsum("bkhir,khar->bia", child, U) + torch.einsum("bkhir,khar->bia", head, V)
+            child, head = self._bucket_contexts(a, qry, key, far, near, band_index, band_exists)
+            m = torch.einsum("kbhir,khar->bia", child, U) + torch.einsum("kbhir,khar->bia", head, V)
             if B is not None:
                 g_logits = sc.latent_logit * (q @ B.t())  # (B, n, M)
                 g = M * torch.softmax(g_logits.to(acc) / c.latent_temperature, dim=-1).to(s.dtype)
@@ -174,45 +177,56 @@ class PTForMaskedLM(PTPreTrainedModel):
             states.append(s)
         return s, states, marginals
 
-    def _head_scores(self, qry: torch.Tensor, key: torch.Tensor, far: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """<qry_{k(i,j)}[i], key_{k(i,j)}[j]> for every pair: two full products for the far buckets,
-        diagonals for the near ones (|i-j| < D), so the n^2 work does not grow with K."""
-        D = self.config.max_distance
-        n = qry.shape[-2]
-        lo, hi = D - 1, 2 * D - 1  # bucket ids of j <= i-D and j >= i+D
-        e = (qry[:, lo] @ key[:, lo].transpose(-1, -2)) * far[0] + (qry[:, hi] @ key[:, hi].transpose(-1, -2)) * far[1]
-        for d in range(1, min(D, n)):
-            below = (qry[:, d - 1, :, d:] * key[:, d - 1, :, : n - d]).sum(-1)  # pairs (i, i-d)
-            above = (qry[:, D + d - 1, :, : n - d] * key[:, D + d - 1, :, d:]).sum(-1)  # pairs (i, i+d)
-            e = e + torch.diag_embed(below, offset=-d) + torch.diag_embed(above, offset=d)
-        return e
+    @staticmethod
+    def _band(n: int, max_distance: int, device: torch.device) -> tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]:
+        """Near buckets as (bucket id, offset j - i) with, for each row i, the flat index i*n + (i+offset)
+        of its entry (clamped) and whether that entry exists: (n, W) each, W = 2(D-1)."""
+        D = max_distance
+        near = [(d - 1, -d) for d in range(1, D)] + [(D + d - 1, d) for d in range(1, D)]
+        rows = torch.arange(n, device=device)[:, None]
+        cols = rows + torch.tensor([off for _, off in near], device=device, dtype=torch.long)[None, :]
+        exists = (cols >= 0) & (cols < n)
+        return near, rows * n + cols.clamp(0, n - 1), exists
 
-    def _bucket_contexts(
-        self, a: torch.Tensor, qry: torch.Tensor, key: torch.Tensor, far: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per bucket k: child_k[i] = sum_j a[i,j] key_k[j] and head_k[i] = sum_j a[j,i] qry_k[j]
-        over the pairs in bucket k: the values the two message directions mix."""
+    @staticmethod
+    def _shift(x: torch.Tensor, off: int) -> torch.Tensor:
+        """y[..., i, :] = x[..., i + off, :], zero where i + off is outside the sequence."""
+        n = x.shape[-2]
+        if off >= 0:
+            return F.pad(x[..., off:, :], (0, 0, 0, off))
+        return F.pad(x[..., : n + off, :], (0, 0, -off, 0))
+
+    def _head_scores(self, qry, key, far, near, band_index) -> torch.Tensor:
+        """<qry_{k(i,j)}[i], key_{k(i,j)}[j]> for every pair: full products only for the two far
+        buckets, a band of shifted dot products for the near ones (|i-j| < D), design note 8."""
         D = self.config.max_distance
-        n = qry.shape[-2]
-        child: list[torch.Tensor | None] = [None] * (2 * D)
-        head: list[torch.Tensor | None] = [None] * (2 * D)
+        lo, hi = D - 1, 2 * D - 1  # bucket ids of j <= i-D and j >= i+D
+        e = (qry[lo] @ key[lo].transpose(-1, -2)) * far[0] + (qry[hi] @ key[hi].transpose(-1, -2)) * far[1]
+        if not near:
+            return e
+        band = torch.stack([(qry[k] * self._shift(key[k], off)).sum(-1) for k, off in near], dim=-1)  # (B, h, n, W)
+        flat_index = band_index.flatten().expand(*band.shape[:2], -1)
+        return e.flatten(-2).scatter_add(-1, flat_index, band.flatten(-2)).view_as(e)
+
+    def _bucket_contexts(self, a, qry, key, far, near, band_index, band_exists) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per bucket k: child_k[i] = sum_j a[i,j] key_k[j] and head_k[i] = sum_j a[j,i] qry_k[j] over
+        the pairs in bucket k (the values the two message directions mix); stacked (K, B, h, n, r)."""
+        D = self.config.max_distance
+        child: list[torch.Tensor] = [None] * (2 * D)  # type: ignore[list-item]
+        head: list[torch.Tensor] = [None] * (2 * D)  # type: ignore[list-item]
         for k, mask in ((D - 1, far[0]), (2 * D - 1, far[1])):
             a_k = a * mask
-            child[k] = a_k @ key[:, k]
-            head[k] = a_k.transpose(-1, -2) @ qry[:, k]
-        zeros = qry.new_zeros(qry.shape[0], qry.shape[2], n, qry.shape[-1])
-        for d in range(1, D):
-            lo, hi = d - 1, D + d - 1
-            if d >= n:
-                child[lo] = head[lo] = child[hi] = head[hi] = zeros
-                continue
-            a_below = torch.diagonal(a, offset=-d, dim1=-2, dim2=-1)[..., None]  # a[i, i-d], i >= d
-            child[lo] = F.pad(a_below * key[:, lo, :, : n - d], (0, 0, d, 0))
-            head[lo] = F.pad(a_below * qry[:, lo, :, d:], (0, 0, 0, d))
-            a_above = torch.diagonal(a, offset=d, dim1=-2, dim2=-1)[..., None]  # a[i, i+d], i < n-d
-            child[hi] = F.pad(a_above * key[:, hi, :, d:], (0, 0, 0, d))
-            head[hi] = F.pad(a_above * qry[:, hi, :, : n - d], (0, 0, d, 0))
-        return torch.stack(child, dim=1), torch.stack(head, dim=1)
+            child[k] = a_k @ key[k]
+            head[k] = a_k.transpose(-1, -2) @ qry[k]
+        if near:
+            n = a.shape[-1]
+            a_band = a.flatten(-2).gather(-1, band_index.flatten().expand(*a.shape[:2], -1))
+            a_band = a_band.view(*a.shape[:2], n, len(near)) * band_exists  # a[i, i+off]
+            for w, (k, off) in enumerate(near):
+                a_w = a_band[..., w, None]
+                child[k] = a_w * self._shift(key[k], off)
+                head[k] = self._shift(a_w * qry[k], -off)
+        return torch.stack(child), torch.stack(head)
 
     def forward(
         self,

@@ -1,0 +1,510 @@
+"""Coordinate check (design note section 7; microsoft/mup's ``get_coord_data`` / ``plot_coord_data``).
+
+For each seed and width N in ``widths`` (the first one is the base width N0), build the model at N
+with the architecture config's ``with_width``, train it for a few AdamW steps on ONE fixed batch
+(per-role lrs from :func:`probformer.parametrization.build_optimizer`, hidden group scaled by
+``config.scales().hidden_lr_mult``; constant lr, no clipping, no weight decay, dropout off), and
+record the mean |x| of every activation tap (every ``nn.Identity`` named ``*tap*``: one per
+iteration / layer and the final logits) at each step t; t = 0 is the initial model, t = k the model
+after k updates.
+
+Verdict: per (activation, step), the least-squares slope of log2(mean |x|) against log2(N), where
+mean |x| is first averaged over seeds. An activation passes when |slope| <= ``tol`` (0.1) at every
+recorded step; one that is exactly zero at every width at a step (a zero-initialised read-out at
+t = 0, say) is flat there. The overall verdict is that every activation passes. It is a measurement:
+the CLI returns exit code 0 either way.
+
+Outputs (``write_outputs``): ``records.csv`` (seed, width, step, activation, mean_abs),
+``slopes.csv`` and ``slopes.md`` (slope per activation and step, worst step, pass/fail), and
+``coord_check.png`` (one log-log panel per selected step, one line per activation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from probformer.data.batches import Batch
+from probformer.data.masking import DEFAULT_MASK_PROB, mask_tokens
+from probformer.models import model_classes
+from probformer.parametrization import PRESETS, build_optimizer
+
+ARCHS = ("pt", "bert", "ut")
+DEFAULT_WIDTHS = (32, 64, 128, 256, 512)
+DEFAULT_TOL = 0.1
+DEFAULT_LR = 1e-2  # deliberately high (muP practice: blow-ups show sooner)
+DEFAULT_SEQ_LEN = 64
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_VOCAB = 512
+BETAS = (0.9, 0.98)
+EPS = 1e-8
+
+
+# -- data ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CoordRecord:
+    seed: int
+    width: int
+    step: int
+    activation: str
+    mean_abs: float
+
+
+@dataclass(frozen=True)
+class SlopeRow:
+    """One activation's log-log slopes vs width, per recorded step."""
+
+    activation: str
+    slopes: dict[int, float]  # step -> slope of log2(mean |x|) vs log2(width); 0 where zero at every width
+    worst_step: int
+    worst_slope: float
+    passed: bool
+
+
+@dataclass
+class CoordCheckReport:
+    arch: str
+    param: str
+    widths: list[int]
+    steps: int
+    seeds: int
+    lr: float
+    tol: float
+    records: list[CoordRecord]
+    slopes: list[SlopeRow]
+    seconds_per_width: dict[int, float] = field(default_factory=dict)  # mean over seeds
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(row.passed for row in self.slopes)
+
+    @property
+    def failing(self) -> list[SlopeRow]:
+        return [row for row in self.slopes if not row.passed]
+
+
+# -- the fixed batch and the models ----------------------------------------------------------------
+def real_batch(
+    vocab_size: int = DEFAULT_VOCAB,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    *,
+    cache_dir: Path | str | None = None,
+    seed: int = 0,
+    log=print,
+) -> Batch:
+    """The default fixed batch: the bundled corpus (WordPiece ``vocab_size``, prepared once and cached
+    under ``cache_dir`` or the user cache) through :func:`corpus_batch`."""
+    from probformer.data.prepared import CorpusSpec, prepare_corpus
+
+    corpus = prepare_corpus(CorpusSpec(vocab_size=vocab_size), Path(cache_dir) if cache_dir else None, log=log)
+    return corpus_batch(corpus, seq_len, batch_size, seed=seed)
+
+
+def corpus_batch(corpus, seq_len: int = DEFAULT_SEQ_LEN, batch_size: int = DEFAULT_BATCH_SIZE, *, seed: int = 0) -> Batch:
+    """A fixed BERT-masked batch (15%, 80/10/10) of a prepared corpus: ``batch_size`` blocks of
+    ``seq_len`` tokens spread evenly over the train split, masks from a generator seeded ``seed``."""
+    blocks = corpus.blocks("train", seq_len)
+    if len(blocks) < batch_size:
+        raise ValueError(f"the corpus has {len(blocks)} blocks of {seq_len} tokens, fewer than batch {batch_size}")
+    rows = np.linspace(0, len(blocks) - 1, batch_size).round().astype(np.int64)
+    ids = torch.from_numpy(np.asarray(blocks[rows], dtype=np.int64))
+    generator = torch.Generator().manual_seed(seed)
+    inputs, labels = mask_tokens(ids, "bert", DEFAULT_MASK_PROB["bert"], corpus.vocab_size, generator)
+    return Batch(inputs, torch.ones_like(inputs), labels)
+
+
+def base_config_kwargs(arch: str, base_width: int, vocab_size: int, seq_len: int) -> dict[str, Any]:
+    """A tiny base model at width N0 = ``base_width`` with dropout off (overridable)."""
+    if arch == "pt":
+        # N0 = 32: channels 2, rank 16 (r_tot = N0), latent 64 (M = 2N), T = 3; wider models add channels.
+        return dict(vocab_size=vocab_size, hidden_size=base_width, num_channels=2, rank=max(1, base_width // 2),
+                    latent_size=2 * base_width, num_iterations=3, head_dropout=0.0, label_dropout=0.0,
+                    max_position_embeddings=max(512, seq_len))
+    if arch in ("bert", "ut"):
+        # N0 = 32: 2 heads of 16 (wider models add heads), FFN 4N, 2 layers / steps.
+        return dict(vocab_size=vocab_size, hidden_size=base_width, num_heads=2, num_layers=2,
+                    intermediate_size=4 * base_width, max_position_embeddings=max(512, seq_len),
+                    hidden_dropout=0.0, attention_dropout=0.0)
+    raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHS)}")
+
+
+def width_configs(arch: str, param: str, widths: Sequence[int], model_overrides: Mapping[str, Any] | None,
+                  vocab_size: int, seq_len: int) -> dict[int, Any]:
+    """Config per width: the base config (width ``widths[0]``, overrides applied) scaled by ``with_width``."""
+    config_cls, _ = model_classes(arch)
+    kwargs = base_config_kwargs(arch, widths[0], vocab_size, seq_len)
+    kwargs.update(model_overrides or {})
+    kwargs.pop("arch", None)
+    kwargs["parametrization"] = param
+    base = config_cls(**kwargs)
+    return {w: base.with_width(w) for w in widths}
+
+
+def activation_taps(model: nn.Module) -> dict[str, nn.Module]:
+    """Every identity tap of ``model`` by a distinct name (``it0.q``, ``layer1.ffn_output``, ``logits``)."""
+    prefix = "it" if model.config.model_type == "probformer-pt" else ("step" if "ut" in model.config.model_type else "layer")
+    taps: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Identity) or "tap" not in name:
+            continue
+        parts = name.split(".")
+        if parts[0] == "taps" and len(parts) == 3:
+            label = f"{prefix}{parts[1]}.{parts[2]}"
+        else:
+            label = name.removesuffix("_tap")
+        taps[label] = module
+    if not taps:
+        raise ValueError(f"{type(model).__name__} has no activation taps")
+    return taps
+
+
+# -- the measurement ----------------------------------------------------------------------------
+def coord_check(
+    arch: str,
+    param: str,
+    widths: Sequence[int] = DEFAULT_WIDTHS,
+    steps: int = 10,
+    seeds: int = 3,
+    lr: float = DEFAULT_LR,
+    model_overrides: Mapping[str, Any] | None = None,
+    batch: Batch | None = None,
+    *,
+    cache_dir: Path | str | None = None,
+    progress: bool = True,
+    timings: dict[int, float] | None = None,
+    num_threads: int | None = None,
+) -> list[CoordRecord]:
+    """Mean |x| of every tap, for each seed (0..seeds-1), width and step t = 0..steps (see module doc).
+
+    ``batch`` defaults to :func:`real_batch` (bundled corpus, vocab 512); the model's vocabulary is
+    the batch's (``vocab_size`` in ``model_overrides`` wins). ``timings`` (optional) receives the
+    mean wall seconds per run at each width. ``num_threads`` sets torch's intra-op threads for the
+    duration (restored after): the models are small, and on a busy machine 1 thread is often fastest.
+    """
+    from tqdm.auto import tqdm
+
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHS)}")
+    if param not in PRESETS:
+        raise ValueError(f"parametrization must be one of {PRESETS}, got {param!r}")
+    widths = [int(w) for w in widths]
+    if len(widths) < 2 or len(set(widths)) != len(widths) or min(widths) < 1:
+        raise ValueError(f"need at least two distinct positive widths, got {widths}")
+    if steps < 0 or seeds < 1 or lr <= 0:
+        raise ValueError(f"need steps >= 0, seeds >= 1 and lr > 0; got {steps}, {seeds}, {lr}")
+    if batch is None:
+        batch = real_batch(cache_dir=cache_dir)
+    vocab_size = max(DEFAULT_VOCAB, int(batch.input_ids.max()) + 1)  # an override in model_overrides wins
+    configs = width_configs(arch, param, widths, model_overrides, vocab_size, batch.input_ids.shape[1])
+    _, model_cls = model_classes(arch)
+
+    records: list[CoordRecord] = []
+    seconds: dict[int, list[float]] = defaultdict(list)
+    runs = [(seed, w) for seed in range(seeds) for w in widths]
+    threads = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        bar = tqdm(runs, desc=f"coord-check {arch}/{param}", disable=not progress, unit="run")
+        for seed, width in bar:
+            bar.set_postfix(seed=seed, width=width)
+            start = time.perf_counter()
+            records.extend(_one_run(model_cls, configs[width], batch, steps, lr, seed, width))
+            seconds[width].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    if timings is not None:
+        timings.update({w: float(np.mean(s)) for w, s in seconds.items()})
+    return records
+
+
+def _one_run(model_cls, config, batch: Batch, steps: int, lr: float, seed: int, width: int) -> list[CoordRecord]:
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    model.train()  # dropout is off in the base config; train mode is what training runs
+    optimizer = build_optimizer(model, lr=lr, weight_decay=0.0, betas=BETAS, eps=EPS,
+                                hidden_lr_mult=config.scales().hidden_lr_mult)
+    current: dict[str, float] = {}
+
+    def hook(label: str):
+        def record(_module, _inputs, output):
+            current[label] = float(output.detach().abs().double().mean())
+        return record
+
+    handles = [module.register_forward_hook(hook(label)) for label, module in activation_taps(model).items()]
+    out: list[CoordRecord] = []
+    try:
+        for t in range(steps + 1):
+            current.clear()
+            loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {t} (width {width}, seed {seed})")
+            out.extend(CoordRecord(seed, width, t, label, value) for label, value in current.items())
+            if t < steps:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out
+
+
+# -- slopes and verdict -------------------------------------------------------------------------
+def loglog_slope(widths: Sequence[float], values: Sequence[float]) -> float:
+    """Least-squares slope of log2(values) vs log2(widths); 0 if every value is exactly 0, inf/nan if
+    only some are (a quantity that vanishes at some widths is not flat)."""
+    x = np.log2(np.asarray(widths, dtype=np.float64))
+    y = np.asarray(values, dtype=np.float64)
+    if np.all(y == 0):
+        return 0.0
+    if np.any(y <= 0) or not np.all(np.isfinite(y)):
+        return math.inf
+    return float(np.polyfit(x, np.log2(y), 1)[0])
+
+
+def seed_means(records: Iterable[CoordRecord]) -> dict[tuple[str, int], dict[int, float]]:
+    """(activation, step) -> {width: mean over seeds of mean |x|}."""
+    acc: dict[tuple[str, int, int], list[float]] = defaultdict(list)
+    for r in records:
+        acc[(r.activation, r.step, r.width)].append(r.mean_abs)
+    out: dict[tuple[str, int], dict[int, float]] = defaultdict(dict)
+    for (act, step, width), values in acc.items():
+        out[(act, step)][width] = float(np.mean(values))
+    return out
+
+
+def compute_slopes(records: Iterable[CoordRecord], tol: float = DEFAULT_TOL) -> list[SlopeRow]:
+    """Per activation: slope at every step (seed-averaged), the worst step, pass = |slope| <= tol at all."""
+    means = seed_means(records)
+    per_act: dict[str, dict[int, float]] = defaultdict(dict)
+    order: list[str] = []
+    for (act, step), by_width in means.items():
+        if act not in per_act:
+            order.append(act)
+        ws = sorted(by_width)
+        per_act[act][step] = loglog_slope(ws, [by_width[w] for w in ws])
+    rows = []
+    for act in order:
+        slopes = dict(sorted(per_act[act].items()))
+        worst_step = max(slopes, key=lambda s: (abs(slopes[s]) if not math.isnan(slopes[s]) else math.inf, -s))
+        worst = slopes[worst_step]
+        rows.append(SlopeRow(act, slopes, worst_step, worst, bool(abs(worst) <= tol)))
+    return rows
+
+
+# -- outputs ------------------------------------------------------------------------------------
+def plot_steps(steps: int, max_panels: int = 6) -> list[int]:
+    """~4-6 steps to plot, always including 0 and the last."""
+    if steps <= max_panels - 1:
+        return list(range(steps + 1))
+    picks = {0, 1, steps, round(steps / 4), round(steps / 2), round(3 * steps / 4)}
+    return sorted(picks)
+
+
+def write_outputs(report: CoordCheckReport, out_dir: Path | str) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"records": out / "records.csv", "slopes": out / "slopes.csv", "table": out / "slopes.md",
+             "plot": out / "coord_check.png"}
+    with files["records"].open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["seed", "width", "step", "activation", "mean_abs"])
+        for r in report.records:
+            writer.writerow([r.seed, r.width, r.step, r.activation, f"{r.mean_abs:.9g}"])
+    steps = sorted({s for row in report.slopes for s in row.slopes})
+    with files["slopes"].open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["activation", "passed", "worst_step", "worst_slope"] + [f"slope_t{s}" for s in steps])
+        for row in report.slopes:
+            writer.writerow([row.activation, row.passed, row.worst_step, f"{row.worst_slope:.4f}"]
+                            + [f"{row.slopes.get(s, math.nan):.4f}" for s in steps])
+    files["table"].write_text(markdown_table(report))
+    plot_report(report, files["plot"])
+    report.files = files
+    return files
+
+
+def markdown_table(report: CoordCheckReport) -> str:
+    shown = plot_steps(report.steps)
+    verdict = "PASS" if report.passed else "FAIL"
+    lines = [
+        f"# Coordinate check: {report.arch} / {report.param}",
+        "",
+        f"widths {report.widths} (N0 = {report.widths[0]}), {report.steps} AdamW steps at lr {report.lr:g} on one "
+        f"fixed batch, {report.seeds} seed(s); slope of log2(mean|x|) vs log2(width), seed-averaged; "
+        f"pass = |slope| <= {report.tol:g} at every step t = 0..{report.steps}.",
+        "",
+        f"**Overall: {verdict}** ({len(report.slopes) - len(report.failing)}/{len(report.slopes)} activations flat)",
+        "",
+        "| activation | pass | worst step | worst slope | " + " | ".join(f"t={s}" for s in shown) + " |",
+        "|---|---|---|---|" + "---|" * len(shown),
+    ]
+    for row in report.slopes:
+        cells = " | ".join(f"{row.slopes.get(s, math.nan):+.3f}" for s in shown)
+        lines.append(f"| {row.activation} | {'yes' if row.passed else 'NO'} | {row.worst_step} | "
+                     f"{row.worst_slope:+.3f} | {cells} |")
+    if report.seconds_per_width:
+        lines += ["", "seconds per run: " + ", ".join(f"N={w}: {s:.1f}" for w, s in report.seconds_per_width.items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: CoordCheckReport, path: Path | str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    means = seed_means(report.records)
+    acts = [row.activation for row in report.slopes]
+    shown = plot_steps(report.steps)
+    cmap = plt.get_cmap("tab20" if len(acts) > 10 else "tab10")
+    styles = ("-", "--", ":", "-.")
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown) + 2.6, 3.8), squeeze=False, sharey=True)
+    for ax, step in zip(axes[0], shown):
+        for i, act in enumerate(acts):
+            by_width = means.get((act, step), {})
+            ws = [w for w in sorted(by_width) if by_width[w] > 0]
+            if not ws:
+                continue
+            ax.plot(ws, [by_width[w] for w in ws], marker="o", ms=3, color=cmap(i % cmap.N),
+                    linestyle=styles[(i // cmap.N) % len(styles)], label=act)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"t = {step}")
+        ax.set_xlabel("width N")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("mean |x| (seed mean)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:
+        h, l = ax.get_legend_handles_labels()
+        for hh, ll in zip(h, l):
+            if ll not in labels:
+                handles.append(hh)
+                labels.append(ll)
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    verdict = "PASS" if report.passed else "FAIL"
+    fig.suptitle(f"coord check {report.arch} / {report.param}: lr {report.lr:g}, {report.seeds} seed(s), {verdict}")
+    fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+# -- one call: measure, judge, write, print -----------------------------------------------------
+def run_coord_check(
+    arch: str,
+    param: str,
+    widths: Sequence[int] = DEFAULT_WIDTHS,
+    steps: int = 10,
+    seeds: int = 3,
+    lr: float = DEFAULT_LR,
+    model_overrides: Mapping[str, Any] | None = None,
+    batch: Batch | None = None,
+    *,
+    out_dir: Path | str | None = None,
+    tol: float = DEFAULT_TOL,
+    cache_dir: Path | str | None = None,
+    progress: bool = True,
+    num_threads: int | None = None,
+    log=print,
+) -> CoordCheckReport:
+    """Run :func:`coord_check`, judge it, write outputs under ``out_dir`` (if given) and print a summary.
+    ``report.passed`` is the verdict."""
+    timings: dict[int, float] = {}
+    records = coord_check(arch, param, widths, steps, seeds, lr, model_overrides, batch,
+                          cache_dir=cache_dir, progress=progress, timings=timings, num_threads=num_threads)
+    report = CoordCheckReport(arch, param, [int(w) for w in widths], steps, seeds, lr, tol, records,
+                              compute_slopes(records, tol), timings)
+    if out_dir is not None:
+        write_outputs(report, out_dir)
+    if log is not None:
+        log(summary(report))
+    return report
+
+
+def summary(report: CoordCheckReport) -> str:
+    width = max(len(row.activation) for row in report.slopes)
+    lines = [f"coord check {report.arch}/{report.param}: widths {report.widths}, {report.steps} steps, "
+             f"{report.seeds} seed(s), lr {report.lr:g}, tol {report.tol:g}"]
+    for row in report.slopes:
+        lines.append(f"  {'pass' if row.passed else 'FAIL'}  {row.activation:<{width}}  worst slope "
+                     f"{row.worst_slope:+.3f} at t={row.worst_step}")
+    verdict = "PASS" if report.passed else f"FAIL ({len(report.failing)}/{len(report.slopes)} activations not flat)"
+    lines.append(f"overall: {verdict}")
+    for name, path in report.files.items():
+        lines.append(f"  {name}: {path}")
+    return "\n".join(lines)
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``coord-check`` on an ``argparse`` subparsers object."""
+    p = subparsers.add_parser("coord-check", help="muP coordinate check: activation scale vs width over a few steps",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--arch", choices=ARCHS, default="pt")
+    p.add_argument("--param", choices=PRESETS, default="mup", help="parametrization preset")
+    p.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
+                   help="comma-separated widths; the first is the base width N0")
+    p.add_argument("--steps", type=int, default=10, help="AdamW steps on the fixed batch")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--lr", type=float, default=DEFAULT_LR, help="base lr (deliberately high)")
+    p.add_argument("--tol", type=float, default=DEFAULT_TOL, help="max |log-log slope| counted as flat")
+    p.add_argument("--out", default="results/coord_check",
+                   help="output root; files go to <out>/<arch>-<param>/")
+    p.add_argument("--cache-dir", help="corpus cache (default: $PROBFORMER_CACHE or ~/.cache/probformer)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE",
+                   help="override a base-model field, e.g. --set model.hidden_exponent=1.0")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; 1 is often fastest here)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_from_args)
+    return p
+
+
+def parse_model_overrides(items: Sequence[str]) -> dict[str, Any]:
+    from probformer.config import ConfigError, parse_override
+
+    out: dict[str, Any] = {}
+    for item in items:
+        keys, value = parse_override(item)
+        if keys[0] == "model":
+            keys = keys[1:]
+        if len(keys) != 1 or not keys[0]:
+            raise ConfigError(f"override {item!r}: coord-check takes model fields only, e.g. model.hidden_exponent=1.0")
+        out[keys[0]] = value
+    return out
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from probformer.config import ConfigError
+
+    try:
+        widths = [int(w) for w in str(args.widths).split(",") if w.strip()]
+    except ValueError:
+        raise ConfigError(f"--widths {args.widths!r}: expected comma-separated integers, e.g. 32,64,128") from None
+    overrides = parse_model_overrides(args.overrides)
+    try:  # a bad width or model field is a usage error (one line), found before any training
+        width_configs(args.arch, args.param, widths, overrides, DEFAULT_VOCAB, DEFAULT_SEQ_LEN)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"coord-check: {err}") from None
+    run_coord_check(args.arch, args.param, widths, args.steps, args.seeds, args.lr, overrides,
+                    out_dir=Path(args.out) / f"{args.arch}-{args.param}", tol=args.tol,
+                    cache_dir=args.cache_dir, progress=not args.no_progress, num_threads=args.threads)
+    return 0
+
+
+__all__ = ["CoordCheckReport", "CoordRecord", "SlopeRow", "add_parser", "compute_slopes", "coord_check",
+           "corpus_batch", "loglog_slope", "real_batch", "run_coord_check", "run_from_args", "write_outputs"]
