@@ -40,6 +40,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_count(text: str) -> int:
+    """'10M', '1.5m', '400k', '0.4B' or '123456' -> an integer."""
+    scale = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}.get(text[-1:].lower(), 1.0)
+    try:
+        value = float(text[:-1] if scale != 1.0 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count like 10M, 400k or 0.4B, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive count, got {text!r}")
+    return int(round(value))
+
+
+def cmd_size(args: argparse.Namespace) -> int:
+    from probformer.config import model_fields, coerce, parse_override
+    from probformer.sizing import config_for_budget, count_parameters, training_flops_per_token
+
+    fields = model_fields(args.arch)
+    base = {}
+    for item in args.overrides:
+        keys, value = parse_override(item)
+        name = keys[-1] if keys[0] == "model" else ".".join(keys)
+        if len(keys) > 2 or name not in fields:
+            raise ConfigError(f"{item}: unknown model key for arch {args.arch!r}; allowed: {', '.join(sorted(fields))}")
+        base[name] = coerce(value, fields[name], f"model.{name}")
+    try:
+        config = config_for_budget(args.arch, args.params, vocab_size=args.vocab_size, base=base)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    counts = count_parameters(args.arch, config)
+    flops = training_flops_per_token(args.arch, config, args.seq_len)
+    keys = sorted(set(fields) & set(config.to_dict()))
+    report = {
+        "arch": args.arch,
+        "budget": args.params,
+        "parameters": counts,
+        "relative_error": (counts["total"] - args.params) / args.params,
+        "training_flops_per_token": flops,
+        "seq_len": args.seq_len,
+        "model": {"arch": args.arch, **{k: getattr(config, k) for k in keys}},
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="probformer", description="Probabilistic Transformer MLMs with muP")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="output directory (same as --set out_dir=...)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in out_dir")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("size", help="the config of an architecture at a parameter budget (+-2%%), with counts and FLOPs")
+    p.add_argument("--arch", choices=("pt", "bert", "ut"), default="pt")
+    p.add_argument("--params", type=parse_count, required=True, help="budget, e.g. 10M, 400k, 0.4B (total incl. embeddings)")
+    p.add_argument("--vocab-size", type=int, default=4096)
+    p.add_argument("--seq-len", type=int, default=128, help="sequence length for the FLOPs estimate")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE",
+                   help="fixed model fields and the base shape, e.g. --set model.num_iterations=5")
+    p.set_defaults(func=cmd_size)
     return parser
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import math
 import time
 from collections import defaultdict
@@ -146,8 +147,16 @@ def width_configs(arch: str, param: str, widths: Sequence[int], model_overrides:
     """Config per width: the base config (width ``widths[0]``, overrides applied) scaled by ``with_width``."""
     config_cls, _ = model_classes(arch)
     kwargs = base_config_kwargs(arch, widths[0], vocab_size, seq_len)
-    kwargs.update(model_overrides or {})
-    kwargs.pop("arch", None)
+    overrides = {k: v for k, v in (model_overrides or {}).items() if k != "arch"}
+    fields = set(inspect.signature(config_cls.__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:  # PretrainedConfig would silently keep them as attributes
+        raise ValueError(f"unknown {arch} model field(s) {', '.join(unknown)}")
+    if overrides.get("parametrization", param) != param:
+        raise ValueError(f"parametrization comes from param ({param!r}), not from the model overrides")
+    if overrides.get("hidden_size", widths[0]) != widths[0]:
+        raise ValueError(f"the base width is widths[0] ({widths[0]}), not model.hidden_size")
+    kwargs.update(overrides)
     kwargs["parametrization"] = param
     base = config_cls(**kwargs)
     return {w: base.with_width(w) for w in widths}
@@ -371,34 +380,47 @@ def plot_report(report: CoordCheckReport, path: Path | str) -> Path:
     means = seed_means(report.records)
     acts = [row.activation for row in report.slopes]
     shown = plot_steps(report.steps)
-    cmap = plt.get_cmap("tab20" if len(acts) > 10 else "tab10")
-    styles = ("-", "--", ":", "-.")
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown) + 2.6, 3.8), squeeze=False, sharey=True)
-    for ax, step in zip(axes[0], shown):
-        for i, act in enumerate(acts):
+    # colour = kind of tap (q, head_logits, ...), line style = iteration / layer
+    kinds = list(dict.fromkeys(a.split(".", 1)[-1] for a in acts))
+    layers = list(dict.fromkeys(a.split(".", 1)[0] for a in acts if "." in a))
+    cmap = plt.get_cmap("tab10")
+    styles = ("-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)))
+    markers = ("o", "s", "^", "v", "D", "x")
+    cols = min(3, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 2.8, 3.4 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    for ax, step in zip(axes.flat, shown):
+        for act in acts:
             by_width = means.get((act, step), {})
             ws = [w for w in sorted(by_width) if by_width[w] > 0]
             if not ws:
                 continue
-            ax.plot(ws, [by_width[w] for w in ws], marker="o", ms=3, color=cmap(i % cmap.N),
-                    linestyle=styles[(i // cmap.N) % len(styles)], label=act)
+            layer, _, kind = act.rpartition(".")
+            li = layers.index(layer) if layer else 0
+            ax.plot(ws, [by_width[w] for w in ws], color=cmap(kinds.index(kind) % cmap.N),
+                    linestyle=styles[li % len(styles)], marker=markers[li % len(markers)], ms=3, lw=1.2, label=act)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"t = {step}")
-        ax.set_xlabel("width N")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("mean |x| (seed mean)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:
-        h, l = ax.get_legend_handles_labels()
-        for hh, ll in zip(h, l):
-            if ll not in labels:
-                handles.append(hh)
-                labels.append(ll)
-    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    for ax in axes[-1]:
+        ax.set_xlabel("width N")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mean |x| (seed mean)")
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    order = sorted(range(len(labels)), key=lambda i: acts.index(labels[i]))
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="center right", fontsize=7,
+               frameon=False)
     verdict = "PASS" if report.passed else "FAIL"
     fig.suptitle(f"coord check {report.arch} / {report.param}: lr {report.lr:g}, {report.seeds} seed(s), {verdict}")
-    fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 0.95))
+    fig.tight_layout(rect=(0, 0, 1 - 2.6 / fig.get_figwidth(), 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
@@ -489,7 +511,7 @@ def parse_model_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from probformer.config import ConfigError
+    from probformer.config import ConfigError, coerce, model_fields
 
     try:
         widths = [int(w) for w in str(args.widths).split(",") if w.strip()]
@@ -497,6 +519,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ConfigError(f"--widths {args.widths!r}: expected comma-separated integers, e.g. 32,64,128") from None
     overrides = parse_model_overrides(args.overrides)
     try:  # a bad width or model field is a usage error (one line), found before any training
+        fields = model_fields(args.arch)  # typed like `probformer train --set model.*`
+        for key, value in overrides.items():
+            if key not in fields:
+                raise ConfigError(f"model.{key}: unknown key for arch {args.arch!r}; allowed: {', '.join(sorted(fields))}")
+            overrides[key] = coerce(value, fields[key], f"model.{key}")
         width_configs(args.arch, args.param, widths, overrides, DEFAULT_VOCAB, DEFAULT_SEQ_LEN)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"coord-check: {err}") from None
