@@ -53,17 +53,11 @@ def parse_count(text: str) -> int:
 
 
 def cmd_size(args: argparse.Namespace) -> int:
-    from probformer.config import model_fields, coerce, parse_override
+    from probformer.config import model_fields, parse_model_overrides
     from probformer.sizing import config_for_budget, count_parameters, training_flops_per_token
 
     fields = model_fields(args.arch)
-    base = {}
-    for item in args.overrides:
-        keys, value = parse_override(item)
-        name = keys[-1] if keys[0] == "model" else ".".join(keys)
-        if len(keys) > 2 or name not in fields:
-            raise ConfigError(f"{item}: unknown model key for arch {args.arch!r}; allowed: {', '.join(sorted(fields))}")
-        base[name] = coerce(value, fields[name], f"model.{name}")
+    base = parse_model_overrides(args.arch, args.overrides)
     try:
         config = config_for_budget(args.arch, args.params, vocab_size=args.vocab_size, base=base)
     except ValueError as err:
@@ -101,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE",
                    help="fixed model fields and the base shape, e.g. --set model.num_iterations=5")
     p.set_defaults(func=cmd_size)
+
+    from probformer import coord_check
+
+    coord_check.add_parser(sub)
     return parser
 
 

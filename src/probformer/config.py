@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from probformer.data.masking import DEFAULT_MASK_PROB, MASK_STYLES
+from probformer.data.masking import DEFAULT_MASK_PROB
 
 
 class ConfigError(ValueError):
@@ -168,6 +168,20 @@ def validate_model_section(section: dict[str, Any]) -> dict[str, Any]:
         model_config_class(arch)(**{k: v for k, v in out.items() if k != "arch"})
     except (ValueError, TypeError) as err:
         raise ConfigError(f"model: {err}") from None
+    return out
+
+
+def parse_model_overrides(arch: str, items: list[str]) -> dict[str, Any]:
+    """``model.KEY=VALUE`` (or ``KEY=VALUE``) items -> typed model fields of ``arch``, or a ConfigError."""
+    fields_ = model_fields(arch)
+    out: dict[str, Any] = {}
+    for item in items:
+        keys, value = parse_override(item)
+        if keys[0] == "model":
+            keys = keys[1:]
+        if len(keys) != 1 or keys[0] not in fields_:
+            raise ConfigError(f"{item}: unknown model key for arch {arch!r}; allowed: {', '.join(sorted(fields_))}")
+        out[keys[0]] = coerce(value, fields_[keys[0]], f"model.{keys[0]}")
     return out
 
 

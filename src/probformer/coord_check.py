@@ -26,6 +26,7 @@ import csv
 import inspect
 import math
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -259,9 +260,10 @@ def _one_run(model_cls, config, batch: Batch, steps: int, lr: float, seed: int, 
         for t in range(steps + 1):
             current.clear()
             loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {t} (width {width}, seed {seed})")
             out.extend(CoordRecord(seed, width, t, label, value) for label, value in current.items())
+            if not torch.isfinite(loss):  # diverged: a result, not an error; later steps stay missing (not flat)
+                warnings.warn(f"coord check: loss {loss.item()} at step {t} (width {width}, seed {seed}); run stopped")
+                break
             if t < steps:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -298,14 +300,23 @@ def seed_means(records: Iterable[CoordRecord]) -> dict[tuple[str, int], dict[int
 
 def compute_slopes(records: Iterable[CoordRecord], tol: float = DEFAULT_TOL) -> list[SlopeRow]:
     """Per activation: slope at every step (seed-averaged), the worst step, pass = |slope| <= tol at all."""
+    records = list(records)
+    all_widths = sorted({r.width for r in records})
+    num_seeds = len({r.seed for r in records})
+    counts: dict[tuple[str, int, int], int] = defaultdict(int)
+    for r in records:
+        counts[(r.activation, r.step, r.width)] += 1
     means = seed_means(records)
     per_act: dict[str, dict[int, float]] = defaultdict(dict)
     order: list[str] = []
     for (act, step), by_width in means.items():
         if act not in per_act:
             order.append(act)
-        ws = sorted(by_width)
-        per_act[act][step] = loglog_slope(ws, [by_width[w] for w in ws])
+        if sorted(by_width) != all_widths or any(counts[(act, step, w)] != num_seeds for w in all_widths):
+            # some run stopped early (diverged) before this step: not flat
+            per_act[act][step] = math.inf
+            continue
+        per_act[act][step] = loglog_slope(all_widths, [by_width[w] for w in all_widths])
     rows = []
     for act in order:
         slopes = dict(sorted(per_act[act].items()))
@@ -496,34 +507,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def parse_model_overrides(items: Sequence[str]) -> dict[str, Any]:
-    from probformer.config import ConfigError, parse_override
-
-    out: dict[str, Any] = {}
-    for item in items:
-        keys, value = parse_override(item)
-        if keys[0] == "model":
-            keys = keys[1:]
-        if len(keys) != 1 or not keys[0]:
-            raise ConfigError(f"override {item!r}: coord-check takes model fields only, e.g. model.hidden_exponent=1.0")
-        out[keys[0]] = value
-    return out
-
-
 def run_from_args(args: argparse.Namespace) -> int:
-    from probformer.config import ConfigError, coerce, model_fields
+    from probformer.config import ConfigError, parse_model_overrides
 
     try:
         widths = [int(w) for w in str(args.widths).split(",") if w.strip()]
     except ValueError:
         raise ConfigError(f"--widths {args.widths!r}: expected comma-separated integers, e.g. 32,64,128") from None
-    overrides = parse_model_overrides(args.overrides)
+    overrides = parse_model_overrides(args.arch, args.overrides)  # typed like `probformer train --set model.*`
     try:  # a bad width or model field is a usage error (one line), found before any training
-        fields = model_fields(args.arch)  # typed like `probformer train --set model.*`
-        for key, value in overrides.items():
-            if key not in fields:
-                raise ConfigError(f"model.{key}: unknown key for arch {args.arch!r}; allowed: {', '.join(sorted(fields))}")
-            overrides[key] = coerce(value, fields[key], f"model.{key}")
         width_configs(args.arch, args.param, widths, overrides, DEFAULT_VOCAB, DEFAULT_SEQ_LEN)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"coord-check: {err}") from None
