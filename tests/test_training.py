@@ -32,7 +32,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_tiny_run_lowers_validation_loss(cache_dir, tmp_path):
     out = tmp_path / "run"
     proc = run_cli("train", "--preset", "tiny", "--set", f"data.cache_dir={cache_dir}", "--out-dir", str(out),
-                   "--set", "steps=60", "--set", "eval_interval=20", "--set", "progress=false")
+                   "--set", "eval_interval=20", "--set", "progress=false")
     assert proc.returncode == 0, proc.stderr
     assert "unigram baseline" in proc.stdout
     valid = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "valid"]

@@ -91,7 +91,7 @@ class TrainConfig:
     seed: int = 0  # model init, dropout and batch order
     batch_size: int = 32  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
-    steps: int = 600  # optimizer steps (ignored when token_budget is set)
+    steps: int = 500  # optimizer steps (ignored when token_budget is set)
     token_budget: int | None = None  # if set: steps = token_budget // (batch_size * grad_accum * seq_len)
     eval_interval: int = 100  # evaluate every this many steps (and at the end)
     eval_batches: int | None = 16  # validation batches per evaluation (null: the whole split)
@@ -279,8 +279,9 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def preset_names() -> list[str]:
+    """Training presets (``compare-*.yaml`` files are specs of ``probformer compare``, not presets)."""
     return sorted(p.name.removesuffix(".yaml") for p in resources.files("probformer.configs").iterdir()
-                  if p.name.endswith(".yaml"))
+                  if p.name.endswith(".yaml") and not p.name.startswith("compare-"))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
