@@ -45,6 +45,7 @@ import transformers
 from transformers import BertConfig, BertForMaskedLM
 
 from probformer.data.masking import IGNORE_INDEX, mask_tokens
+from probformer.cli import parse_count
 from probformer.models import model_classes
 from probformer.parametrization import build_optimizer
 from probformer.sizing import (
@@ -80,16 +81,6 @@ SPEC_BY_KEY = {s.key: s for s in SPECS}
 
 # -- settings, device --------------------------------------------------------------------------------
 
-def parse_count(text: str) -> int:
-    """'2.5M', '400k', '0.4B' or '123456' -> int (as ``probformer size``)."""
-    scale = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}.get(text[-1:].lower(), 1.0)
-    try:
-        value = float(text[:-1] if scale != 1.0 else text) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count like 2.5M or 400k, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive count, got {text!r}")
-    return round(value)
 
 
 def resolve_device(name: str) -> torch.device:

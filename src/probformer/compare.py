@@ -58,7 +58,7 @@ from probformer.config import (
     _merge,
     config_from_dict,
     model_fields,
-    parse_override,
+    apply_overrides,
     read_yaml,
     validate_model_section,
 )
@@ -173,14 +173,7 @@ def load_spec(path: str | Path | None = None, preset: str | None = None, overrid
         values = read_yaml(resources.files("probformer.configs") / f"{preset}.yaml")
     if path is not None:
         values = _merge(values, read_yaml(path))
-    for item in overrides:
-        keys, value = parse_override(item)
-        node = values
-        for part in keys[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
-        node[keys[-1]] = value
+    apply_overrides(values, list(overrides))
     values.update({k: v for k, v in updates.items() if v is not None})
     return spec_from_dict(values)
 

@@ -317,6 +317,12 @@ def load_config(path: str | Path | None = None, preset: str | None = None, overr
         values = _merge(values, read_yaml(resources.files("probformer.configs") / f"{preset}.yaml"))
     if path is not None:
         values = _merge(values, read_yaml(path))
+    apply_overrides(values, overrides)
+    return config_from_dict(values)
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted ``key=value`` override in the nested mapping ``values`` (in place)."""
     for item in overrides:
         keys, value = parse_override(item)
         node = values
@@ -325,7 +331,7 @@ def load_config(path: str | Path | None = None, preset: str | None = None, overr
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
         node[keys[-1]] = value
-    return config_from_dict(values)
+    return values
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
