@@ -18,6 +18,7 @@ import math
 from transformers import PretrainedConfig
 
 from probformer.models import model_classes
+from probformer.models.config_utils import replace_config
 from probformer.models.bert.configuration_bert import ProbformerBertConfig
 from probformer.models.pt.configuration_pt import PTConfig
 
@@ -152,13 +153,13 @@ def config_for_budget(
     for cfg in candidates:
         default = getattr(cfg, knob)
         total = count_parameters(arch, cfg)["total"]
-        per_unit = count_parameters(arch, _replace(cfg, **{knob: default + 1}))["total"] - total  # linear in knob
+        per_unit = count_parameters(arch, replace_config(cfg, **{knob: default + 1}))["total"] - total  # linear in knob
         value = round(default + (params - total) / per_unit)
         if value >= 1:
             scored.append((abs(math.log(value / default)), cfg, value))
     if scored:
         _, cfg, value = min(scored, key=lambda item: item[0])
-        best = _replace(cfg, **{knob: value})
+        best = replace_config(cfg, **{knob: value})
         if error(best) <= tolerance:
             return best
     raise ValueError(f"{arch}: no config within {tolerance:.0%} of {params} parameters "
@@ -176,10 +177,3 @@ def _family(arch: str, ref: PretrainedConfig, params: int) -> list[PretrainedCon
             return out
         out.append(cfg)
         width += step
-
-
-def _replace(config: PretrainedConfig, **fields) -> PretrainedConfig:
-    kwargs = config.to_dict()
-    for key in ("model_type", "transformers_version", "architectures"):
-        kwargs.pop(key, None)
-    return type(config)(**{**kwargs, **fields})

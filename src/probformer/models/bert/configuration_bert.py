@@ -6,6 +6,8 @@ from typing import Literal
 
 from transformers import PretrainedConfig
 
+from probformer.models.config_utils import replace_config
+
 from probformer.parametrization import PRESETS, TransformerScales, transformer_scales
 
 
@@ -131,14 +133,11 @@ class ProbformerBertConfig(PretrainedConfig):
         if hidden_size % self.head_dim:
             raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of head_dim ({self.head_dim})")
         n0, d0 = self.resolved_base
-        kwargs = self.to_dict()
-        for key in ("model_type", "transformers_version", "architectures"):
-            kwargs.pop(key, None)
-        kwargs.update(
+        return replace_config(
+            self,
             hidden_size=hidden_size,
             num_heads=hidden_size // self.head_dim,
             intermediate_size=max(1, round(self.intermediate_size * hidden_size / self.hidden_size)),
             base_hidden_size=n0,
             base_head_dim=d0,
         )
-        return type(self)(**kwargs)

@@ -25,6 +25,7 @@ How it differs from a standard transformer encoder (HF ``BertForMaskedLM``):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -140,9 +141,8 @@ class MLMEncoder(PreTrainedModel):
         self.embeddings_tap = nn.Identity()
         self.logits_tap = nn.Identity()
 
-    def layer_at(self, step: int) -> BertLayer:
-        """The layer applied at step ``step`` (BERT: its own layer; UT: the shared one)."""
-        raise NotImplementedError(f"{type(self).__name__} must say which layer runs at each step")
+    # Subclasses say which layer runs at step t: BERT its own layer t, UT the one shared layer.
+    layer_at: Callable[[int], BertLayer]
 
     def step_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
         """What the layer at ``step`` reads (BERT: the previous output; UT adds a timestep vector)."""

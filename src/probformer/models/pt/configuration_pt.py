@@ -6,6 +6,8 @@ from typing import Literal
 
 from transformers import PretrainedConfig
 
+from probformer.models.config_utils import replace_config
+
 from probformer.parametrization import PRESETS, PTScales, pt_scales
 
 WIDTH_SCALINGS = ("channels", "rank")
@@ -155,13 +157,7 @@ class PTConfig(PretrainedConfig):
         """The same model family at width ``hidden_size``: r_tot and M grow with N, base unchanged."""
         n0, r0, m0 = self.resolved_base
         ratio = hidden_size / self.hidden_size
-        kwargs = self.to_dict()
-        for key in ("model_type", "transformers_version", "architectures"):
-            kwargs.pop(key, None)
-        kwargs.update(hidden_size=hidden_size, base_hidden_size=n0, base_rank=r0, base_latent_size=m0,
-                      latent_size=max(1, round(self.latent_size * ratio)))
-        if self.width_scaling == "channels":
-            kwargs["num_channels"] = max(1, round(self.num_channels * ratio))
-        else:
-            kwargs["rank"] = max(1, round(self.rank * ratio))
-        return PTConfig(**kwargs)
+        grown = "num_channels" if self.width_scaling == "channels" else "rank"
+        return replace_config(self, hidden_size=hidden_size, base_hidden_size=n0, base_rank=r0, base_latent_size=m0,
+                              latent_size=max(1, round(self.latent_size * ratio)),
+                              **{grown: max(1, round(getattr(self, grown) * ratio))})
