@@ -22,6 +22,9 @@ import yaml
 from probformer.data.masking import DEFAULT_MASK_PROB
 
 
+EXPERIMENT_SPEC_PREFIXES = ("compare-", "sweep-", "lr-curves-", "transfer-")
+
+
 class ConfigError(ValueError):
     """A bad configuration: the message is one line naming the key and what is allowed."""
 
@@ -279,9 +282,10 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def preset_names() -> list[str]:
-    """Training presets (``compare-*.yaml`` files are specs of ``probformer compare``, not presets)."""
+    """Training presets (``compare-*``, ``sweep-*``, ``lr-curves-*`` and ``transfer-*`` files are specs of
+    those commands, not training presets)."""
     return sorted(p.name.removesuffix(".yaml") for p in resources.files("probformer.configs").iterdir()
-                  if p.name.endswith(".yaml") and not p.name.startswith("compare-"))
+                  if p.name.endswith(".yaml") and not p.name.startswith(EXPERIMENT_SPEC_PREFIXES))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
