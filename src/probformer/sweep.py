@@ -355,8 +355,12 @@ def run_trial(spec: SweepSpec, trial, train_fn: Callable[..., dict[str, Any]], l
     return float(result["valid_loss"])
 
 
-def run_sweep(spec: SweepSpec, *, train_fn: Callable[..., dict[str, Any]] | None = None, log=print):
-    """Run trials until the study holds ``spec.planned_trials`` finished ones; return the study."""
+def run_sweep(spec: SweepSpec, *, train_fn: Callable[..., dict[str, Any]] | None = None, log=print,
+              wait: bool = True):
+    """Run trials until the study holds ``spec.planned_trials`` finished ones; return the study.
+
+    With ``wait=False``, return once nothing is left to start even if other workers still hold
+    trials (``probformer lr-curves`` moves on to its next study and comes back later)."""
     require_optuna()
     if train_fn is None:
         from probformer.training.trainer import train as train_fn
@@ -385,7 +389,7 @@ def run_sweep(spec: SweepSpec, *, train_fn: Callable[..., dict[str, Any]] | None
             study.optimize(lambda t: run_trial(spec, t, train_fn, log), n_trials=to_start, catch=(TrialDiverged,),
                            callbacks=[stop_when_full], gc_after_trial=True)
             continue
-        if running == 0:
+        if running == 0 or not wait:
             break
         # Another worker's trial, or one a killed worker left RUNNING: it finishes, or its heartbeat
         # goes stale after grace_period and recover_interrupted re-queues it for us.

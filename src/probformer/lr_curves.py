@@ -1,0 +1,372 @@
+"""Learning-rate curves across widths, SP against muP (design note section 4b; muP paper Fig. 1 left).
+
+For every parametrization and width, one grid study (:mod:`probformer.sweep`) over ``lr x seed``
+trains the base model grown to that width with ``with_width`` (muP multipliers relative to the base
+width N0 = ``train.model.hidden_size``) on the same data and token budget. The result is the classic
+plot: validation loss against log2 lr, one curve per width, SP and muP side by side, and a table of
+the best lr per width. Under muP the optimum should stay put and wider should be better.
+
+Spec (YAML, see ``configs/lr-curves-pt-cpu.yaml``)::
+
+    out_dir: runs/lr-curves-pt
+    storage: null                  # null: sqlite:///<out_dir>/studies.db (one study per param x width)
+    widths: [32, 64, 128, 256]     # the first is usually N0
+    parametrizations: [sp, mup]
+    lrs: [1.0e-3, 2.0e-3, ...]     # the grid (factor-2 steps make "within one grid step" a factor 2)
+    seeds: [0, 1]
+    train: {model: {arch: pt, hidden_size: 32, ...}, data: {...}, token_budget: ..., ...}
+
+Everything is a sweep trial, so it is resumable (rerun the command) and several processes can work
+on it at once (each takes the next unfinished trial). Outputs: ``results.csv`` (one row per run),
+``best_lr.md`` (best lr per width and the verdicts), ``lr_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import math
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from probformer.config import (
+    ConfigError,
+    _merge,
+    apply_overrides,
+    config_from_dict,
+    model_config_class,
+    model_fields,
+    read_yaml,
+)
+from probformer.sweep import SweepSpec, open_study, run_sweep, trial_key
+
+COLUMNS = ("parametrization", "width", "lr", "seed", "state", "valid_loss", "fail_reason", "run_dir")
+
+
+@dataclass
+class LrCurvesSpec:
+    widths: list[int]
+    lrs: list[float]
+    train: dict[str, Any]
+    parametrizations: list[str] = field(default_factory=lambda: ["sp", "mup"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    out_dir: str = "runs/lr-curves"
+    storage: str | None = None
+    heartbeat_interval: int = 20
+    grace_period: int = 60
+
+    def __post_init__(self) -> None:
+        def ints(name: str, values: Any, minimum: int) -> list[int]:
+            if not isinstance(values, list) or not values or any(
+                    isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values):
+                raise ConfigError(f"{name}: expected a non-empty list of integers >= {minimum}, got {values!r}")
+            return list(values)
+
+        self.widths = sorted(set(ints("widths", self.widths, 1)))
+        self.seeds = ints("seeds", self.seeds, 0)
+        if not isinstance(self.lrs, list) or not self.lrs:
+            raise ConfigError(f"lrs: expected a non-empty list of learning rates, got {self.lrs!r}")
+        try:
+            self.lrs = sorted({float(v) for v in self.lrs})
+        except (TypeError, ValueError):
+            raise ConfigError(f"lrs: expected numbers, got {self.lrs!r}") from None
+        if self.lrs[0] <= 0:
+            raise ConfigError(f"lrs: learning rates must be > 0, got {self.lrs!r}")
+        bad = sorted(set(self.parametrizations) - {"sp", "mup"}) if isinstance(self.parametrizations, list) else [0]
+        if bad or not self.parametrizations:
+            raise ConfigError(f"parametrizations: expected a list of sp / mup, got {self.parametrizations!r}")
+        if not isinstance(self.train, dict) or not isinstance(self.train.get("model"), dict):
+            raise ConfigError("train.model: required (the base model at width N0, e.g. {arch: pt, hidden_size: 32})")
+        for key in ("out_dir", "seed"):
+            if key in self.train:
+                raise ConfigError(f"train.{key}: set by lr-curves per run")
+        for param in self.parametrizations:  # every width builds, before anything runs
+            for width in self.widths:
+                self.sweep_spec(param, width)
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{Path(self.out_dir).resolve() / 'studies.db'}"
+
+    @property
+    def base_width(self) -> int:
+        return int(self.train["model"].get("hidden_size") or model_config_class(self.arch)().hidden_size)
+
+    @property
+    def arch(self) -> str:
+        return self.train["model"].get("arch", "pt")
+
+    def model_at(self, param: str, width: int) -> dict[str, Any]:
+        """The base model grown to ``width`` (``with_width``: muP multipliers relative to N0)."""
+        fields = {k: v for k, v in self.train["model"].items() if k != "arch"}
+        try:
+            base = model_config_class(self.arch)(**{**fields, "parametrization": param})
+            grown = base.with_width(width) if width != base.hidden_size else base
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"widths: {self.arch} at width {width}: {err}") from None
+        return {"arch": self.arch, **{k: getattr(grown, k) for k in model_fields(self.arch) if hasattr(grown, k)}}
+
+    def sweep_spec(self, param: str, width: int) -> SweepSpec:
+        return SweepSpec(search_space={"optim.lr": list(self.lrs), "seed": list(self.seeds)},
+                         train=_merge(self.train, {"model": self.model_at(param, width)}),
+                         study_name=f"{param}-n{width}", out_dir=str(Path(self.out_dir) / f"{param}-n{width}"),
+                         storage=self.storage_url, sampler="grid", n_trials=None,
+                         heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period)
+
+
+def lr_curves_preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("probformer.configs").iterdir()
+                  if p.name.startswith("lr-curves-") and p.name.endswith(".yaml"))
+
+
+def load_lr_curves_spec(path: str | Path | None = None, preset: str | None = None, overrides=(),
+                        **explicit: Any) -> LrCurvesSpec:
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in lr_curves_preset_names():
+            raise ConfigError(f"lr-curves preset {preset!r} not found; available: {', '.join(lr_curves_preset_names())}")
+        values = read_yaml(resources.files("probformer.configs") / f"{preset}.yaml")
+    if path is not None:
+        values = _merge(values, read_yaml(path))
+    if path is None and preset is None:
+        raise ConfigError("lr-curves: give --config spec.yaml or --preset (" + ", ".join(lr_curves_preset_names()) + ")")
+    apply_overrides(values, list(overrides))
+    values.update({k: v for k, v in explicit.items() if v is not None})
+    allowed = set(LrCurvesSpec.__dataclass_fields__)
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown lr-curves key; allowed: {', '.join(sorted(allowed))}")
+    missing = [k for k in ("widths", "lrs", "train") if k not in values]
+    if missing:
+        raise ConfigError(f"{missing[0]}: required")
+    return LrCurvesSpec(**values)
+
+
+# -- run and collect -------------------------------------------------------------------------------
+def run_lr_curves(spec: LrCurvesSpec, *, train_fn=None, log=print) -> list[dict[str, Any]]:
+    """Run every (width, parametrization) study (narrow first, so partial results are useful); then a
+    second pass that waits for trials other workers still hold. Returns the rows and writes outputs."""
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.yaml").write_text(yaml.safe_dump(asdict(spec), sort_keys=False))
+    plan = [(param, width) for width in spec.widths for param in spec.parametrizations]
+    for wait in (False, True):
+        for param, width in plan:
+            run_sweep(spec.sweep_spec(param, width), train_fn=train_fn, log=log, wait=wait)
+            write_outputs(collect(spec), spec)
+    rows = collect(spec)
+    write_outputs(rows, spec)
+    return rows
+
+
+def collect(spec: LrCurvesSpec) -> list[dict[str, Any]]:
+    rows = []
+    for width in spec.widths:
+        for param in spec.parametrizations:
+            study = open_study(spec.sweep_spec(param, width))
+            for t in study.get_trials(deepcopy=False):
+                if t.state.name not in ("COMPLETE", "FAIL") or "optim.lr" not in t.params:
+                    continue
+                if t.state.name == "FAIL" and not t.user_attrs.get("fail_reason"):
+                    continue  # interrupted, re-queued
+                rows.append({"parametrization": param, "width": width, "lr": t.params["optim.lr"],
+                             "seed": t.params["seed"], "state": t.state.name,
+                             "valid_loss": t.value if t.value is not None else float("nan"),
+                             "fail_reason": t.user_attrs.get("fail_reason", ""), "run_dir": trial_key(t)})
+    return rows
+
+
+def curve_points(rows: list[dict[str, Any]], param: str, width: int) -> list[dict[str, Any]]:
+    """Per lr: mean and std over seeds of the final valid loss (a diverged seed makes the point diverged)."""
+    by_lr: dict[float, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["parametrization"] == param and r["width"] == width:
+            by_lr.setdefault(r["lr"], []).append(r)
+    points = []
+    for lr in sorted(by_lr):
+        runs = by_lr[lr]
+        losses = [r["valid_loss"] for r in runs]
+        diverged = any(r["state"] == "FAIL" or not math.isfinite(r["valid_loss"]) for r in runs)
+        mean = float("inf") if diverged else float(np.mean(losses))
+        std = float(np.std(losses, ddof=1)) if len(losses) > 1 and not diverged else float("nan")
+        points.append({"lr": lr, "mean": mean, "std": std, "seeds": len(runs), "diverged": diverged})
+    return points
+
+
+def best_lrs(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[dict[str, Any]]:
+    table = []
+    for param in spec.parametrizations:
+        for width in spec.widths:
+            points = [p for p in curve_points(rows, param, width) if math.isfinite(p["mean"])]
+            if not points:
+                continue
+            best = min(points, key=lambda p: p["mean"])
+            edge = best["lr"] in (spec.lrs[0], spec.lrs[-1])
+            table.append({"parametrization": param, "width": width, "best_lr": best["lr"], "loss": best["mean"],
+                          "std": best["std"], "grid_index": spec.lrs.index(best["lr"]), "at_grid_edge": edge,
+                          "seeds": best["seeds"]})
+    return table
+
+
+def loss_at(rows: list[dict[str, Any]], param: str, width: int, lr: float) -> dict[str, Any] | None:
+    return next((p for p in curve_points(rows, param, width) if p["lr"] == lr), None)
+
+
+def verdicts(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[str]:
+    """The acceptance questions, answered from the measurements."""
+    table = best_lrs(rows, spec)
+    lines = []
+    for param in spec.parametrizations:
+        mine = [b for b in table if b["parametrization"] == param]
+        if len(mine) < 2:
+            continue
+        idx = [b["grid_index"] for b in mine]
+        spread = max(idx) - min(idx)
+        ratio = spec.lrs[max(idx)] / spec.lrs[min(idx)]
+        lines.append(f"- **{param}**: best lr moves over {spread} grid step(s) across widths "
+                     f"{mine[0]['width']}..{mine[-1]['width']} (x{ratio:g}); "
+                     + ("stays within one step." if spread <= 1 else "moves more than one step.")
+                     + (" (an optimum at the grid edge: widen the grid.)" if any(b["at_grid_edge"] for b in mine)
+                        else ""))
+        losses = [b["loss"] for b in mine]
+        monotone = all(b < a for a, b in itertools.pairwise(losses))
+        lines.append(f"  - wider is better at the best lr: {'yes' if monotone else 'no'} "
+                     "(" + ", ".join(f"{b['width']}: {b['loss']:.4f}" for b in mine) + ")")
+    if {"sp", "mup"} <= set(spec.parametrizations):
+        base = next((b for b in table if b["parametrization"] == "mup" and b["width"] == spec.widths[0]), None)
+        if base is not None:
+            lines.append(f"- muP at the lr tuned at N0 = {spec.widths[0]} (lr {base['best_lr']:g}, transferred "
+                         "unchanged) against SP at its own best lr per width (difference; noise = larger seed std):")
+            for width in spec.widths:
+                mup = loss_at(rows, "mup", width, base["best_lr"])
+                sp = next((b for b in table if b["parametrization"] == "sp" and b["width"] == width), None)
+                if mup is None or sp is None or not math.isfinite(mup["mean"]):
+                    continue
+                diff = mup["mean"] - sp["loss"]
+                noise = np.nanmax([mup["std"], sp["std"], 0.0])
+                verdict = ("muP better" if diff < -noise else "SP better" if diff > noise else "within seed noise")
+                lines.append(f"  - N = {width}: muP {mup['mean']:.4f} vs SP {sp['loss']:.4f} (SP lr {sp['best_lr']:g}):"
+                             f" {diff:+.4f} (noise {noise:.4f}) -> {verdict}")
+    return lines
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+def write_outputs(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> dict[str, Path]:
+    out = Path(spec.out_dir)
+    paths = {"csv": out / "results.csv", "md": out / "best_lr.md", "png": out / "lr_curves.png"}
+    with paths["csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    paths["md"].write_text(markdown(rows, spec))
+    if rows:
+        plot(rows, spec, paths["png"])
+    return paths
+
+
+def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
+    c = config_from_dict(_merge(spec.train, {"model": spec.model_at(spec.parametrizations[0], spec.widths[0])}))
+    tokens = c.total_steps * c.batch_size * c.grad_accum * c.data.seq_len
+    lines = [f"# Learning-rate curves: {spec.arch}, widths {spec.widths}, {len(spec.seeds)} seed(s)", "",
+             (f"{tokens:,} training tokens per run (batch {c.batch_size} x {c.data.seq_len}), lr grid "
+              + ", ".join(f"{lr:g}" for lr in spec.lrs) + "; loss = final validation MLM loss, mean over seeds."), "",
+             "| width | " + " | ".join(f"{p} best lr | {p} loss" for p in spec.parametrizations) + " |",
+             "|---|" + "---|---|" * len(spec.parametrizations)]
+    table = {(b["parametrization"], b["width"]): b for b in best_lrs(rows, spec)}
+    for width in spec.widths:
+        cells = []
+        for p in spec.parametrizations:
+            b = table.get((p, width))
+            std = f" ± {b['std']:.4f}" if b and math.isfinite(b["std"]) else ""
+            cells += [f"{b['best_lr']:g}", f"{b['loss']:.4f}{std}"] if b else ["-", "-"]
+        lines.append(f"| {width} | " + " | ".join(cells) + " |")
+    lines += ["", *verdicts(rows, spec), ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    params = spec.parametrizations
+    fig, axes = plt.subplots(1, len(params), figsize=(5.2 * len(params), 4.2), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    finite = [r["valid_loss"] for r in rows if math.isfinite(r["valid_loss"])]
+    best = min(finite) if finite else 0.0
+    for ax, param in zip(axes[0], params):
+        for i, width in enumerate(spec.widths):
+            pts = curve_points(rows, param, width)
+            if not pts:
+                continue
+            color = cmap(i / max(1, len(spec.widths) - 1))
+            ok = [p for p in pts if math.isfinite(p["mean"])]
+            xs = np.log2([p["lr"] for p in ok])
+            ys = np.array([p["mean"] for p in ok])
+            es = np.nan_to_num(np.array([p["std"] for p in ok]))
+            ax.plot(xs, ys, "-o", ms=3, color=color, label=f"N = {width}")
+            ax.fill_between(xs, ys - es, ys + es, color=color, alpha=0.15)
+            if len(ok):
+                j = int(np.argmin(ys))
+                ax.plot(xs[j], ys[j], "*", ms=11, color=color, mec="black", mew=0.5)
+            for p in pts:
+                if not math.isfinite(p["mean"]):
+                    ax.plot(math.log2(p["lr"]), 0.97, "x", color=color, transform=ax.get_xaxis_transform())
+        ax.set_title(f"{spec.arch} / {param}")
+        ax.set_xlabel("log2 learning rate")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation MLM loss (nats)")
+    axes[0][0].set_ylim(best - 0.1, best + 1.5)  # diverging lrs would hide the curves
+    labelled = next((ax for ax in reversed(axes[0]) if ax.get_legend_handles_labels()[0]), None)
+    if labelled is not None:
+        labelled.legend(fontsize=8, title="width (star: best lr)", title_fontsize=8)
+    fig.suptitle(f"lr curves, {len(spec.seeds)} seed(s): mean ± std; x at top = diverged", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("lr-curves", help="validation loss vs lr at several widths, sp vs mup (plot + best-lr "
+                                                "table); resumable, several workers may share it",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="lr-curves spec (YAML): widths, lrs, seeds, parametrizations, train")
+    p.add_argument("--preset", help=f"bundled spec ({', '.join(lr_curves_preset_names())})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec value, e.g. --set 'widths=[32,64]' --set train.threads=1")
+    p.add_argument("--out-dir")
+    p.add_argument("--storage", help="SQLAlchemy URL shared by workers (default sqlite:///<out_dir>/studies.db)")
+    p.add_argument("--report-only", action="store_true", help="write the table and plot from what has finished")
+    p.set_defaults(func=run_from_args)
+    return p
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    spec = load_lr_curves_spec(args.config, args.preset, args.overrides, out_dir=args.out_dir, storage=args.storage)
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        rows = collect(spec)
+        write_outputs(rows, spec)
+    else:
+        with (out / "command.txt").open("a") as handle:
+            handle.write(f"# {datetime.now().isoformat(timespec='seconds')}\n{shlex.join(sys.orig_argv)}\n")
+        try:
+            rows = run_lr_curves(spec)
+        except KeyboardInterrupt:
+            print("interrupted: finished runs are stored; rerun the same command to continue", file=sys.stderr)
+            return 130
+    print(markdown(rows, spec))
+    print(f"results: {out}/results.csv, {out}/best_lr.md, {out}/lr_curves.png")
+    return 0

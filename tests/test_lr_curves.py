@@ -1,0 +1,86 @@
+"""probformer lr-curves: the studies it plans, what it collects, the verdicts and outputs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from probformer.config import ConfigError
+from probformer.lr_curves import (
+    LrCurvesSpec,
+    best_lrs,
+    load_lr_curves_spec,
+    lr_curves_preset_names,
+    run_lr_curves,
+)
+
+PT_BASE = {"arch": "pt", "hidden_size": 16, "num_channels": 2, "rank": 8, "latent_size": 32, "num_iterations": 2,
+           "max_distance": 2}
+
+
+@pytest.fixture
+def spec(prepared_synthetic, synthetic_corpus_dir, tmp_path) -> LrCurvesSpec:
+    train = {"model": dict(PT_BASE),
+             "data": {"source": str(synthetic_corpus_dir), "vocab_size": 512, "seq_len": 32, "valid_fraction": 0.1,
+                      "test_fraction": 0.1, "cache_dir": str(prepared_synthetic.root.parent)},
+             "steps": 4, "batch_size": 8, "eval_interval": 4, "eval_batches": 1, "tensorboard": False,
+             "progress": False, "test_eval": False, "device": "cpu", "threads": 1}
+    return LrCurvesSpec(widths=[16, 32], lrs=[1e-3, 2e-3, 4e-3], seeds=[0, 1], train=train,
+                        out_dir=str(tmp_path / "lrc"))
+
+
+def synthetic_loss(config) -> float:
+    """A stand-in loss surface: muP's optimum at lr 2e-3 at every width, SP's moving with width, wider better."""
+    m = config.model
+    width, lr = m["hidden_size"], config.optim.lr
+    best = 2e-3 if m["parametrization"] == "mup" else 2e-3 * 16 / width
+    return 3.0 - 0.1 * math.log2(width) + 0.2 * abs(math.log2(lr / best)) + 0.01 * config.seed
+
+
+def test_runs_every_width_param_lr_seed_and_finds_the_optima(spec):
+    seen = []
+
+    def fake_train(config, *, resume=False, on_eval=None, log=print):
+        seen.append((config.model["parametrization"], config.model["hidden_size"], config.optim.lr, config.seed))
+        if config.model["parametrization"] == "sp" and config.optim.lr == 4e-3 and config.model["hidden_size"] == 32:
+            return {"status": "diverged", "reason": "non-finite training loss (inf) at step 2"}
+        return {"status": "completed", "valid_loss": synthetic_loss(config)}
+
+    rows = run_lr_curves(spec, train_fn=fake_train, log=lambda *_: None)
+    assert len(seen) == len(set(seen)) == 2 * 2 * 3 * 2
+    # Each width is built with with_width from the base: muP multipliers relative to N0 = 16.
+    assert {w for _, w, _, _ in seen} == {16, 32}
+    best = {(b["parametrization"], b["width"]): b["best_lr"] for b in best_lrs(rows, spec)}
+    assert best == {("mup", 16): 2e-3, ("mup", 32): 2e-3, ("sp", 16): 2e-3, ("sp", 32): 1e-3}
+    md = (Path(spec.out_dir) / "best_lr.md").read_text()
+    assert "**mup**: best lr moves over 0 grid step(s)" in md and "wider is better at the best lr: yes" in md
+    assert any(r["state"] == "FAIL" and "diverged" in r["fail_reason"] for r in rows)
+    assert (Path(spec.out_dir) / "lr_curves.png").stat().st_size > 10_000
+    # Resumable: a second call trains nothing.
+    before = len(seen)
+    run_lr_curves(spec, train_fn=fake_train, log=lambda *_: None)
+    assert len(seen) == before
+
+
+def test_spec_errors(spec, tmp_path):
+    with pytest.raises(ConfigError, match="parametrizations"):
+        LrCurvesSpec(widths=[16], lrs=[1e-3], train=spec.train, parametrizations=["ntk"])
+    with pytest.raises(ConfigError, match="lrs"):
+        LrCurvesSpec(widths=[16], lrs=[0.0], train=spec.train)
+    with pytest.raises(ConfigError, match="train.seed"):
+        LrCurvesSpec(widths=[16], lrs=[1e-3], train={**spec.train, "seed": 3})
+    path = tmp_path / "bad.yaml"
+    path.write_text("widths: [16]\nlrs: [1.0e-3]\ntrain: {model: {arch: pt}}\nwidthz: [32]\n")
+    with pytest.raises(ConfigError, match="widthz: unknown lr-curves key"):
+        load_lr_curves_spec(path)
+
+
+def test_bundled_preset_loads():
+    assert "lr-curves-pt-cpu" in lr_curves_preset_names()
+    spec = load_lr_curves_spec(preset="lr-curves-pt-cpu")
+    assert spec.widths[0] == spec.base_width and spec.widths[-1] >= 8 * spec.widths[0]
+    assert len(spec.seeds) >= 2 and spec.parametrizations == ["sp", "mup"]
