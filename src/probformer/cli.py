@@ -96,11 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed model fields and the base shape, e.g. --set model.num_iterations=5")
     p.set_defaults(func=cmd_size)
 
-    from probformer import compare, coord_check, lr_curves, sweep
+    from probformer import compare, coord_check, lr_curves, sweep, transfer
 
     coord_check.add_parser(sub)
     sweep.add_parser(sub)
     lr_curves.add_parser(sub)
+    transfer.add_parser(sub)
     compare.add_parser(sub)
     return parser
 

@@ -40,7 +40,6 @@ import json
 import math
 import shlex
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -56,9 +55,9 @@ from probformer.config import (
     OptimConfig,
     TrainConfig,
     _merge,
+    apply_overrides,
     config_from_dict,
     model_fields,
-    apply_overrides,
     read_yaml,
     validate_model_section,
 )
@@ -68,14 +67,11 @@ from probformer.sizing import (
     count_parameters,
     training_flops_per_token,
 )
+from probformer.training.reuse import train_or_reuse
 
 ARCHS = ("pt", "bert", "ut")
-FINISHED = ("completed", "diverged")
 # TrainConfig keys compare sets itself (per run), so the shared ``train`` section may not.
 RUN_OWNED_KEYS = ("model", "out_dir", "seed", "token_budget", "steps", "progress", "test_eval")
-# What must match for an existing run directory to count as this run (not cache paths, logging, device).
-IDENTITY_KEYS = ("model", "optim", "data", "seed", "batch_size", "grad_accum", "token_budget", "eval_batches",
-                 "unigram_bias_init")
 COLUMNS = ("arch", "budget", "seed", "status", "params", "non_embedding_params", "hidden_size", "flops_per_token",
            "train_tokens", "train_flops", "steps", "valid_loss", "test_loss", "valid_unigram_loss", "valid_accuracy",
            "tokens_per_second", "wall_s", "resumed", "reason", "run_dir")
@@ -271,38 +267,9 @@ def plan_runs(spec: CompareSpec, vocab_size: int, out_dir: str | Path) -> list[P
 
 
 # -- run -------------------------------------------------------------------------------------------
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    ident = {k: config.get(k) for k in IDENTITY_KEYS}
-    ident["data"] = {k: v for k, v in (ident["data"] or {}).items() if k != "cache_dir"}
-    return json.loads(json.dumps(ident))
-
-
-def check_run_dir(run: PlannedRun) -> None:
-    """Refuse to reuse a run directory that was trained with another configuration."""
-    stored = Path(run.config.out_dir) / "train_config.json"
-    if not stored.exists():
-        return
-    old, new = _identity(json.loads(stored.read_text())), _identity(run.config.to_dict())
-    if old != new:
-        diff = [k for k in IDENTITY_KEYS if old[k] != new[k]]
-        raise ConfigError(f"{run.config.out_dir} holds a run with a different {', '.join(diff)} than this spec asks "
-                          f"for; use another out_dir or delete that run directory")
-
-
 def execute(run: PlannedRun, log=print) -> dict[str, Any]:
     """Train ``run`` unless it has finished before (resume it if it has a checkpoint); return its row."""
-    from probformer.training.checkpoint import find_checkpoint
-
-    run_dir = Path(run.config.out_dir)
-    check_run_dir(run)
-    summary_path, info_path = run_dir / "summary.json", run_dir / "compare_run.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    if summary is None or summary.get("status") not in FINISHED:
-        resume = find_checkpoint(run_dir) is not None
-        start = time.perf_counter()
-        summary = train(run.config, resume=resume, log=log)
-        info_path.write_text(json.dumps({"wall_s": time.perf_counter() - start, "resumed": resume}))
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    summary, info = train_or_reuse(run.config, train, log, info_name="compare_run.json")
     return make_row(run, summary, info)
 
 

@@ -1,0 +1,310 @@
+"""Hyperparameter transfer with a perturbation test (design note section 7; the paper's Fig. 1).
+
+Take the best trial of a sweep at the base width (``probformer sweep``'s ``best.json`` and ``spec.yaml``
+in ``sweep_dir``), grow the model to each target width with ``with_width`` (muP multipliers relative
+to N0) and train it at that point, the *benchmark*, and at perturbed points: each numeric tuned
+hyperparameter times ``factor`` and divided by it, one at a time, everything else equal. If the
+parametrization transfers, no perturbation beats the benchmark by more than seed noise.
+
+Spec (YAML, see ``configs/transfer-pt-cpu.yaml``)::
+
+    sweep_dir: runs/sweep-pt-n32-cpu   # holds best.json and spec.yaml (the trial config: data, budget)
+    widths: [128, 256]                 # target widths
+    seeds: [0, 1]
+    factor: 2.0
+    perturb: null                      # null: every numeric tuned key except seed; or a list of keys
+    out_dir: runs/transfer-pt
+
+Resumable: a finished run is read back, an interrupted one resumed. Outputs: ``results.csv`` (one row
+per run), ``report.md`` (benchmark against every perturbed point, per width, with the verdict) and
+``transfer.png`` (loss against log2 of the perturbation factor, one line per hyperparameter, one panel
+per width, the benchmark in the middle of every line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm.auto import tqdm
+
+from probformer.config import (
+    ConfigError,
+    _merge,
+    apply_overrides,
+    config_from_dict,
+    model_config_class,
+    model_fields,
+    read_yaml,
+)
+from probformer.sweep import SweepSpec, set_dotted
+from probformer.training.reuse import train_or_reuse
+
+COLUMNS = ("width", "variant", "param", "multiplier", "seed", "status", "valid_loss", "reason", "run_dir")
+
+
+@dataclass
+class TransferSpec:
+    sweep_dir: str
+    widths: list[int]
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    factor: float = 2.0
+    perturb: list[str] | None = None
+    out_dir: str = "runs/transfer"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.widths, list) or not self.widths or any(
+                isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.widths):
+            raise ConfigError(f"widths: expected a non-empty list of integers >= 1, got {self.widths!r}")
+        if not isinstance(self.seeds, list) or not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: expected a non-empty list of distinct integers, got {self.seeds!r}")
+        if not isinstance(self.factor, (int, float)) or self.factor <= 1:
+            raise ConfigError(f"factor: expected a number > 1, got {self.factor!r}")
+        self.factor = float(self.factor)
+        for name in ("best.json", "spec.yaml"):
+            if not (Path(self.sweep_dir) / name).exists():
+                raise ConfigError(f"sweep_dir: {Path(self.sweep_dir) / name} not found (run `probformer sweep` first)")
+        self.best = json.loads((Path(self.sweep_dir) / "best.json").read_text())
+        self.sweep = SweepSpec(**yaml.safe_load((Path(self.sweep_dir) / "spec.yaml").read_text()))
+        numeric = [k for k, v in self.best["params"].items()
+                   if k != "seed" and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if self.perturb is None:
+            self.perturb = numeric
+        unknown = sorted(set(self.perturb) - set(numeric))
+        if unknown:
+            raise ConfigError(f"perturb: {unknown[0]!r} is not a numeric tuned hyperparameter of the sweep; "
+                              f"tuned: {', '.join(numeric)}")
+        for width in self.widths:
+            self.model_at(width)
+
+    @property
+    def arch(self) -> str:
+        return self.sweep.train["model"].get("arch", "pt")
+
+    def model_at(self, width: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The sweep's model with ``params``' model keys applied, grown to ``width`` from its base width."""
+        fields = {k: v for k, v in self.sweep.train["model"].items() if k != "arch"}
+        for key, value in (params or self.best["params"]).items():
+            if key.startswith("model."):
+                fields[key.removeprefix("model.")] = value
+        try:
+            base = model_config_class(self.arch)(**fields)
+            grown = base.with_width(width) if width != base.hidden_size else base
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"widths: {self.arch} at width {width}: {err}") from None
+        return {"arch": self.arch, **{k: getattr(grown, k) for k in model_fields(self.arch) if hasattr(grown, k)}}
+
+    def variants(self) -> list[tuple[str, str, float, dict[str, Any]]]:
+        """(label, param, multiplier, params): the benchmark, then each key x factor and / factor."""
+        best = dict(self.best["params"])
+        out = [("benchmark", "", 1.0, best)]
+        for key in self.perturb:
+            for mult in (1.0 / self.factor, self.factor):
+                value = best[key] * mult
+                if isinstance(best[key], int):
+                    value = max(1, round(value))
+                label = f"{key}{'x' if mult > 1 else '/'}{self.factor:g}"
+                out.append((label, key, mult, {**best, key: value}))
+        return out
+
+    def run_config(self, width: int, params: dict[str, Any], seed: int, label: str):
+        train = self.sweep.train
+        for key, value in params.items():
+            if not key.startswith("model."):
+                train = set_dotted(train, key, value)
+        return config_from_dict(_merge(train, {"model": self.model_at(width, params), "seed": seed,
+                                               "out_dir": str(Path(self.out_dir) / f"n{width}" / f"{label}-s{seed}")}))
+
+
+def transfer_preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("probformer.configs").iterdir()
+                  if p.name.startswith("transfer-") and p.name.endswith(".yaml"))
+
+
+def load_transfer_spec(path: str | Path | None = None, preset: str | None = None, overrides=(),
+                       **explicit: Any) -> TransferSpec:
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in transfer_preset_names():
+            raise ConfigError(f"transfer preset {preset!r} not found; available: {', '.join(transfer_preset_names())}")
+        values = read_yaml(resources.files("probformer.configs") / f"{preset}.yaml")
+    if path is not None:
+        values = _merge(values, read_yaml(path))
+    apply_overrides(values, list(overrides))
+    values.update({k: v for k, v in explicit.items() if v is not None})
+    allowed = set(TransferSpec.__dataclass_fields__)
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown transfer key; allowed: {', '.join(sorted(allowed))}")
+    missing = [k for k in ("sweep_dir", "widths") if k not in values]
+    if missing:
+        raise ConfigError(f"{missing[0]}: required (give --sweep-dir / --widths, --config or --preset)")
+    return TransferSpec(**values)
+
+
+# -- run -------------------------------------------------------------------------------------------
+def run_transfer(spec: TransferSpec, *, train_fn=None, log=None) -> list[dict[str, Any]]:
+    if train_fn is None:
+        from probformer.training.trainer import train as train_fn
+    log = log or tqdm.write
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = [(w, v, s) for w in spec.widths for v in spec.variants() for s in spec.seeds]
+    rows: list[dict[str, Any]] = []
+    with tqdm(plan, desc="transfer", unit="run", dynamic_ncols=True) as bar:
+        for width, (label, key, mult, params), seed in bar:
+            bar.set_postfix_str(f"N={width} {label} s{seed}")
+            config = spec.run_config(width, params, seed, label)
+            summary, _ = train_or_reuse(config, train_fn, log)
+            ok = summary.get("status") == "completed"
+            rows.append({"width": width, "variant": label, "param": key, "multiplier": mult, "seed": seed,
+                         "status": summary.get("status"),
+                         "valid_loss": summary.get("valid_loss") if ok else float("nan"),
+                         "reason": summary.get("reason", ""), "run_dir": config.out_dir})
+            write_outputs(rows, spec)
+    return rows
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["width"], r["variant"]), []).append(r)
+    out = {}
+    for (width, label), runs in groups.items():
+        losses = [r["valid_loss"] for r in runs if r["status"] == "completed" and math.isfinite(r["valid_loss"])]
+        diverged = len(losses) < len(runs)
+        out[(width, label)] = {"width": width, "variant": label, "param": runs[0]["param"],
+                               "multiplier": runs[0]["multiplier"], "seeds": len(runs), "diverged": diverged,
+                               "mean": float(np.mean(losses)) if losses and not diverged else float("inf"),
+                               "std": float(np.std(losses, ddof=1)) if len(losses) > 1 else float("nan")}
+    return out
+
+
+def report_lines(rows: list[dict[str, Any]], spec: TransferSpec) -> list[str]:
+    agg = aggregate(rows)
+    lines = []
+    for width in spec.widths:
+        bench = agg.get((width, "benchmark"))
+        others = [a for (w, label), a in agg.items() if w == width and label != "benchmark"]
+        if bench is None or not others:
+            continue
+        lines += [f"### N = {width}", "", "| point | valid loss (mean ± std) | vs benchmark |", "|---|---|---|"]
+        for a in [bench, *sorted(others, key=lambda a: (a["param"], a["multiplier"]))]:
+            loss = "diverged" if not math.isfinite(a["mean"]) else (
+                f"{a['mean']:.4f}" + (f" ± {a['std']:.4f}" if math.isfinite(a["std"]) else ""))
+            delta = "" if a is bench or not math.isfinite(a["mean"]) else f"{a['mean'] - bench['mean']:+.4f}"
+            lines.append(f"| {a['variant']} | {loss} | {delta} |")
+        finite = [a for a in others if math.isfinite(a["mean"])]
+        best = min(finite, key=lambda a: a["mean"]) if finite else None
+        noise = float(np.nanmax([bench["std"], best["std"] if best else float("nan"), 0.0]))
+        if best is None or best["mean"] >= bench["mean"]:
+            verdict = "the benchmark is the best point: no perturbation improves on it."
+        elif bench["mean"] - best["mean"] <= noise:
+            verdict = (f"best perturbed point {best['variant']} is {bench['mean'] - best['mean']:.4f} lower, within seed "
+                       f"noise ({noise:.4f}): the transferred point holds.")
+        else:
+            verdict = (f"best perturbed point {best['variant']} is {bench['mean'] - best['mean']:.4f} lower, beyond seed "
+                       f"noise ({noise:.4f}): the transferred point is off in that direction.")
+        lines += ["", f"**Verdict at N = {width}:** {verdict}", ""]
+    return lines
+
+
+def write_outputs(rows: list[dict[str, Any]], spec: TransferSpec) -> dict[str, Path]:
+    out = Path(spec.out_dir)
+    paths = {"csv": out / "results.csv", "md": out / "report.md", "png": out / "transfer.png"}
+    with paths["csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    best = spec.best
+    n0 = spec.sweep.train["model"].get("hidden_size")
+    point = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in best["params"].items())
+    head = [(f"# Transfer test: {spec.arch}, tuned at N0 = {n0} (study {best.get('study')}, trial {best.get('trial')}, "
+            f"valid loss {best.get('value', float('nan')):.4f})"), "",
+            (f"Benchmark: {point}; each perturbed point multiplies one of them by {spec.factor:g} or "
+            f"1/{spec.factor:g}. {len(spec.seeds)} seed(s) per point."), ""]
+    paths["md"].write_text("\n".join(head + report_lines(rows, spec)) + "\n")
+    plot(rows, spec, paths["png"])
+    return paths
+
+
+def plot(rows: list[dict[str, Any]], spec: TransferSpec, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    agg = aggregate(rows)
+    widths = [w for w in spec.widths if (w, "benchmark") in agg]
+    if not widths:
+        return
+    fig, axes = plt.subplots(1, len(widths), figsize=(5.0 * len(widths), 4.0), squeeze=False, sharey=True)
+    for ax, width in zip(axes[0], widths):
+        bench = agg[(width, "benchmark")]
+        for i, key in enumerate(spec.perturb):
+            pts = [(math.log2(a["multiplier"]), a) for (w, _), a in agg.items() if w == width and a["param"] == key]
+            pts.append((0.0, bench))
+            pts.sort(key=lambda p: p[0])
+            xs = [x for x, a in pts if math.isfinite(a["mean"])]
+            ys = [a["mean"] for x, a in pts if math.isfinite(a["mean"])]
+            es = [a["std"] if math.isfinite(a["std"]) else 0.0 for x, a in pts if math.isfinite(a["mean"])]
+            ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=3, color=f"C{i}", label=key)
+        ax.axhline(bench["mean"], color="black", lw=0.8, ls="--", label="benchmark")
+        ax.set_xticks([-1, 0, 1], [f"/{spec.factor:g}", "tuned", f"x{spec.factor:g}"])
+        ax.set_title(f"{spec.arch} N = {width}")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation MLM loss (nats)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(f"transfer from N0 = {spec.sweep.train['model'].get('hidden_size')}: each hyperparameter "
+                 f"perturbed alone; {len(spec.seeds)} seed(s), mean ± std", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("transfer", help="train target widths at a base-width sweep's best point and at x2 / /2 "
+                                               "perturbations of each hyperparameter (report + plot)",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="transfer spec (YAML): sweep_dir, widths, seeds, factor, perturb")
+    p.add_argument("--preset", help=f"bundled spec ({', '.join(transfer_preset_names())})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--sweep-dir", help="a `probformer sweep` out_dir (best.json, spec.yaml)")
+    p.add_argument("--widths", help="comma-separated target widths, e.g. 128,256")
+    p.add_argument("--out-dir")
+    p.set_defaults(func=run_from_args)
+    return p
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    try:
+        widths = None if args.widths is None else [int(w) for w in args.widths.split(",") if w.strip()]
+    except ValueError:
+        raise ConfigError(f"--widths {args.widths!r}: expected comma-separated integers") from None
+    spec = load_transfer_spec(args.config, args.preset, args.overrides, sweep_dir=args.sweep_dir, widths=widths,
+                              out_dir=args.out_dir)
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "command.txt").open("a") as handle:
+        handle.write(f"# {datetime.now().isoformat(timespec='seconds')}\n{shlex.join(sys.orig_argv)}\n")
+    (out / "spec.yaml").write_text(yaml.safe_dump(asdict(spec), sort_keys=False))
+    try:
+        rows = run_transfer(spec)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; rerun the same command to continue", file=sys.stderr)
+        return 130
+    print("\n".join(report_lines(rows, spec)))
+    print(f"results: {out}/results.csv, {out}/report.md, {out}/transfer.png")
+    return 0
