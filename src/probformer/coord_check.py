@@ -245,8 +245,11 @@ def _one_run(model_cls, config, batch: Batch, steps: int, lr: float, seed: int, 
     torch.manual_seed(seed)
     model = model_cls(config)
     model.train()  # dropout is off in the base config; train mode is what training runs
-    optimizer = build_optimizer(model, lr=lr, weight_decay=0.0, betas=BETAS, eps=EPS,
-                                hidden_lr_mult=config.scales().hidden_lr_mult)
+    sc = config.scales()
+    # muP's eps rule (parametrization module doc): eps follows each group's gradient scale, so that a
+    # fixed eps does not damp wide models' first updates more than narrow ones'.
+    optimizer = build_optimizer(model, lr=lr, weight_decay=0.0, betas=BETAS, eps=EPS, hidden_lr_mult=sc.hidden_lr_mult,
+                                eps_mult=sc.eps_mult, hidden_eps_mult=sc.hidden_eps_mult)
     current: dict[str, float] = {}
 
     def hook(label: str):

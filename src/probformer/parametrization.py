@@ -22,6 +22,16 @@ weight, beta = 1/2 is textbook muP with its 1/sqrt(m) factor on the stored scale
 under SP. Weight decay is decoupled (AdamW multiplies it by each group's own lr) and is *not*
 rescaled with width: our choice, documented in the README; biases, norms and embeddings are
 excluded from decay.
+
+Adam epsilon: under muP every width-dependent parameter's gradient shrinks with width (entries of
+dL/dW are Theta(1/N) for input, output, hidden and norm/bias parameters, and Theta(N^-(1+beta)) for PT's
+*stored* hidden weights, which sit behind a forward multiplier ~ N^-beta). A fixed eps therefore
+damps Adam's update more and more as N grows: with a zero read-out (and BERT's zero query) the first
+gradients into the body are ~1e-8 at N = 512, the size of the usual eps = 1e-8, and the coordinate
+check's attention logits shrank like N^-0.5 because of it. So muP scales eps with the gradient, per
+group (``eps_mult`` = N0/N, ``hidden_eps_mult`` = N0/N for BERT/UT and (N0/N)^(1+beta) for PT), which
+keeps eps / |grad| width-independent (Everett et al. 2024; CompleteP scales eps by 1/m the same way).
+Both are 1 at N = N0 and under SP, so muP still equals SP at the base width.
 """
 
 from __future__ import annotations
@@ -101,6 +111,8 @@ class PTScales:
     init_latent: float  # std of stored B
     init_output: float  # std of stored W (0 = zero init)
     hidden_lr_mult: float  # Adam lr factor of the hidden group
+    eps_mult: float = 1.0  # Adam eps factor of the input / output / vector groups (module doc)
+    hidden_eps_mult: float = 1.0  # Adam eps factor of the hidden group
 
 
 def pt_scales(
@@ -153,6 +165,10 @@ def pt_scales(
         init_latent=init_std_hidden / math.sqrt(n0),
         init_output=init_std_output,
         hidden_lr_mult=(n0 / n) ** (1.0 - hidden_exponent),
+        # Gradients: dL/d(effective weight) ~ 1/N, and a stored hidden weight's gradient carries its
+        # multiplier (N0/N)^beta on top; eps follows each (module doc).
+        eps_mult=n0 / n,
+        hidden_eps_mult=(n0 / n) ** (1.0 + hidden_exponent),
     )
 
 
@@ -168,6 +184,8 @@ class TransformerScales:
     zero_query: bool  # muP zero-initialises the query projection
     init_output: float  # std of the (untied) decoder; SP ties it to the embedding
     hidden_lr_mult: float
+    eps_mult: float = 1.0  # Adam eps factor of every group (module doc): gradients are ~1/N under muP
+    hidden_eps_mult: float = 1.0
 
 
 def transformer_scales(
@@ -206,29 +224,43 @@ def transformer_scales(
         zero_query=True,
         init_output=init_std_output,
         hidden_lr_mult=1.0 / m,
+        eps_mult=1.0 / m,  # every gradient (embeddings, norms, hidden, decoder) is Theta(1/N): module doc
+        hidden_eps_mult=1.0 / m,
     )
 
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """One AdamW group: its role, lr factor relative to the base lr, and weight decay."""
+    """One AdamW group: its role, lr factor relative to the base lr, weight decay and eps factor."""
 
     role: Role
     lr_mult: float
     weight_decay: float
+    eps_mult: float = 1.0
 
 
-def param_groups(model: nn.Module, *, lr: float, weight_decay: float, hidden_lr_mult: float) -> list[dict]:
+def param_groups(
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    hidden_lr_mult: float,
+    eps: float | None = None,
+    eps_mult: float = 1.0,
+    hidden_eps_mult: float = 1.0,
+) -> list[dict]:
     """The AdamW param groups for ``model``: one per role, each with its own lr (design note 4).
 
     Every group carries ``lr_mult`` and ``role`` so a schedule can scale each group's own lr and a
-    reader of the optimizer state can see what was applied.
+    reader of the optimizer state can see what was applied. With ``eps`` each group also gets its own
+    Adam eps, ``eps * eps_mult`` (``hidden_eps_mult`` for the hidden group): pass the model's
+    ``scales().eps_mult`` / ``hidden_eps_mult`` for muP's eps rule (module doc).
     """
     specs = {
-        Role.INPUT: GroupSpec(Role.INPUT, 1.0, 0.0),
-        Role.VECTOR: GroupSpec(Role.VECTOR, 1.0, 0.0),
-        Role.HIDDEN: GroupSpec(Role.HIDDEN, hidden_lr_mult, weight_decay),
-        Role.OUTPUT: GroupSpec(Role.OUTPUT, 1.0, weight_decay),
+        Role.INPUT: GroupSpec(Role.INPUT, 1.0, 0.0, eps_mult),
+        Role.VECTOR: GroupSpec(Role.VECTOR, 1.0, 0.0, eps_mult),
+        Role.HIDDEN: GroupSpec(Role.HIDDEN, hidden_lr_mult, weight_decay, hidden_eps_mult),
+        Role.OUTPUT: GroupSpec(Role.OUTPUT, 1.0, weight_decay, eps_mult),
     }
     buckets: dict[Role, list[nn.Parameter]] = {role: [] for role in specs}
     names: dict[Role, list[str]] = {role: [] for role in specs}
@@ -239,16 +271,17 @@ def param_groups(model: nn.Module, *, lr: float, weight_decay: float, hidden_lr_
     for role, spec in specs.items():
         if not buckets[role]:
             continue
-        groups.append(
-            {
-                "params": buckets[role],
-                "param_names": names[role],
-                "role": role.value,
-                "lr_mult": spec.lr_mult,
-                "lr": lr * spec.lr_mult,
-                "weight_decay": spec.weight_decay,
-            }
-        )
+        group = {
+            "params": buckets[role],
+            "param_names": names[role],
+            "role": role.value,
+            "lr_mult": spec.lr_mult,
+            "lr": lr * spec.lr_mult,
+            "weight_decay": spec.weight_decay,
+        }
+        if eps is not None:
+            group["eps"] = eps * spec.eps_mult
+        groups.append(group)
     return groups
 
 
@@ -260,7 +293,13 @@ def build_optimizer(
     betas: tuple[float, float],
     eps: float,
     hidden_lr_mult: float,
+    eps_mult: float = 1.0,
+    hidden_eps_mult: float = 1.0,
     fused: bool = False,
 ) -> torch.optim.AdamW:
-    groups = param_groups(model, lr=lr, weight_decay=weight_decay, hidden_lr_mult=hidden_lr_mult)
+    """AdamW over :func:`param_groups`. ``eps_mult`` / ``hidden_eps_mult`` default to 1 (a fixed eps,
+    the behaviour before the eps rule); muP callers pass ``model.config.scales().eps_mult`` and
+    ``.hidden_eps_mult`` (the coordinate check does), see the module doc."""
+    groups = param_groups(model, lr=lr, weight_decay=weight_decay, hidden_lr_mult=hidden_lr_mult, eps=eps,
+                          eps_mult=eps_mult, hidden_eps_mult=hidden_eps_mult)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)

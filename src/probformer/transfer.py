@@ -249,7 +249,7 @@ def plot(rows: list[dict[str, Any]], spec: TransferSpec, path: Path) -> None:
     widths = [w for w in spec.widths if (w, "benchmark") in agg]
     if not widths:
         return
-    fig, axes = plt.subplots(1, len(widths), figsize=(5.0 * len(widths), 4.0), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(widths), figsize=(max(6.4, 5.0 * len(widths)), 4.4), squeeze=False, sharey=True)
     for ax, width in zip(axes[0], widths):
         bench = agg[(width, "benchmark")]
         for i, key in enumerate(spec.perturb):
@@ -266,8 +266,8 @@ def plot(rows: list[dict[str, Any]], spec: TransferSpec, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation MLM loss (nats)")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(f"transfer from N0 = {spec.sweep.train['model'].get('hidden_size')}: each hyperparameter "
-                 f"perturbed alone; {len(spec.seeds)} seed(s), mean ± std", fontsize=10)
+    fig.suptitle(f"transfer from N0 = {spec.sweep.train['model'].get('hidden_size')}: one hyperparameter "
+                 f"perturbed at a time\n{len(spec.seeds)} seed(s), mean ± std", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -116,10 +116,11 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
         init_bias_from_unigram(model, corpus)
     model = model.to(device)
     model.train()
-    hidden_lr_mult = model.config.scales().hidden_lr_mult
+    scales = model.config.scales()  # per-group lr and Adam-eps factors (1 under SP and at muP's base width)
     o = config.optim
     optimizer = build_optimizer(model, lr=o.lr, weight_decay=o.weight_decay, betas=(o.beta1, o.beta2), eps=o.eps,
-                                hidden_lr_mult=hidden_lr_mult, fused=device.type == "cuda")
+                                hidden_lr_mult=scales.hidden_lr_mult, eps_mult=scales.eps_mult,
+                                hidden_eps_mult=scales.hidden_eps_mult, fused=device.type == "cuda")
     total_steps = config.total_steps
     scheduler = build_scheduler(optimizer, total_steps, o.warmup_fraction, o.decay, o.min_lr_ratio)
     stream = TrainStream(corpus.blocks("train", d.seq_len), config.batch_size, d.mask_style, d.resolved_mask_prob,
