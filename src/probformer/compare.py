@@ -42,7 +42,6 @@ import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +54,10 @@ from probformer.config import (
     OptimConfig,
     TrainConfig,
     _merge,
-    apply_overrides,
     config_from_dict,
+    load_spec_values,
     model_fields,
-    read_yaml,
+    spec_preset_names,
     validate_model_section,
 )
 from probformer.models import MODEL_CLASSES
@@ -154,24 +153,15 @@ def count_label(n: int) -> str:
 
 
 def compare_preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("probformer.configs").iterdir()
-                  if p.name.startswith("compare-") and p.name.endswith(".yaml"))
+    return spec_preset_names("compare-")
 
 
 def load_spec(path: str | Path | None = None, preset: str | None = None, overrides: list[str] = (),
               **updates: Any) -> CompareSpec:
     """A preset, then a YAML file, then ``key=value`` overrides (``train.batch_size=8``,
     ``hparams.pt.optim.lr=3e-3``), then ``updates`` that are not None (later wins)."""
-    values: dict[str, Any] = {}
-    if preset is not None:
-        if preset not in compare_preset_names():
-            raise ConfigError(f"compare preset {preset!r} not found; available: {', '.join(compare_preset_names())}")
-        values = read_yaml(resources.files("probformer.configs") / f"{preset}.yaml")
-    if path is not None:
-        values = _merge(values, read_yaml(path))
-    apply_overrides(values, list(overrides))
-    values.update({k: v for k, v in updates.items() if v is not None})
-    return spec_from_dict(values)
+    return spec_from_dict(load_spec_values("compare", "compare-", path, preset, overrides, updates,
+                                           CompareSpec.__dataclass_fields__))
 
 
 def spec_from_dict(values: dict[str, Any]) -> CompareSpec:

@@ -31,7 +31,6 @@ import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +40,11 @@ import yaml
 from probformer.config import (
     ConfigError,
     _merge,
-    apply_overrides,
     config_from_dict,
+    load_spec_values,
+    model_at_width,
     model_config_class,
-    model_fields,
-    read_yaml,
+    spec_preset_names,
 )
 from probformer.sweep import SweepSpec, open_study, run_sweep, trial_key
 
@@ -107,13 +106,7 @@ class LrCurvesSpec:
 
     def model_at(self, param: str, width: int) -> dict[str, Any]:
         """The base model grown to ``width`` (``with_width``: muP multipliers relative to N0)."""
-        fields = {k: v for k, v in self.train["model"].items() if k != "arch"}
-        try:
-            base = model_config_class(self.arch)(**{**fields, "parametrization": param})
-            grown = base.with_width(width) if width != base.hidden_size else base
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"widths: {self.arch} at width {width}: {err}") from None
-        return {"arch": self.arch, **{k: getattr(grown, k) for k in model_fields(self.arch) if hasattr(grown, k)}}
+        return model_at_width({**self.train["model"], "parametrization": param}, width)
 
     def sweep_spec(self, param: str, width: int) -> SweepSpec:
         return SweepSpec(search_space={"optim.lr": list(self.lrs), "seed": list(self.seeds)},
@@ -124,30 +117,13 @@ class LrCurvesSpec:
 
 
 def lr_curves_preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("probformer.configs").iterdir()
-                  if p.name.startswith("lr-curves-") and p.name.endswith(".yaml"))
+    return spec_preset_names("lr-curves-")
 
 
 def load_lr_curves_spec(path: str | Path | None = None, preset: str | None = None, overrides=(),
                         **explicit: Any) -> LrCurvesSpec:
-    values: dict[str, Any] = {}
-    if preset is not None:
-        if preset not in lr_curves_preset_names():
-            raise ConfigError(f"lr-curves preset {preset!r} not found; available: {', '.join(lr_curves_preset_names())}")
-        values = read_yaml(resources.files("probformer.configs") / f"{preset}.yaml")
-    if path is not None:
-        values = _merge(values, read_yaml(path))
-    if path is None and preset is None:
-        raise ConfigError("lr-curves: give --config spec.yaml or --preset (" + ", ".join(lr_curves_preset_names()) + ")")
-    apply_overrides(values, list(overrides))
-    values.update({k: v for k, v in explicit.items() if v is not None})
-    allowed = set(LrCurvesSpec.__dataclass_fields__)
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown lr-curves key; allowed: {', '.join(sorted(allowed))}")
-    missing = [k for k in ("widths", "lrs", "train") if k not in values]
-    if missing:
-        raise ConfigError(f"{missing[0]}: required")
+    values = load_spec_values("lr-curves", "lr-curves-", path, preset, overrides, explicit,
+                              LrCurvesSpec.__dataclass_fields__, required=("widths", "lrs", "train"))
     return LrCurvesSpec(**values)
 
 

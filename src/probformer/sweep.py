@@ -39,7 +39,6 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +47,9 @@ import yaml
 from probformer.config import (
     ConfigError,
     TrainConfig,
-    _merge,
-    apply_overrides,
     config_from_dict,
-    read_yaml,
+    load_spec_values,
+    spec_preset_names,
 )
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -218,30 +216,14 @@ class SweepSpec:
 
 
 def sweep_preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("probformer.configs").iterdir()
-                  if p.name.startswith("sweep-") and p.name.endswith(".yaml"))
+    return spec_preset_names("sweep-")
 
 
 def load_sweep_spec(path: str | Path | None = None, preset: str | None = None, overrides: Sequence[str] = (),
                     **explicit: Any) -> SweepSpec:
     """A preset, then a YAML file, then ``key=value`` overrides, then explicit CLI values (not None)."""
-    values: dict[str, Any] = {}
-    if preset is not None:
-        if preset not in sweep_preset_names():
-            raise ConfigError(f"sweep preset {preset!r} not found; available: {', '.join(sweep_preset_names())}")
-        values = read_yaml(resources.files("probformer.configs") / f"{preset}.yaml")
-    if path is not None:
-        values = _merge(values, read_yaml(path))
-    if path is None and preset is None:
-        raise ConfigError("sweep: give --config spec.yaml or --preset (" + ", ".join(sweep_preset_names()) + ")")
-    apply_overrides(values, list(overrides))
-    values.update({k: v for k, v in explicit.items() if v is not None})
-    allowed = set(SweepSpec.__dataclass_fields__)
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown sweep key; allowed: {', '.join(sorted(allowed))}")
-    if "search_space" not in values:
-        raise ConfigError("search_space: required (e.g. search_space: {optim.lr: {low: 1e-4, high: 1e-1, log: true}})")
+    values = load_spec_values("sweep", "sweep-", path, preset, overrides, explicit, SweepSpec.__dataclass_fields__,
+                              required=("search_space",))
     return SweepSpec(**values)
 
 

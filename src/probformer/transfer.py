@@ -31,7 +31,6 @@ import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +41,10 @@ from tqdm.auto import tqdm
 from probformer.config import (
     ConfigError,
     _merge,
-    apply_overrides,
     config_from_dict,
-    model_config_class,
-    model_fields,
-    read_yaml,
+    load_spec_values,
+    model_at_width,
+    spec_preset_names,
 )
 from probformer.sweep import SweepSpec, set_dotted
 from probformer.training.reuse import train_or_reuse
@@ -94,16 +92,11 @@ class TransferSpec:
 
     def model_at(self, width: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """The sweep's model with ``params``' model keys applied, grown to ``width`` from its base width."""
-        fields = {k: v for k, v in self.sweep.train["model"].items() if k != "arch"}
+        model = dict(self.sweep.train["model"])
         for key, value in (params or self.best["params"]).items():
             if key.startswith("model."):
-                fields[key.removeprefix("model.")] = value
-        try:
-            base = model_config_class(self.arch)(**fields)
-            grown = base.with_width(width) if width != base.hidden_size else base
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"widths: {self.arch} at width {width}: {err}") from None
-        return {"arch": self.arch, **{k: getattr(grown, k) for k in model_fields(self.arch) if hasattr(grown, k)}}
+                model[key.removeprefix("model.")] = value
+        return model_at_width(model, width)
 
     def variants(self) -> list[tuple[str, str, float, dict[str, Any]]]:
         """(label, param, multiplier, params): the benchmark, then each key x factor and / factor."""
@@ -128,28 +121,13 @@ class TransferSpec:
 
 
 def transfer_preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("probformer.configs").iterdir()
-                  if p.name.startswith("transfer-") and p.name.endswith(".yaml"))
+    return spec_preset_names("transfer-")
 
 
 def load_transfer_spec(path: str | Path | None = None, preset: str | None = None, overrides=(),
                        **explicit: Any) -> TransferSpec:
-    values: dict[str, Any] = {}
-    if preset is not None:
-        if preset not in transfer_preset_names():
-            raise ConfigError(f"transfer preset {preset!r} not found; available: {', '.join(transfer_preset_names())}")
-        values = read_yaml(resources.files("probformer.configs") / f"{preset}.yaml")
-    if path is not None:
-        values = _merge(values, read_yaml(path))
-    apply_overrides(values, list(overrides))
-    values.update({k: v for k, v in explicit.items() if v is not None})
-    allowed = set(TransferSpec.__dataclass_fields__)
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown transfer key; allowed: {', '.join(sorted(allowed))}")
-    missing = [k for k in ("sweep_dir", "widths") if k not in values]
-    if missing:
-        raise ConfigError(f"{missing[0]}: required (give --sweep-dir / --widths, --config or --preset)")
+    values = load_spec_values("transfer", "transfer-", path, preset, overrides, explicit,
+                              TransferSpec.__dataclass_fields__, required=("sweep_dir", "widths"))
     return TransferSpec(**values)
 
 
