@@ -1,9 +1,10 @@
 """Coordinate check (design note section 7; microsoft/mup's ``get_coord_data`` / ``plot_coord_data``).
 
-For each seed and width N in ``widths`` (the first one is the base width N0), build the model at N
-with the architecture config's ``with_width``, train it for a few AdamW steps on ONE fixed batch
-(per-role lrs from :func:`probformer.parametrization.build_optimizer`, hidden group scaled by
-``config.scales().hidden_lr_mult``; constant lr, no clipping, no weight decay, dropout off), and
+For each seed and width N in ``widths``, build the model at N from the base model at width
+``base_width`` (N0, where muP equals SP; default 32) with the architecture config's ``with_width``,
+train it for a few AdamW steps on ONE fixed batch (per-role lrs and Adam eps from
+:func:`probformer.parametrization.build_optimizer` with the config's ``scales()``: hidden lr
+``hidden_lr_mult``, muP's eps rule; constant lr, no clipping, no weight decay, dropout off), and
 record the mean |x| of every activation tap (every ``nn.Identity`` named ``*tap*``: one per
 iteration / layer and the final logits) at each step t; t = 0 is the initial model, t = k the model
 after k updates.
@@ -43,9 +44,23 @@ from probformer.models import model_classes
 from probformer.parametrization import PRESETS, build_optimizer
 
 ARCHS = ("pt", "bert", "ut")
-DEFAULT_WIDTHS = (32, 64, 128, 256, 512)
+# Defaults (design note 7, measured in results/coord_check and in the README's "Tune small, train large"):
+# - The muP base width N0 = 32 (the models tuned small; muP == SP there) but the widths measured are
+#   2 N0 .. 32 N0 = 64..1024, 16x as note 7 asks. The N0 = 32 members are finite-size outliers, not
+#   exponent errors: PT's 2-channel N = 32 model grows its iteration-0 head logits ~1.6x faster than
+#   every wider one (slope -0.175 over 32..512, flat over 64..1024), BERT's 2-head N = 32 model its
+#   attention logits; both families converge as N grows (BERT checked to N = 2048). mutransformers'
+#   own coordinate checks likewise use a base (256) apart from the widths (64..1024).
+# - lr per architecture, at or above each one's working lr: PT 1e-2; BERT / UT 3e-3 (3x the 1e-3 they
+#   train at). At 1e-2 with HF's init std the BERT loss spiked at step 7 at every width >= 128 (4.05 ->
+#   4.5-4.6), so per-step coordinates compared spike phases, not scalings; with the init std below,
+#   lr 1e-2 is borderline (worst slope -0.10 over 64..1024, 3 seeds).
+# - BERT / UT init std: see base_config_kwargs. Adam eps: muP's eps rule (parametrization module doc).
+DEFAULT_BASE_WIDTH = 32
+DEFAULT_WIDTHS = (64, 128, 256, 512, 1024)
 DEFAULT_TOL = 0.1
-DEFAULT_LR = 1e-2  # deliberately high (muP practice: blow-ups show sooner)
+DEFAULT_LRS = {"pt": 1e-2, "bert": 3e-3, "ut": 3e-3}
+DEFAULT_LR = DEFAULT_LRS["pt"]  # kept for callers of the old single default
 DEFAULT_SEQ_LEN = 64
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_VOCAB = 512
@@ -87,6 +102,7 @@ class CoordCheckReport:
     slopes: list[SlopeRow]
     seconds_per_width: dict[int, float] = field(default_factory=dict)  # mean over seeds
     files: dict[str, Path] = field(default_factory=dict)
+    base_width: int | None = None  # N0 (None: widths[0])
 
     @property
     def passed(self) -> bool:
@@ -137,17 +153,26 @@ def base_config_kwargs(arch: str, base_width: int, vocab_size: int, seq_len: int
                     max_position_embeddings=max(512, seq_len))
     if arch in ("bert", "ut"):
         # N0 = 32: 2 heads of 16 (wider models add heads), FFN 4N, 2 layers / steps.
+        # init_std: the muP family through HF BERT-base's init (std 0.02 at N = 768): under muP the
+        # hidden std at width N is sigma * sqrt(N0 / N), so sigma = 0.02 * sqrt(768 / N0) (0.098 at
+        # N0 = 32). HF's 0.02 at N0 = 32 would make q, k, v ~5x smaller than in a real BERT and the
+        # attention logits of the first steps tiny (~0.01) and dominated by finite-width noise
+        # (measured: slope -0.2..-0.3 over 64..1024 at lr 3e-3 with 0.02, flat with 0.098).
         return dict(vocab_size=vocab_size, hidden_size=base_width, num_heads=2, num_layers=2,
                     intermediate_size=4 * base_width, max_position_embeddings=max(512, seq_len),
-                    hidden_dropout=0.0, attention_dropout=0.0)
+                    hidden_dropout=0.0, attention_dropout=0.0, init_std=0.02 * math.sqrt(768 / base_width))
     raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHS)}")
 
 
 def width_configs(arch: str, param: str, widths: Sequence[int], model_overrides: Mapping[str, Any] | None,
-                  vocab_size: int, seq_len: int) -> dict[int, Any]:
-    """Config per width: the base config (width ``widths[0]``, overrides applied) scaled by ``with_width``."""
+                  vocab_size: int, seq_len: int, base_width: int | None = None) -> dict[int, Any]:
+    """Config per width: the base config (width ``base_width``, default ``widths[0]``, overrides applied)
+    scaled by ``with_width``."""
     config_cls, _ = model_classes(arch)
-    kwargs = base_config_kwargs(arch, widths[0], vocab_size, seq_len)
+    n0 = int(base_width) if base_width is not None else int(widths[0])
+    if n0 < 1:
+        raise ValueError(f"the base width must be positive, got {n0}")
+    kwargs = base_config_kwargs(arch, n0, vocab_size, seq_len)
     overrides = {k: v for k, v in (model_overrides or {}).items() if k != "arch"}
     fields = set(inspect.signature(config_cls.__init__).parameters) - {"self", "kwargs"}
     unknown = sorted(set(overrides) - fields)
@@ -155,8 +180,8 @@ def width_configs(arch: str, param: str, widths: Sequence[int], model_overrides:
         raise ValueError(f"unknown {arch} model field(s) {', '.join(unknown)}")
     if overrides.get("parametrization", param) != param:
         raise ValueError(f"parametrization comes from param ({param!r}), not from the model overrides")
-    if overrides.get("hidden_size", widths[0]) != widths[0]:
-        raise ValueError(f"the base width is widths[0] ({widths[0]}), not model.hidden_size")
+    if overrides.get("hidden_size", n0) != n0:
+        raise ValueError(f"the base width is {n0} (base_width, else widths[0]), not model.hidden_size")
     kwargs.update(overrides)
     kwargs["parametrization"] = param
     base = config_cls(**kwargs)
@@ -188,10 +213,11 @@ def coord_check(
     widths: Sequence[int] = DEFAULT_WIDTHS,
     steps: int = 10,
     seeds: int = 3,
-    lr: float = DEFAULT_LR,
+    lr: float | None = None,
     model_overrides: Mapping[str, Any] | None = None,
     batch: Batch | None = None,
     *,
+    base_width: int | None = DEFAULT_BASE_WIDTH,
     cache_dir: Path | str | None = None,
     progress: bool = True,
     timings: dict[int, float] | None = None,
@@ -200,7 +226,8 @@ def coord_check(
     """Mean |x| of every tap, for each seed (0..seeds-1), width and step t = 0..steps (see module doc).
 
     ``batch`` defaults to :func:`real_batch` (bundled corpus, vocab 512); the model's vocabulary is
-    the batch's (``vocab_size`` in ``model_overrides`` wins). ``timings`` (optional) receives the
+    the batch's (``vocab_size`` in ``model_overrides`` wins). ``lr`` defaults to the architecture's
+    ``DEFAULT_LRS`` entry; ``base_width`` is N0 (None: ``widths[0]``). ``timings`` (optional) receives the
     mean wall seconds per run at each width. ``num_threads`` sets torch's intra-op threads for the
     duration (restored after): the models are small, and on a busy machine 1 thread is often fastest.
     """
@@ -211,6 +238,7 @@ def coord_check(
     if param not in PRESETS:
         raise ValueError(f"parametrization must be one of {PRESETS}, got {param!r}")
     widths = [int(w) for w in widths]
+    lr = DEFAULT_LRS[arch] if lr is None else lr
     if len(widths) < 2 or len(set(widths)) != len(widths) or min(widths) < 1:
         raise ValueError(f"need at least two distinct positive widths, got {widths}")
     if steps < 0 or seeds < 1 or lr <= 0:
@@ -218,7 +246,7 @@ def coord_check(
     if batch is None:
         batch = real_batch(cache_dir=cache_dir)
     vocab_size = max(DEFAULT_VOCAB, int(batch.input_ids.max()) + 1)  # an override in model_overrides wins
-    configs = width_configs(arch, param, widths, model_overrides, vocab_size, batch.input_ids.shape[1])
+    configs = width_configs(arch, param, widths, model_overrides, vocab_size, batch.input_ids.shape[1], base_width)
     _, model_cls = model_classes(arch)
 
     records: list[CoordRecord] = []
@@ -367,7 +395,7 @@ def markdown_table(report: CoordCheckReport) -> str:
     lines = [
         f"# Coordinate check: {report.arch} / {report.param}",
         "",
-        f"widths {report.widths} (N0 = {report.widths[0]}), {report.steps} AdamW steps at lr {report.lr:g} on one "
+        f"widths {report.widths} (base width N0 = {report.base_width or report.widths[0]}), {report.steps} AdamW steps at lr {report.lr:g} on one "
         f"fixed batch, {report.seeds} seed(s); slope of log2(mean|x|) vs log2(width), seed-averaged; "
         f"pass = |slope| <= {report.tol:g} at every step t = 0..{report.steps}.",
         "",
@@ -447,10 +475,11 @@ def run_coord_check(
     widths: Sequence[int] = DEFAULT_WIDTHS,
     steps: int = 10,
     seeds: int = 3,
-    lr: float = DEFAULT_LR,
+    lr: float | None = None,
     model_overrides: Mapping[str, Any] | None = None,
     batch: Batch | None = None,
     *,
+    base_width: int | None = DEFAULT_BASE_WIDTH,
     out_dir: Path | str | None = None,
     tol: float = DEFAULT_TOL,
     cache_dir: Path | str | None = None,
@@ -461,10 +490,12 @@ def run_coord_check(
     """Run :func:`coord_check`, judge it, write outputs under ``out_dir`` (if given) and print a summary.
     ``report.passed`` is the verdict."""
     timings: dict[int, float] = {}
-    records = coord_check(arch, param, widths, steps, seeds, lr, model_overrides, batch,
+    lr = DEFAULT_LRS.get(arch, DEFAULT_LR) if lr is None else lr
+    records = coord_check(arch, param, widths, steps, seeds, lr, model_overrides, batch, base_width=base_width,
                           cache_dir=cache_dir, progress=progress, timings=timings, num_threads=num_threads)
+    n0 = int(base_width) if base_width is not None else int(widths[0])
     report = CoordCheckReport(arch, param, [int(w) for w in widths], steps, seeds, lr, tol, records,
-                              compute_slopes(records, tol), timings)
+                              compute_slopes(records, tol), timings, base_width=n0)
     if out_dir is not None:
         write_outputs(report, out_dir)
     if log is not None:
@@ -474,7 +505,8 @@ def run_coord_check(
 
 def summary(report: CoordCheckReport) -> str:
     width = max(len(row.activation) for row in report.slopes)
-    lines = [f"coord check {report.arch}/{report.param}: widths {report.widths}, {report.steps} steps, "
+    lines = [f"coord check {report.arch}/{report.param}: widths {report.widths} (N0 = "
+             f"{report.base_width or report.widths[0]}), {report.steps} steps, "
              f"{report.seeds} seed(s), lr {report.lr:g}, tol {report.tol:g}"]
     for row in report.slopes:
         lines.append(f"  {'pass' if row.passed else 'FAIL'}  {row.activation:<{width}}  worst slope "
@@ -494,10 +526,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=ARCHS, default="pt")
     p.add_argument("--param", choices=PRESETS, default="mup", help="parametrization preset")
     p.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
-                   help="comma-separated widths; the first is the base width N0")
+                   help="comma-separated widths to measure (default 2 N0 .. 32 N0; see DEFAULT_WIDTHS)")
+    p.add_argument("--base-width", type=int, default=DEFAULT_BASE_WIDTH,
+                   help="muP base width N0 (muP == SP there); 0: the first of --widths")
     p.add_argument("--steps", type=int, default=10, help="AdamW steps on the fixed batch")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, help="base lr (deliberately high)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="base lr (default per architecture, deliberately above its training lr: "
+                        + ", ".join(f"{a} {v:g}" for a, v in DEFAULT_LRS.items()) + ")")
     p.add_argument("--tol", type=float, default=DEFAULT_TOL, help="max |log-log slope| counted as flat")
     p.add_argument("--out", default="results/coord_check",
                    help="output root; files go to <out>/<arch>-<param>/")
@@ -518,11 +554,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--widths {args.widths!r}: expected comma-separated integers, e.g. 32,64,128") from None
     overrides = parse_model_overrides(args.arch, args.overrides)  # typed like `probformer train --set model.*`
+    base_width = getattr(args, "base_width", DEFAULT_BASE_WIDTH) or None
     try:  # a bad width or model field is a usage error (one line), found before any training
-        width_configs(args.arch, args.param, widths, overrides, DEFAULT_VOCAB, DEFAULT_SEQ_LEN)
+        width_configs(args.arch, args.param, widths, overrides, DEFAULT_VOCAB, DEFAULT_SEQ_LEN, base_width)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"coord-check: {err}") from None
-    run_coord_check(args.arch, args.param, widths, args.steps, args.seeds, args.lr, overrides,
+    run_coord_check(args.arch, args.param, widths, args.steps, args.seeds, args.lr, overrides, base_width=base_width,
                     out_dir=Path(args.out) / f"{args.arch}-{args.param}", tol=args.tol,
                     cache_dir=args.cache_dir, progress=not args.no_progress, num_threads=args.threads)
     return 0
