@@ -84,3 +84,36 @@ def test_bundled_preset_loads():
     spec = load_lr_curves_spec(preset="lr-curves-pt-cpu")
     assert spec.widths[0] == spec.base_width and spec.widths[-1] >= 8 * spec.widths[0]
     assert len(spec.seeds) >= 2 and spec.parametrizations == ["sp", "mup"]
+
+
+def test_a_mup_variant_is_judged_against_the_reference_sp_curves(spec, tmp_path):
+    """``reference``: a muP variant reuses a finished run's SP curves (no SP run is repeated); an incomparable
+    or missing reference is a ConfigError before anything trains."""
+    def fake_train(config, *, resume=False, on_eval=None, log=print):
+        seen.append((config.model["parametrization"], config.model["hidden_exponent"], config.model["hidden_size"]))
+        penalty = 0.5 if config.model["hidden_exponent"] == 1.0 else 0.0  # the variant is worse by 0.5
+        return {"status": "completed", "valid_loss": synthetic_loss(config) + penalty}
+
+    seen: list[tuple] = []
+    run_lr_curves(spec, train_fn=fake_train, log=lambda *_: None)
+    model = {**spec.train["model"], "hidden_exponent": 1.0}
+    variant = LrCurvesSpec(widths=spec.widths, lrs=spec.lrs, seeds=spec.seeds, parametrizations=["mup"],
+                           train={**spec.train, "model": model, "threads": 2}, out_dir=str(tmp_path / "beta1"),
+                           reference=spec.out_dir)
+    seen.clear()
+    rows = run_lr_curves(variant, train_fn=fake_train, log=lambda *_: None)
+    assert {s[:2] for s in seen} == {("mup", 1.0)} and len(seen) == 2 * 3 * 2  # only the variant trained
+    sp_rows = [r for r in rows if r["parametrization"] == "sp"]
+    assert len(sp_rows) == 2 * 3 * 2 and all(r["run_dir"].startswith(spec.out_dir) for r in sp_rows)
+    best = {(b["parametrization"], b["width"]): b["loss"] for b in best_lrs(rows, variant)}
+    assert best[("mup", 32)] == pytest.approx(best[("sp", 32)] + 0.5)  # both at their optimum; variant +0.5
+    md = (Path(variant.out_dir) / "best_lr.md").read_text()
+    assert f"sp rows from the reference run `{spec.out_dir}`" in md and "hidden_exponent = 1.0 (reference 0.5)" in md
+    assert "muP at the lr tuned at N0 = 16" in md and "| sp best lr | sp loss | mup best lr |" in md
+
+    with pytest.raises(ConfigError, match="reference: .* different train.steps"):
+        LrCurvesSpec(widths=spec.widths, lrs=spec.lrs, parametrizations=["mup"], train={**spec.train, "steps": 8},
+                     reference=spec.out_dir)
+    with pytest.raises(ConfigError, match="reference: .*results.csv not found"):
+        LrCurvesSpec(widths=spec.widths, lrs=spec.lrs, parametrizations=["mup"], train=spec.train,
+                     reference=str(tmp_path / "nowhere"))

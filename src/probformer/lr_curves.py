@@ -15,6 +15,12 @@ Spec (YAML, see ``configs/lr-curves-pt-cpu.yaml``)::
     lrs: [1.0e-3, 2.0e-3, ...]     # the grid (factor-2 steps make "within one grid step" a factor 2)
     seeds: [0, 1]
     train: {model: {arch: pt, hidden_size: 32, ...}, data: {...}, token_budget: ..., ...}
+    reference: null                # or a finished lr-curves out_dir: its rows for the parametrizations
+                                   # not run here (e.g. the SP curves) join the table, plot and verdicts
+
+``reference`` is how a muP *variant* (``parametrizations: [mup]`` and a changed model field, e.g.
+``--set train.model.hidden_exponent=1.0``) is judged against the same SP curves without re-training
+them; the reference must have used the same data, token budget, batch and base width (checked).
 
 Everything is a sweep trial, so it is resumable (rerun the command) and several processes can work
 on it at once (each takes the next unfinished trial). Outputs: ``results.csv`` (one row per run),
@@ -62,6 +68,7 @@ class LrCurvesSpec:
     storage: str | None = None
     heartbeat_interval: int = 20
     grace_period: int = 60
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         def ints(name: str, values: Any, minimum: int) -> list[int]:
@@ -91,6 +98,8 @@ class LrCurvesSpec:
         for param in self.parametrizations:  # every width builds, before anything runs
             for width in self.widths:
                 self.sweep_spec(param, width)
+        if self.reference is not None:
+            reference_rows(self)  # a missing or incomparable reference fails before anything runs
 
     @property
     def storage_url(self) -> str:
@@ -114,6 +123,58 @@ class LrCurvesSpec:
                          study_name=f"{param}-n{width}", out_dir=str(Path(self.out_dir) / f"{param}-n{width}"),
                          storage=self.storage_url, sampler="grid", n_trials=None,
                          heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period)
+
+
+def shown_parametrizations(spec: LrCurvesSpec) -> list[str]:
+    """The parametrizations in the table / plot: the ones run here, plus the reference's others."""
+    shown = set(spec.parametrizations) | ({r["parametrization"] for r in reference_rows(spec)} if spec.reference else set())
+    return [p for p in ("sp", "mup") if p in shown]
+
+
+# Train keys that change only how a run is watched or stored, not its result.
+_NON_RESULT_KEYS = {"threads", "progress", "log_interval", "checkpoint_interval", "tensorboard", "device"}
+
+
+def _result_settings(train: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: v for k, v in train.items() if k not in _NON_RESULT_KEYS and k != "model"}
+    model = train.get("model", {})
+    kept["model"] = {"arch": model.get("arch", "pt"), "hidden_size": model.get("hidden_size")}
+    return kept
+
+
+def reference_differences(spec: LrCurvesSpec, ref_train: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Model fields that differ from the reference (the variant being judged), as {key: (reference, here)}."""
+    def resolved(model: dict[str, Any]) -> dict[str, Any]:  # defaults filled in, so an unset key compares
+        return model_at_width(model, int(model.get("hidden_size") or spec.base_width))
+
+    here, there = resolved(spec.train["model"]), resolved(ref_train.get("model", {}))
+    return {k: (there.get(k), here.get(k)) for k in sorted(set(here) | set(there)) if here.get(k) != there.get(k)}
+
+
+def reference_rows(spec: LrCurvesSpec) -> list[dict[str, Any]]:
+    """Rows of ``spec.reference`` (a finished lr-curves out_dir) for the parametrizations not run here."""
+    ref = Path(spec.reference)
+    csv_path, spec_path = ref / "results.csv", ref / "spec.yaml"
+    for path in (csv_path, spec_path):
+        if not path.is_file():
+            raise ConfigError(f"reference: {path} not found (reference is the out_dir of a finished lr-curves run)")
+    ref_spec = yaml.safe_load(spec_path.read_text()) or {}
+    ref_train = ref_spec.get("train") or {}
+    mine, theirs = _result_settings(spec.train), _result_settings(ref_train)
+    differing = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if differing:
+        raise ConfigError(f"reference: {ref} trained with different {', '.join('train.' + k for k in differing)} "
+                          f"({', '.join(f'{theirs.get(k)!r} there, {mine.get(k)!r} here' for k in differing)}); "
+                          "its curves are not comparable")
+    rows = []
+    with csv_path.open(newline="") as handle:
+        for r in csv.DictReader(handle):
+            if r["parametrization"] in spec.parametrizations:
+                continue
+            rows.append({**r, "width": int(r["width"]), "lr": float(r["lr"]), "seed": int(r["seed"]),
+                         "valid_loss": float(r["valid_loss"]) if r["valid_loss"] else float("nan"),
+                         "run_dir": f"{ref}/{r['parametrization']}-n{r['width']}/{r['run_dir']}"})
+    return rows
 
 
 def lr_curves_preset_names() -> list[str]:
@@ -158,6 +219,8 @@ def collect(spec: LrCurvesSpec) -> list[dict[str, Any]]:
                              "seed": t.params["seed"], "state": t.state.name,
                              "valid_loss": t.value if t.value is not None else float("nan"),
                              "fail_reason": t.user_attrs.get("fail_reason", ""), "run_dir": trial_key(t)})
+    if spec.reference is not None:
+        rows += [r for r in reference_rows(spec) if r["width"] in spec.widths]
     return rows
 
 
@@ -180,7 +243,7 @@ def curve_points(rows: list[dict[str, Any]], param: str, width: int) -> list[dic
 
 def best_lrs(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[dict[str, Any]]:
     table = []
-    for param in spec.parametrizations:
+    for param in shown_parametrizations(spec):
         for width in spec.widths:
             points = [p for p in curve_points(rows, param, width) if math.isfinite(p["mean"])]
             if not points:
@@ -201,7 +264,7 @@ def verdicts(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[str]:
     """The acceptance questions, answered from the measurements."""
     table = best_lrs(rows, spec)
     lines = []
-    for param in spec.parametrizations:
+    for param in shown_parametrizations(spec):
         mine = [b for b in table if b["parametrization"] == param]
         if len(mine) < 2:
             continue
@@ -217,7 +280,7 @@ def verdicts(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[str]:
         monotone = all(b < a for a, b in itertools.pairwise(losses))
         lines.append(f"  - wider is better at the best lr: {'yes' if monotone else 'no'} "
                      "(" + ", ".join(f"{b['width']}: {b['loss']:.4f}" for b in mine) + ")")
-    if {"sp", "mup"} <= set(spec.parametrizations):
+    if {"sp", "mup"} <= set(shown_parametrizations(spec)):
         base = next((b for b in table if b["parametrization"] == "mup" and b["width"] == spec.widths[0]), None)
         if base is not None:
             lines.append(f"- muP at the lr tuned at N0 = {spec.widths[0]} (lr {base['best_lr']:g}, transferred "
@@ -252,15 +315,23 @@ def write_outputs(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> dict[str, P
 def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
     c = config_from_dict(_merge(spec.train, {"model": spec.model_at(spec.parametrizations[0], spec.widths[0])}))
     tokens = c.total_steps * c.batch_size * c.grad_accum * c.data.seq_len
+    shown = shown_parametrizations(spec)
     lines = [f"# Learning-rate curves: {spec.arch}, widths {spec.widths}, {len(spec.seeds)} seed(s)", "",
              (f"{tokens:,} training tokens per run (batch {c.batch_size} x {c.data.seq_len}), lr grid "
-              + ", ".join(f"{lr:g}" for lr in spec.lrs) + "; loss = final validation MLM loss, mean over seeds."), "",
-             "| width | " + " | ".join(f"{p} best lr | {p} loss" for p in spec.parametrizations) + " |",
-             "|---|" + "---|---|" * len(spec.parametrizations)]
+              + ", ".join(f"{lr:g}" for lr in spec.lrs) + "; loss = final validation MLM loss, mean over seeds."), ""]
+    if spec.reference is not None:
+        ref_train = (yaml.safe_load((Path(spec.reference) / "spec.yaml").read_text()) or {}).get("train", {})
+        changed = ", ".join(f"{k} = {here!r} (reference {there!r})"
+                            for k, (there, here) in reference_differences(spec, ref_train).items()) or "none"
+        lines += [f"{', '.join(p for p in shown if p not in spec.parametrizations)} rows from the reference run "
+                  f"`{spec.reference}` (same data, budget, batch and N0); model settings that differ here: {changed}.",
+                  ""]
+    lines += ["| width | " + " | ".join(f"{p} best lr | {p} loss" for p in shown) + " |",
+              "|---|" + "---|---|" * len(shown)]
     table = {(b["parametrization"], b["width"]): b for b in best_lrs(rows, spec)}
     for width in spec.widths:
         cells = []
-        for p in spec.parametrizations:
+        for p in shown:
             b = table.get((p, width))
             std = f" ± {b['std']:.4f}" if b and math.isfinite(b["std"]) else ""
             cells += [f"{b['best_lr']:g}", f"{b['loss']:.4f}{std}"] if b else ["-", "-"]
@@ -275,7 +346,11 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    params = spec.parametrizations
+    params = shown_parametrizations(spec)
+    variant = ""
+    if spec.reference is not None:
+        ref_train = (yaml.safe_load((Path(spec.reference) / "spec.yaml").read_text()) or {}).get("train", {})
+        variant = ", ".join(f"{k}={here}" for k, (_, here) in reference_differences(spec, ref_train).items())
     fig, axes = plt.subplots(1, len(params), figsize=(5.2 * len(params), 4.2), sharey=True, squeeze=False)
     cmap = plt.get_cmap("viridis")
     finite = [r["valid_loss"] for r in rows if math.isfinite(r["valid_loss"])]
@@ -298,7 +373,8 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
             for p in pts:
                 if not math.isfinite(p["mean"]):
                     ax.plot(math.log2(p["lr"]), 0.97, "x", color=color, transform=ax.get_xaxis_transform())
-        ax.set_title(f"{spec.arch} / {param}")
+        ax.set_title(f"{spec.arch} / {param}" + (f" ({variant})" if param in spec.parametrizations and variant
+                                                  else " (reference run)" if spec.reference else ""))
         ax.set_xlabel("log2 learning rate")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation MLM loss (nats)")
