@@ -323,9 +323,9 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
         ref_train = (yaml.safe_load((Path(spec.reference) / "spec.yaml").read_text()) or {}).get("train", {})
         changed = ", ".join(f"{k} = {here!r} (reference {there!r})"
                             for k, (there, here) in reference_differences(spec, ref_train).items()) or "none"
-        lines += [f"{', '.join(p for p in shown if p not in spec.parametrizations)} rows from the reference run "
-                  f"`{spec.reference}` (same data, budget, batch and N0); model settings that differ here: {changed}.",
-                  ""]
+        reused = ", ".join(p for p in shown if p not in spec.parametrizations)
+        lines += [(f"{reused} rows from the reference run `{spec.reference}` (same data, budget, batch and N0); "
+                   f"model settings that differ here: {changed}."), ""]
     lines += ["| width | " + " | ".join(f"{p} best lr | {p} loss" for p in shown) + " |",
               "|---|" + "---|---|" * len(shown)]
     table = {(b["parametrization"], b["width"]): b for b in best_lrs(rows, spec)}
