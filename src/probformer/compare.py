@@ -38,10 +38,8 @@ import argparse
 import csv
 import json
 import math
-import shlex
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +59,7 @@ from probformer.config import (
     validate_model_section,
 )
 from probformer.models import MODEL_CLASSES
+from probformer.provenance import record_command
 from probformer.sizing import (
     config_for_budget,
     count_parameters,
@@ -298,9 +297,7 @@ def compare(spec: CompareSpec, out_dir: str | Path | None = None, *, command: st
     out.mkdir(parents=True, exist_ok=True)
     log = log or tqdm.write
     (out / "spec.yaml").write_text(yaml.safe_dump({**spec.to_dict(), "out_dir": str(out)}, sort_keys=False))
-    with (out / "command.txt").open("a") as handle:
-        handle.write(f"# {datetime.now().isoformat(timespec='seconds')} in {Path.cwd()}\n"
-                     f"{command or shlex.join(sys.orig_argv)}\n")
+    record_command(out, command)
     corpus = corpus_for(config_from_dict(spec.train), log)
     runs = plan_runs(spec, corpus.vocab_size, out)
     rows: list[dict[str, Any]] = []

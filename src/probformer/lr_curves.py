@@ -33,10 +33,8 @@ import argparse
 import csv
 import itertools
 import math
-import shlex
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +50,7 @@ from probformer.config import (
     model_config_class,
     spec_preset_names,
 )
+from probformer.provenance import record_command
 from probformer.sweep import SweepSpec, open_study, run_sweep, trial_key
 
 COLUMNS = ("parametrization", "width", "lr", "seed", "state", "valid_loss", "fail_reason", "run_dir")
@@ -412,8 +411,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         rows = collect(spec)
         write_outputs(rows, spec)
     else:
-        with (out / "command.txt").open("a") as handle:
-            handle.write(f"# {datetime.now().isoformat(timespec='seconds')}\n{shlex.join(sys.orig_argv)}\n")
+        record_command(out)
         try:
             rows = run_lr_curves(spec)
         except KeyboardInterrupt:

@@ -32,7 +32,6 @@ import inspect
 import json
 import math
 import os
-import shlex
 import socket
 import sys
 import time
@@ -51,6 +50,7 @@ from probformer.config import (
     load_spec_values,
     spec_preset_names,
 )
+from probformer.provenance import record_command
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median")
@@ -471,8 +471,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                            study_name=args.study_name, out_dir=args.out_dir)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "command.txt", "a") as f:
-        f.write("probformer " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
+    record_command(out)
     try:
         study = run_sweep(spec)
     except KeyboardInterrupt:

@@ -27,10 +27,8 @@ import argparse
 import csv
 import json
 import math
-import shlex
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from probformer.config import (
     model_at_width,
     spec_preset_names,
 )
+from probformer.provenance import record_command
 from probformer.sweep import SweepSpec, set_dotted
 from probformer.training.reuse import train_or_reuse
 
@@ -275,8 +274,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                               out_dir=args.out_dir)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "command.txt").open("a") as handle:
-        handle.write(f"# {datetime.now().isoformat(timespec='seconds')}\n{shlex.join(sys.orig_argv)}\n")
+    record_command(out)
     (out / "spec.yaml").write_text(yaml.safe_dump(asdict(spec), sort_keys=False))
     try:
         rows = run_transfer(spec)
