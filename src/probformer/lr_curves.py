@@ -354,6 +354,7 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
     cmap = plt.get_cmap("viridis")
     finite = [r["valid_loss"] for r in rows if math.isfinite(r["valid_loss"])]
     best = min(finite) if finite else 0.0
+    worst = max(finite) if finite else 1.0
     for ax, param in zip(axes[0], params):
         for i, width in enumerate(spec.widths):
             pts = curve_points(rows, param, width)
@@ -377,7 +378,9 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
         ax.set_xlabel("log2 learning rate")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation MLM loss (nats)")
-    axes[0][0].set_ylim(best - 0.1, best + 1.5)  # diverging lrs would hide the curves
+    top = min(worst, best + 1.5)  # capped: a blown-up lr (loss >> unigram) would flatten the curves
+    pad = 0.08 * max(top - best, 0.05)
+    axes[0][0].set_ylim(best - pad, top + pad)
     labelled = next((ax for ax in reversed(axes[0]) if ax.get_legend_handles_labels()[0]), None)
     if labelled is not None:
         labelled.legend(fontsize=8, title="width (star: best lr)", title_fontsize=8)
