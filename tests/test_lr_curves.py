@@ -15,6 +15,7 @@ from probformer.lr_curves import (
     best_lrs,
     load_lr_curves_spec,
     lr_curves_preset_names,
+    reference_rows,
     run_lr_curves,
 )
 
@@ -111,6 +112,14 @@ def test_a_mup_variant_is_judged_against_the_reference_sp_curves(spec, tmp_path)
     assert f"sp rows from the reference run `{spec.out_dir}`" in md and "hidden_exponent = 1.0 (reference 0.5)" in md
     assert "muP at the lr tuned at N0 = 16" in md and "| sp best lr | sp loss | mup best lr |" in md
 
+    # Another base width: SP at a shared width is the same model whatever N0 is, so the SP curves are reused.
+    rebased = LrCurvesSpec(widths=[32], lrs=spec.lrs, parametrizations=["mup"], out_dir=str(tmp_path / "n0"),
+                           train={**spec.train, "model": {**spec.train["model"], "hidden_size": 32, "num_channels": 4,
+                                                          "latent_size": 64}}, reference=spec.out_dir)
+    assert {r["width"] for r in reference_rows(rebased)} == {16, 32}
+    with pytest.raises(ConfigError, match="reference: its sp model at width 32 differs .* rank"):
+        LrCurvesSpec(widths=[32], lrs=spec.lrs, parametrizations=["mup"], reference=spec.out_dir,
+                     train={**spec.train, "model": {**spec.train["model"], "rank": 4}})
     with pytest.raises(ConfigError, match="reference: .* different train.steps"):
         LrCurvesSpec(widths=spec.widths, lrs=spec.lrs, parametrizations=["mup"], train={**spec.train, "steps": 8},
                      reference=spec.out_dir)

@@ -20,7 +20,9 @@ Spec (YAML, see ``configs/lr-curves-pt-cpu.yaml``)::
 
 ``reference`` is how a muP *variant* (``parametrizations: [mup]`` and a changed model field, e.g.
 ``--set train.model.hidden_exponent=1.0``) is judged against the same SP curves without re-training
-them; the reference must have used the same data, token budget, batch and base width (checked).
+them; the reference must have trained the same data, token budget and optimiser settings and, at
+every shared width, the same model (checked; an SP model does not depend on N0 or beta, so a muP
+variant with another base width can reuse the SP curves too).
 
 Everything is a sweep trial, so it is resumable (rerun the command) and several processes can work
 on it at once (each takes the next unfinished trial). Outputs: ``results.csv`` (one row per run),
@@ -135,10 +137,17 @@ _NON_RESULT_KEYS = {"threads", "progress", "log_interval", "checkpoint_interval"
 
 
 def _result_settings(train: dict[str, Any]) -> dict[str, Any]:
-    kept = {k: v for k, v in train.items() if k not in _NON_RESULT_KEYS and k != "model"}
-    model = train.get("model", {})
-    kept["model"] = {"arch": model.get("arch", "pt"), "hidden_size": model.get("hidden_size")}
-    return kept
+    return {k: v for k, v in train.items() if k not in _NON_RESULT_KEYS and k != "model"}
+
+
+def _model_as_trained(model: dict[str, Any], param: str, width: int) -> dict[str, Any]:
+    """The model a run at ``width`` trains, minus what its parametrization does not read: SP has no base
+    width and no beta (the SP branches of pt_scales / transformer_scales ignore them), so an SP run is
+    the same model whatever N0 or hidden_exponent the spec names."""
+    grown = model_at_width({**model, "parametrization": param}, width)
+    if param == "sp":
+        grown = {k: v for k, v in grown.items() if not k.startswith("base_") and k != "hidden_exponent"}
+    return grown
 
 
 def reference_differences(spec: LrCurvesSpec, ref_train: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -151,7 +160,9 @@ def reference_differences(spec: LrCurvesSpec, ref_train: dict[str, Any]) -> dict
 
 
 def reference_rows(spec: LrCurvesSpec) -> list[dict[str, Any]]:
-    """Rows of ``spec.reference`` (a finished lr-curves out_dir) for the parametrizations not run here."""
+    """Rows of ``spec.reference`` (a finished lr-curves out_dir) for the parametrizations not run here,
+    after checking that they trained what this spec would: same data / budget / optimiser settings, and
+    the same model at every shared width (for SP the base width and beta do not matter)."""
     ref = Path(spec.reference)
     csv_path, spec_path = ref / "results.csv", ref / "spec.yaml"
     for path in (csv_path, spec_path):
@@ -165,15 +176,20 @@ def reference_rows(spec: LrCurvesSpec) -> list[dict[str, Any]]:
         raise ConfigError(f"reference: {ref} trained with different {', '.join('train.' + k for k in differing)} "
                           f"({', '.join(f'{theirs.get(k)!r} there, {mine.get(k)!r} here' for k in differing)}); "
                           "its curves are not comparable")
-    rows = []
     with csv_path.open(newline="") as handle:
-        for r in csv.DictReader(handle):
-            if r["parametrization"] in spec.parametrizations:
-                continue
-            rows.append({**r, "width": int(r["width"]), "lr": float(r["lr"]), "seed": int(r["seed"]),
-                         "valid_loss": float(r["valid_loss"]) if r["valid_loss"] else float("nan"),
-                         "run_dir": f"{ref}/{r['parametrization']}-n{r['width']}/{r['run_dir']}"})
-    return rows
+        rows = [r for r in csv.DictReader(handle) if r["parametrization"] not in spec.parametrizations]
+    shared = sorted(set(spec.widths) & {int(w) for w in ref_spec.get("widths", [])})
+    for param in sorted({r["parametrization"] for r in rows}):
+        for width in shared:
+            here = _model_as_trained(spec.train["model"], param, width)
+            there = _model_as_trained(ref_train.get("model", {}), param, width)
+            if here != there:
+                keys = sorted(k for k in set(here) | set(there) if here.get(k) != there.get(k))
+                raise ConfigError(f"reference: its {param} model at width {width} differs from this spec's in "
+                                  + ", ".join(f"{k} ({there.get(k)!r} there, {here.get(k)!r} here)" for k in keys))
+    return [{**r, "width": int(r["width"]), "lr": float(r["lr"]), "seed": int(r["seed"]),
+             "valid_loss": float(r["valid_loss"]) if r["valid_loss"] else float("nan"),
+             "run_dir": f"{ref}/{r['parametrization']}-n{r['width']}/{r['run_dir']}"} for r in rows]
 
 
 def lr_curves_preset_names() -> list[str]:
@@ -323,7 +339,7 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
         changed = ", ".join(f"{k} = {here!r} (reference {there!r})"
                             for k, (there, here) in reference_differences(spec, ref_train).items()) or "none"
         reused = ", ".join(p for p in shown if p not in spec.parametrizations)
-        lines += [(f"{reused} rows from the reference run `{spec.reference}` (same data, budget, batch and N0); "
+        lines += [(f"{reused} rows from the reference run `{spec.reference}` (same data, budget, optimiser and model at each shared width); "
                    f"model settings that differ here: {changed}."), ""]
     lines += ["| width | " + " | ".join(f"{p} best lr | {p} loss" for p in shown) + " |",
               "|---|" + "---|---|" * len(shown)]
