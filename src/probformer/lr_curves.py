@@ -256,17 +256,23 @@ def curve_points(rows: list[dict[str, Any]], param: str, width: int) -> list[dic
     return points
 
 
+def lr_grid(rows: list[dict[str, Any]], param: str) -> list[float]:
+    """The lrs ``param`` was run at (its own grid; a reused reference may have used another)."""
+    return sorted({r["lr"] for r in rows if r["parametrization"] == param})
+
+
 def best_lrs(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[dict[str, Any]]:
     table = []
     for param in shown_parametrizations(spec):
+        grid = lr_grid(rows, param)  # a reference's curves may span another grid than spec.lrs
         for width in spec.widths:
             points = [p for p in curve_points(rows, param, width) if math.isfinite(p["mean"])]
             if not points:
                 continue
             best = min(points, key=lambda p: p["mean"])
-            edge = best["lr"] in (spec.lrs[0], spec.lrs[-1])
+            edge = best["lr"] in (grid[0], grid[-1])
             table.append({"parametrization": param, "width": width, "best_lr": best["lr"], "loss": best["mean"],
-                          "std": best["std"], "grid_index": spec.lrs.index(best["lr"]), "at_grid_edge": edge,
+                          "std": best["std"], "grid_index": grid.index(best["lr"]), "at_grid_edge": edge,
                           "seeds": best["seeds"]})
     return table
 
@@ -285,7 +291,8 @@ def verdicts(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[str]:
             continue
         idx = [b["grid_index"] for b in mine]
         spread = max(idx) - min(idx)
-        ratio = spec.lrs[max(idx)] / spec.lrs[min(idx)]
+        grid = lr_grid(rows, param)
+        ratio = grid[max(idx)] / grid[min(idx)]
         lines.append(f"- **{param}**: best lr moves over {spread} grid step(s) across widths "
                      f"{mine[0]['width']}..{mine[-1]['width']} (x{ratio:g}); "
                      + ("stays within one step." if spread <= 1 else "moves more than one step.")
@@ -339,6 +346,8 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
         changed = ", ".join(f"{k} = {here!r} (reference {there!r})"
                             for k, (there, here) in reference_differences(spec, ref_train).items()) or "none"
         reused = ", ".join(p for p in shown if p not in spec.parametrizations)
+        grids = {p: lr_grid(rows, p) for p in shown if p not in spec.parametrizations}
+        reused += "".join(f" (lr grid {', '.join(f'{lr:g}' for lr in g)})" for g in grids.values() if g != spec.lrs)
         lines += [(f"{reused} rows from the reference run `{spec.reference}` (same data, budget, optimiser and model at each shared width); "
                    f"model settings that differ here: {changed}."), ""]
     lines += ["| width | " + " | ".join(f"{p} best lr | {p} loss" for p in shown) + " |",
