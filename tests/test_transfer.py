@@ -76,3 +76,14 @@ def test_spec_errors(sweep_dir, tmp_path):
         TransferSpec(sweep_dir=str(sweep_dir), widths=[32], factor=1.0)
     with pytest.raises(ConfigError, match="widths: required"):
         load_transfer_spec(overrides=[f"sweep_dir={sweep_dir}"])
+
+
+def test_bundled_transfer_presets_load(tmp_path, monkeypatch):
+    """Every preset's keys and values are valid; before its sweep has run it says which command to run."""
+    from probformer.transfer import transfer_preset_names
+
+    assert {"transfer-pt-cpu", "transfer-pt-n64-cpu"} <= set(transfer_preset_names())
+    monkeypatch.chdir(tmp_path)  # no runs/ here: the sweeps have not run
+    for name in transfer_preset_names():
+        with pytest.raises(ConfigError, match=r"sweep_dir: runs/sweep-pt-n(32|64)-cpu/best.json not found .*probformer sweep"):
+            load_transfer_spec(preset=name)
