@@ -179,6 +179,8 @@ def test_two_workers_share_one_study(train_section, tmp_path):
     run_dirs = [t.user_attrs["out_dir"] for t in complete]
     assert len(set(run_dirs)) == len(run_dirs)
     assert all((Path(d) / "summary.json").exists() for d in run_dirs)
+    lrs = [t.params["optim.lr"] for t in complete]
+    assert len(set(lrs)) == len(lrs), lrs  # same sampler_seed in both workers, yet no point proposed twice
 
 
 @pytest.mark.slow

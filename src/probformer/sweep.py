@@ -275,10 +275,11 @@ def open_study(spec: SweepSpec, *, create: bool = True):
                                              grace_period=spec.grace_period, **{callback: requeue})
     if spec.sampler == "grid":
         sampler = optuna.samplers.GridSampler(spec.grid, seed=spec.sampler_seed)
-    elif spec.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=spec.sampler_seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed)
+    else:  # seeded per trial number, so workers sharing the study do not propose the same points
+        from probformer import trial_seeded_sampler
+
+        sampler = (trial_seeded_sampler.random if spec.sampler == "random" else trial_seeded_sampler.tpe)(
+            spec.sampler_seed)
     pruner = optuna.pruners.MedianPruner(n_warmup_steps=1) if spec.pruner == "median" else optuna.pruners.NopPruner()
     if not create:
         try:
