@@ -72,6 +72,29 @@ def test_grid_runs_every_point_once_and_writes_best(train_section, tmp_path):
     assert len(calls) == 3 and len(study.trials) == 3
 
 
+def test_enqueued_points_run_first_and_once(train_section, tmp_path):
+    lrs: list[float] = []
+
+    def train(config, *, resume=False, on_eval=None, log=print):
+        lrs.append(config.optim.lr)
+        return {"status": "completed", "valid_loss": 3.0 - config.optim.lr, "step": config.total_steps}
+
+    space = {"optim.lr": {"low": 1e-3, "high": 3e-2, "log": True}}
+    spec = spec_of(train_section, tmp_path, search_space=space, sampler="random", n_trials=2,
+                   enqueue=[{"optim.lr": 2e-2}])
+    study = run_sweep(spec, train_fn=train, log=lambda *_: None)
+    assert study.trials[0].params == {"optim.lr": 2e-2} and lrs[0] == 2e-2 and len(lrs) == 2
+    # Run again with a larger budget: the enqueued point is not tried a second time.
+    more = spec_of(train_section, tmp_path, search_space=space, sampler="random", n_trials=4, enqueue=spec.enqueue)
+    run_sweep(more, train_fn=train, log=lambda *_: None)
+    assert len(lrs) == 4 and lrs.count(2e-2) == 1
+    for bad, match in (([{"optim.beta": 1.0}], r"enqueue\[0\].optim.beta: not a search_space key"),
+                       ([{"optim.lr": 1.0}], r"enqueue\[0\].optim.lr: 1.0 is outside the search space"),
+                       ([{}], "enqueue: expected a list")):
+        with pytest.raises(ConfigError, match=match):
+            spec_of(train_section, tmp_path, search_space=space, sampler="tpe", n_trials=3, enqueue=bad)
+
+
 def test_diverged_trial_fails_with_reason_and_the_study_goes_on(train_section, tmp_path):
     calls: list = []
     study = run_sweep(spec_of(train_section, tmp_path), train_fn=fake_train({1e-3: 3.0, 1e-2: 2.5, 3e-2: None}, calls),

@@ -13,6 +13,8 @@ width being tuned, the data, a fixed ``token_budget``) and a search space over d
       optim.lr: {low: 1.0e-4, high: 1.0e-1, log: true}    # float (int with ``type: int`` or int bounds)
       model.output_mult: [0.5, 1.0, 2.0]                    # a list: categorical (grid: the grid values)
       optim.weight_decay: {choices: [0.0, 0.01, 0.1]}
+    enqueue:                          # optional: points tried first (once per study), e.g. the defaults
+      - {optim.lr: 2.0e-2, model.output_mult: 1.0, optim.weight_decay: 0.0}
 
 Every trial trains with :func:`probformer.training.trainer.train` into ``out_dir/trials/<n>`` and
 reports its final ``valid_loss`` (minimised). A diverged run is a FAILED trial whose user attribute
@@ -165,6 +167,9 @@ class SweepSpec:
     pruner: str = "none"  # median: stop a trial whose intermediate valid loss is worse than the median
     heartbeat_interval: int = 20  # seconds between a running trial's heartbeats
     grace_period: int = 60  # a RUNNING trial without a heartbeat for this long is stale: failed and re-queued
+    # Points to try first (e.g. the defaults, or a point known to be good), each {dotted key: value} over
+    # search_space keys (missing ones are sampled); they count towards n_trials and are tried once.
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.search_space, dict) or not self.search_space:
@@ -188,6 +193,24 @@ class SweepSpec:
             raise ConfigError("sampler grid: every search_space entry must be a list of values")
         # A typo in a key or a value of the wrong type fails here, not after hours of trials.
         self.trial_config({p.name: p.example for p in self.params}, "check")
+        self._check_enqueue()
+
+    def _check_enqueue(self) -> None:
+        if not isinstance(self.enqueue, list) or not all(isinstance(e, dict) and e for e in self.enqueue):
+            raise ConfigError(f"enqueue: expected a list of {{search_space key: value}} mappings, got {self.enqueue!r}")
+        by_name = {p.name: p for p in self.params}
+        for i, point in enumerate(self.enqueue):
+            for key, value in point.items():
+                param = by_name.get(key)
+                if param is None:
+                    raise ConfigError(f"enqueue[{i}].{key}: not a search_space key ({', '.join(by_name)})")
+                inside = (value in param.choices if param.choices is not None else
+                          isinstance(value, (int, float)) and not isinstance(value, bool)
+                          and param.low <= value <= param.high)
+                if not inside:
+                    allowed = (list(param.choices) if param.choices is not None else f"[{param.low:g}, {param.high:g}]")
+                    raise ConfigError(f"enqueue[{i}].{key}: {value!r} is outside the search space {allowed}")
+            self.trial_config({**{p.name: p.example for p in self.params}, **point}, "check")
 
     @property
     def storage_url(self) -> str:
@@ -350,6 +373,8 @@ def run_sweep(spec: SweepSpec, *, train_fn: Callable[..., dict[str, Any]] | None
     study = open_study(spec)
     _check_same_search_space(study, spec)
     study.set_user_attr("spec", json.loads(json.dumps(asdict(spec), default=str)))
+    for point in spec.enqueue:  # skip_if_exists: once per study, also when the command is run again
+        study.enqueue_trial(point, skip_if_exists=True)
     target = spec.planned_trials
 
     def tally() -> tuple[int, int, int]:
