@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from probformer.provenance import command_line, record_command
 
@@ -17,5 +18,5 @@ def test_record_command_appends_a_dated_line_per_call(tmp_path, monkeypatch):
     record_command(tmp_path / "out", "probformer sweep --preset a")
     path = record_command(tmp_path / "out", "probformer sweep --preset a --n-trials 3")
     lines = path.read_text().splitlines()
-    assert len(lines) == 4 and lines[0].startswith("# 20") and lines[0].endswith(f" in {tmp_path}")
+    assert len(lines) == 4 and lines[0].startswith("# 20") and lines[0].endswith(f" in {Path.cwd()}")
     assert lines[1::2] == ["probformer sweep --preset a", "probformer sweep --preset a --n-trials 3"]

@@ -93,6 +93,12 @@ def test_enqueued_points_run_first_and_once(train_section, tmp_path):
                        ([{}], "enqueue: expected a list")):
         with pytest.raises(ConfigError, match=match):
             spec_of(train_section, tmp_path, search_space=space, sampler="tpe", n_trials=3, enqueue=bad)
+    with pytest.raises(ConfigError, match="enqueue: not with sampler grid"):
+        spec_of(train_section, tmp_path, enqueue=[{"optim.lr": 1e-2}])
+    steps = {"optim.lr": {"low": 1e-3, "high": 3e-2, "step": 1e-3}}
+    with pytest.raises(ConfigError, match="2.5e-03|0.0025 is outside the search space"):  # off the step grid
+        spec_of(train_section, tmp_path, search_space=steps, sampler="tpe", n_trials=3, enqueue=[{"optim.lr": 2.5e-3}])
+    spec_of(train_section, tmp_path, search_space=steps, sampler="tpe", n_trials=3, enqueue=[{"optim.lr": 7e-3}])
 
 
 def test_diverged_trial_fails_with_reason_and_the_study_goes_on(train_section, tmp_path):

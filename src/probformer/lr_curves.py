@@ -178,7 +178,7 @@ def reference_rows(spec: LrCurvesSpec) -> list[dict[str, Any]]:
                           "its curves are not comparable")
     with csv_path.open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["parametrization"] not in spec.parametrizations]
-    shared = sorted(set(spec.widths) & {int(w) for w in ref_spec.get("widths", [])})
+    shared = sorted(set(spec.widths) & {int(r["width"]) for r in rows})  # every width whose rows are reused
     for param in sorted({r["parametrization"] for r in rows}):
         for width in shared:
             here = _model_as_trained(spec.train["model"], param, width)
@@ -189,7 +189,10 @@ def reference_rows(spec: LrCurvesSpec) -> list[dict[str, Any]]:
                                   + ", ".join(f"{k} ({there.get(k)!r} there, {here.get(k)!r} here)" for k in keys))
     return [{**r, "width": int(r["width"]), "lr": float(r["lr"]), "seed": int(r["seed"]),
              "valid_loss": float(r["valid_loss"]) if r["valid_loss"] else float("nan"),
-             "run_dir": f"{ref}/{r['parametrization']}-n{r['width']}/{r['run_dir']}"} for r in rows]
+             # where the run lives (sweep.trial_config: <study out_dir>/trials/<key>); a row that is itself
+             # reused from a reference already holds a path
+             "run_dir": r["run_dir"] if "/" in r["run_dir"]
+             else f"{ref}/{r['parametrization']}-n{r['width']}/trials/{r['run_dir']}"} for r in rows]
 
 
 def lr_curves_preset_names() -> list[str]:
@@ -264,7 +267,8 @@ def lr_grid(rows: list[dict[str, Any]], param: str) -> list[float]:
 def best_lrs(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[dict[str, Any]]:
     table = []
     for param in shown_parametrizations(spec):
-        grid = lr_grid(rows, param)  # a reference's curves may span another grid than spec.lrs
+        # this spec's grid for what it runs (also while runs are missing); a reference's own grid otherwise
+        grid = spec.lrs if param in spec.parametrizations else lr_grid(rows, param)
         for width in spec.widths:
             points = [p for p in curve_points(rows, param, width) if math.isfinite(p["mean"])]
             if not points:
@@ -291,7 +295,7 @@ def verdicts(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[str]:
             continue
         idx = [b["grid_index"] for b in mine]
         spread = max(idx) - min(idx)
-        grid = lr_grid(rows, param)
+        grid = spec.lrs if param in spec.parametrizations else lr_grid(rows, param)
         ratio = grid[max(idx)] / grid[min(idx)]
         lines.append(f"- **{param}**: best lr moves over {spread} grid step(s) across widths "
                      f"{mine[0]['width']}..{mine[-1]['width']} (x{ratio:g}); "
@@ -305,7 +309,8 @@ def verdicts(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[str]:
     if {"sp", "mup"} <= set(shown_parametrizations(spec)):
         base = next((b for b in table if b["parametrization"] == "mup" and b["width"] == spec.widths[0]), None)
         if base is not None:
-            lines.append(f"- muP at the lr tuned at N0 = {spec.widths[0]} (lr {base['best_lr']:g}, transferred "
+            n0 = f"N0 = {spec.widths[0]}" if spec.widths[0] == spec.base_width else f"N = {spec.widths[0]}"
+            lines.append(f"- muP at the lr tuned at {n0} (lr {base['best_lr']:g}, transferred "
                          "unchanged) against SP at its own best lr per width (difference; noise = larger seed std):")
             for width in spec.widths:
                 mup = loss_at(rows, "mup", width, base["best_lr"])
@@ -348,6 +353,9 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
         reused = ", ".join(p for p in shown if p not in spec.parametrizations)
         grids = {p: lr_grid(rows, p) for p in shown if p not in spec.parametrizations}
         reused += "".join(f" (lr grid {', '.join(f'{lr:g}' for lr in g)})" for g in grids.values() if g != spec.lrs)
+        ref_seeds = sorted({r["seed"] for r in rows if r["parametrization"] not in spec.parametrizations})
+        if ref_seeds != sorted(spec.seeds):  # the verdicts' noise then compares stds over other seed sets
+            reused += f" (seeds {', '.join(map(str, ref_seeds))}; here {', '.join(map(str, spec.seeds))})"
         lines += [(f"{reused} rows from the reference run `{spec.reference}` (same data, budget, optimiser and model at each shared width); "
                    f"model settings that differ here: {changed}."), ""]
     lines += ["| width | " + " | ".join(f"{p} best lr | {p} loss" for p in shown) + " |",
@@ -398,8 +406,8 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
             for p in pts:
                 if not math.isfinite(p["mean"]):
                     ax.plot(math.log2(p["lr"]), 0.97, "x", color=color, transform=ax.get_xaxis_transform())
-        ax.set_title(f"{spec.arch} / {param}" + (f" ({variant})" if param in spec.parametrizations and variant
-                                                  else " (reference run)" if spec.reference else ""))
+        reused = spec.reference is not None and param not in spec.parametrizations
+        ax.set_title(f"{spec.arch} / {param}" + (" (reference run)" if reused else f" ({variant})" if variant else ""))
         ax.set_xlabel("log2 learning rate")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation MLM loss (nats)")

@@ -153,6 +153,11 @@ def nested(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _on_step(value: float, low: float, step: float) -> bool:
+    k = (value - low) / step
+    return abs(k - round(k)) < 1e-6  # a float step (1e-3) never divides exactly
+
+
 # -- spec ------------------------------------------------------------------------------------------
 @dataclass
 class SweepSpec:
@@ -168,7 +173,10 @@ class SweepSpec:
     heartbeat_interval: int = 20  # seconds between a running trial's heartbeats
     grace_period: int = 60  # a RUNNING trial without a heartbeat for this long is stale: failed and re-queued
     # Points to try first (e.g. the defaults, or a point known to be good), each {dotted key: value} over
-    # search_space keys (missing ones are sampled); they count towards n_trials and are tried once.
+    # search_space keys (missing ones are sampled); each is tried once per study (skip_if_exists; two
+    # workers started at the same instant may both add it). They count towards n_trials, except that one
+    # added to a study that is already full runs in addition. Not with the grid sampler (it would not
+    # count the enqueued point as visited).
     enqueue: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -198,6 +206,8 @@ class SweepSpec:
     def _check_enqueue(self) -> None:
         if not isinstance(self.enqueue, list) or not all(isinstance(e, dict) and e for e in self.enqueue):
             raise ConfigError(f"enqueue: expected a list of {{search_space key: value}} mappings, got {self.enqueue!r}")
+        if self.enqueue and self.sampler == "grid":
+            raise ConfigError("enqueue: not with sampler grid (the grid already tries every listed point)")
         by_name = {p.name: p for p in self.params}
         for i, point in enumerate(self.enqueue):
             for key, value in point.items():
@@ -206,7 +216,9 @@ class SweepSpec:
                     raise ConfigError(f"enqueue[{i}].{key}: not a search_space key ({', '.join(by_name)})")
                 inside = (value in param.choices if param.choices is not None else
                           isinstance(value, (int, float)) and not isinstance(value, bool)
-                          and param.low <= value <= param.high)
+                          and param.low <= value <= param.high
+                          and (not param.integer or float(value).is_integer())
+                          and (param.step is None or _on_step(value, param.low, param.step)))
                 if not inside:
                     allowed = (list(param.choices) if param.choices is not None else f"[{param.low:g}, {param.high:g}]")
                     raise ConfigError(f"enqueue[{i}].{key}: {value!r} is outside the search space {allowed}")

@@ -5,8 +5,9 @@ same spec, hence the same ``sampler_seed``. A plain ``TPESampler(seed=0)`` in ea
 the same random start-up points (and, on the same history, the same TPE candidates): two workers
 proposed identical trials 0/1, 2/3, ... (measured with two ``sweep-pt-n64-cpu`` workers). Seeding
 per trial number keeps a single-worker study reproducible and makes concurrent workers (and a
-restarted study) propose different points. The wrapped samplers read everything else from the
-study's history, so one fresh sampler per trial loses nothing.
+restarted study) propose different points. TPE and random samplers read everything else from the
+study's history, so one fresh sampler per trial loses nothing for them (not true of samplers that
+keep state across trials, e.g. CMA-ES or the grid sampler, which is used unwrapped).
 """
 
 from __future__ import annotations
