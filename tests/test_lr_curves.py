@@ -88,6 +88,14 @@ def test_bundled_preset_loads():
     assert len(spec.seeds) >= 2 and spec.parametrizations == ["sp", "mup"]
 
 
+def test_n64_preset_reuses_the_committed_sp_curves(monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # its reference is the committed results/lr_curves/pt-cpu
+    spec = load_lr_curves_spec(preset="lr-curves-pt-n64-cpu")
+    assert spec.base_width == spec.widths[0] == 64 and spec.parametrizations == ["mup"]
+    sp = reference_rows(spec)
+    assert {r["parametrization"] for r in sp} == {"sp"} and {64, 128, 256} <= {r["width"] for r in sp}
+
+
 def test_a_mup_variant_is_judged_against_the_reference_sp_curves(spec, tmp_path):
     """``reference``: a muP variant reuses a finished run's SP curves (no SP run is repeated); an incomparable
     or missing reference is a ConfigError before anything trains."""
