@@ -200,7 +200,7 @@ def test_two_workers_share_one_study(train_section, tmp_path):
     procs = [subprocess.Popen(cli(spec), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(o[-4000:] for o in outputs)
     study = optuna.load_study(study_name="procs", storage=f"sqlite:///{tmp_path / 'sweep' / 'study.db'}")
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) >= 4

@@ -59,6 +59,8 @@ PRUNERS = ("none", "median")
 # The trial parameters that go into best.json, the point ``probformer transfer`` and ``compare`` reuse.
 TRANSFERABLE_SECTIONS = ("optim", "model")
 # Trial user attributes (a stable, documented interface: lr-curves and transfer read them).
+STORAGE_ATTEMPTS = 5  # opening the storage, while another worker may be creating its schema
+
 ATTR_FAIL_REASON, ATTR_RESUME_OF, ATTR_RETRY_OF, ATTR_WORKER = "fail_reason", "resume_of", "retry_of", "worker"
 
 
@@ -303,11 +305,23 @@ def open_study(spec: SweepSpec, *, create: bool = True):
     callback = ("heartbeat_stale_trial_callback"
                 if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
                 else "failed_trial_callback")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                             heartbeat_interval=spec.heartbeat_interval,
-                                             grace_period=spec.grace_period, **{callback: requeue})
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                     heartbeat_interval=spec.heartbeat_interval,
+                                                     grace_period=spec.grace_period, **{callback: requeue})
+            break
+        except (IntegrityError, OperationalError):
+            # Two workers started together on a new database both create optuna's schema; the loser's
+            # alembic stamp fails (UNIQUE constraint on alembic_version; seen in the two-worker test).
+            # By the next attempt the schema exists and opening it is a no-op.
+            if attempt == STORAGE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
     if spec.sampler == "grid":
         sampler = optuna.samplers.GridSampler(spec.grid, seed=spec.sampler_seed)
     else:  # seeded per trial number, so workers sharing the study do not propose the same points
