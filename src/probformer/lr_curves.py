@@ -99,8 +99,8 @@ class LrCurvesSpec:
         for param in self.parametrizations:  # every width builds, before anything runs
             for width in self.widths:
                 self.sweep_spec(param, width)
-        if self.reference is not None:
-            reference_rows(self)  # a missing or incomparable reference fails before anything runs
+        # Read and checked once: a missing or incomparable reference fails before anything runs.
+        self.reference_run = load_reference(self) if self.reference is not None else None
 
     @property
     def storage_url(self) -> str:
@@ -126,9 +126,21 @@ class LrCurvesSpec:
                          heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period)
 
 
+@dataclass(frozen=True)
+class ReferenceRun:
+    """What ``reference`` contributes: its rows for the parametrizations not run here, and its train section."""
+
+    rows: list[dict[str, Any]]
+    train: dict[str, Any]
+
+
+def reference_rows(spec: LrCurvesSpec) -> list[dict[str, Any]]:
+    return spec.reference_run.rows if spec.reference_run is not None else []
+
+
 def shown_parametrizations(spec: LrCurvesSpec) -> list[str]:
     """The parametrizations in the table / plot: the ones run here, plus the reference's others."""
-    shown = set(spec.parametrizations) | ({r["parametrization"] for r in reference_rows(spec)} if spec.reference else set())
+    shown = set(spec.parametrizations) | {r["parametrization"] for r in reference_rows(spec)}
     return [p for p in ("sp", "mup") if p in shown]
 
 
@@ -150,16 +162,20 @@ def _model_as_trained(model: dict[str, Any], param: str, width: int) -> dict[str
     return grown
 
 
-def reference_differences(spec: LrCurvesSpec, ref_train: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def _differing(here: dict[str, Any], there: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{key: (there, here)} for every key whose values differ."""
+    return {k: (there.get(k), here.get(k)) for k in sorted(set(here) | set(there)) if here.get(k) != there.get(k)}
+
+
+def reference_differences(spec: LrCurvesSpec) -> dict[str, tuple[Any, Any]]:
     """Model fields that differ from the reference (the variant being judged), as {key: (reference, here)}."""
     def resolved(model: dict[str, Any]) -> dict[str, Any]:  # defaults filled in, so an unset key compares
         return model_at_width(model, int(model.get("hidden_size") or spec.base_width))
 
-    here, there = resolved(spec.train["model"]), resolved(ref_train.get("model", {}))
-    return {k: (there.get(k), here.get(k)) for k in sorted(set(here) | set(there)) if here.get(k) != there.get(k)}
+    return _differing(resolved(spec.train["model"]), resolved(spec.reference_run.train.get("model", {})))
 
 
-def reference_rows(spec: LrCurvesSpec) -> list[dict[str, Any]]:
+def load_reference(spec: LrCurvesSpec) -> ReferenceRun:
     """Rows of ``spec.reference`` (a finished lr-curves out_dir) for the parametrizations not run here,
     after checking that they trained what this spec would: same data / budget / optimiser settings, and
     the same model at every shared width (for SP the base width and beta do not matter)."""
@@ -170,29 +186,29 @@ def reference_rows(spec: LrCurvesSpec) -> list[dict[str, Any]]:
             raise ConfigError(f"reference: {path} not found (reference is the out_dir of a finished lr-curves run)")
     ref_spec = yaml.safe_load(spec_path.read_text()) or {}
     ref_train = ref_spec.get("train") or {}
-    mine, theirs = _result_settings(spec.train), _result_settings(ref_train)
-    differing = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    differing = _differing(_result_settings(spec.train), _result_settings(ref_train))
     if differing:
         raise ConfigError(f"reference: {ref} trained with different {', '.join('train.' + k for k in differing)} "
-                          f"({', '.join(f'{theirs.get(k)!r} there, {mine.get(k)!r} here' for k in differing)}); "
+                          f"({', '.join(f'{there!r} there, {here!r} here' for there, here in differing.values())}); "
                           "its curves are not comparable")
     with csv_path.open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["parametrization"] not in spec.parametrizations]
     shared = sorted(set(spec.widths) & {int(r["width"]) for r in rows})  # every width whose rows are reused
     for param in sorted({r["parametrization"] for r in rows}):
         for width in shared:
-            here = _model_as_trained(spec.train["model"], param, width)
-            there = _model_as_trained(ref_train.get("model", {}), param, width)
-            if here != there:
-                keys = sorted(k for k in set(here) | set(there) if here.get(k) != there.get(k))
+            differing = _differing(_model_as_trained(spec.train["model"], param, width),
+                                   _model_as_trained(ref_train.get("model", {}), param, width))
+            if differing:
                 raise ConfigError(f"reference: its {param} model at width {width} differs from this spec's in "
-                                  + ", ".join(f"{k} ({there.get(k)!r} there, {here.get(k)!r} here)" for k in keys))
-    return [{**r, "width": int(r["width"]), "lr": float(r["lr"]), "seed": int(r["seed"]),
+                                  + ", ".join(f"{k} ({there!r} there, {here!r} here)"
+                                              for k, (there, here) in differing.items()))
+    rows = [{**r, "width": int(r["width"]), "lr": float(r["lr"]), "seed": int(r["seed"]),
              "valid_loss": float(r["valid_loss"]) if r["valid_loss"] else float("nan"),
              # where the run lives (sweep.trial_config: <study out_dir>/trials/<key>); a row that is itself
              # reused from a reference already holds a path
              "run_dir": r["run_dir"] if "/" in r["run_dir"]
              else f"{ref}/{r['parametrization']}-n{r['width']}/trials/{r['run_dir']}"} for r in rows]
+    return ReferenceRun(rows, ref_train)
 
 
 def lr_curves_preset_names() -> list[str]:
@@ -237,9 +253,7 @@ def collect(spec: LrCurvesSpec) -> list[dict[str, Any]]:
                              "seed": t.params["seed"], "state": t.state.name,
                              "valid_loss": t.value if t.value is not None else float("nan"),
                              "fail_reason": t.user_attrs.get("fail_reason", ""), "run_dir": trial_key(t)})
-    if spec.reference is not None:
-        rows += [r for r in reference_rows(spec) if r["width"] in spec.widths]
-    return rows
+    return rows + [r for r in reference_rows(spec) if r["width"] in spec.widths]
 
 
 def curve_points(rows: list[dict[str, Any]], param: str, width: int) -> list[dict[str, Any]]:
@@ -259,16 +273,18 @@ def curve_points(rows: list[dict[str, Any]], param: str, width: int) -> list[dic
     return points
 
 
-def lr_grid(rows: list[dict[str, Any]], param: str) -> list[float]:
-    """The lrs ``param`` was run at (its own grid; a reused reference may have used another)."""
+def lr_grid(rows: list[dict[str, Any]], spec: LrCurvesSpec, param: str) -> list[float]:
+    """``param``'s lr grid: this spec's for what it runs (also while runs are missing); for curves reused
+    from a reference, the lrs they were run at (the reference may have used another grid)."""
+    if param in spec.parametrizations:
+        return spec.lrs
     return sorted({r["lr"] for r in rows if r["parametrization"] == param})
 
 
 def best_lrs(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[dict[str, Any]]:
     table = []
     for param in shown_parametrizations(spec):
-        # this spec's grid for what it runs (also while runs are missing); a reference's own grid otherwise
-        grid = spec.lrs if param in spec.parametrizations else lr_grid(rows, param)
+        grid = lr_grid(rows, spec, param)
         for width in spec.widths:
             points = [p for p in curve_points(rows, param, width) if math.isfinite(p["mean"])]
             if not points:
@@ -295,8 +311,7 @@ def verdicts(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[str]:
             continue
         idx = [b["grid_index"] for b in mine]
         spread = max(idx) - min(idx)
-        grid = spec.lrs if param in spec.parametrizations else lr_grid(rows, param)
-        ratio = grid[max(idx)] / grid[min(idx)]
+        ratio = max(b["best_lr"] for b in mine) / min(b["best_lr"] for b in mine)
         lines.append(f"- **{param}**: best lr moves over {spread} grid step(s) across widths "
                      f"{mine[0]['width']}..{mine[-1]['width']} (x{ratio:g}); "
                      + ("stays within one step." if spread <= 1 else "moves more than one step.")
@@ -346,13 +361,12 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
     lines = [f"# Learning-rate curves: {spec.arch}, widths {spec.widths}, {len(spec.seeds)} seed(s)", "",
              (f"{tokens:,} training tokens per run (batch {c.batch_size} x {c.data.seq_len}), lr grid "
               + ", ".join(f"{lr:g}" for lr in spec.lrs) + "; loss = final validation MLM loss, mean over seeds."), ""]
-    if spec.reference is not None:
-        ref_train = (yaml.safe_load((Path(spec.reference) / "spec.yaml").read_text()) or {}).get("train", {})
+    if spec.reference_run is not None:
         changed = ", ".join(f"{k} = {here!r} (reference {there!r})"
-                            for k, (there, here) in reference_differences(spec, ref_train).items()) or "none"
+                            for k, (there, here) in reference_differences(spec).items()) or "none"
         reused = ", ".join(p for p in shown if p not in spec.parametrizations)
-        grids = {p: lr_grid(rows, p) for p in shown if p not in spec.parametrizations}
-        reused += "".join(f" (lr grid {', '.join(f'{lr:g}' for lr in g)})" for g in grids.values() if g != spec.lrs)
+        grids = [lr_grid(rows, spec, p) for p in shown if p not in spec.parametrizations]
+        reused += "".join(f" (lr grid {', '.join(f'{lr:g}' for lr in g)})" for g in grids if g != spec.lrs)
         ref_seeds = sorted({r["seed"] for r in rows if r["parametrization"] not in spec.parametrizations})
         if ref_seeds != sorted(spec.seeds):  # the verdicts' noise then compares stds over other seed sets
             reused += f" (seeds {', '.join(map(str, ref_seeds))}; here {', '.join(map(str, spec.seeds))})"
@@ -380,9 +394,8 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
 
     params = shown_parametrizations(spec)
     variant = ""
-    if spec.reference is not None:
-        ref_train = (yaml.safe_load((Path(spec.reference) / "spec.yaml").read_text()) or {}).get("train", {})
-        variant = ", ".join(f"{k}={here}" for k, (_, here) in reference_differences(spec, ref_train).items())
+    if spec.reference_run is not None:
+        variant = ", ".join(f"{k}={here}" for k, (_, here) in reference_differences(spec).items())
     fig, axes = plt.subplots(1, len(params), figsize=(5.2 * len(params), 4.2), sharey=True, squeeze=False)
     cmap = plt.get_cmap("viridis")
     finite = [r["valid_loss"] for r in rows if math.isfinite(r["valid_loss"])]

@@ -58,9 +58,8 @@ SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median")
 # The trial parameters that go into best.json, the point ``probformer transfer`` and ``compare`` reuse.
 TRANSFERABLE_SECTIONS = ("optim", "model")
-# Trial user attributes (a stable, documented interface: lr-curves and transfer read them).
 STORAGE_ATTEMPTS = 5  # opening the storage, while another worker may be creating its schema
-
+# Trial user attributes (a stable, documented interface: lr-curves and transfer read them).
 ATTR_FAIL_REASON, ATTR_RESUME_OF, ATTR_RETRY_OF, ATTR_WORKER = "fail_reason", "resume_of", "retry_of", "worker"
 
 
@@ -131,6 +130,17 @@ class SearchParam:
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``suggest`` could return ``value`` (a choice, or a number in range, integer and on the step)."""
+        if self.choices is not None:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        if self.integer and not float(value).is_integer():
+            return False
+        k = None if self.step is None else (value - self.low) / self.step
+        return k is None or abs(k - round(k)) < 1e-6  # a float step (1e-3) never divides exactly
+
     @property
     def example(self) -> Any:
         if self.choices is not None:
@@ -153,11 +163,6 @@ def nested(params: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in params.items():
         out = set_dotted(out, key, value)
     return out
-
-
-def _on_step(value: float, low: float, step: float) -> bool:
-    k = (value - low) / step
-    return abs(k - round(k)) < 1e-6  # a float step (1e-3) never divides exactly
 
 
 # -- spec ------------------------------------------------------------------------------------------
@@ -216,12 +221,7 @@ class SweepSpec:
                 param = by_name.get(key)
                 if param is None:
                     raise ConfigError(f"enqueue[{i}].{key}: not a search_space key ({', '.join(by_name)})")
-                inside = (value in param.choices if param.choices is not None else
-                          isinstance(value, (int, float)) and not isinstance(value, bool)
-                          and param.low <= value <= param.high
-                          and (not param.integer or float(value).is_integer())
-                          and (param.step is None or _on_step(value, param.low, param.step)))
-                if not inside:
+                if not param.contains(value):
                     allowed = (list(param.choices) if param.choices is not None else f"[{param.low:g}, {param.high:g}]")
                     raise ConfigError(f"enqueue[{i}].{key}: {value!r} is outside the search space {allowed}")
             self.trial_config({**{p.name: p.example for p in self.params}, **point}, "check")
