@@ -224,11 +224,13 @@ class Marks:
 def train_steps(model, optimizer, batch, autocast, steps: int, marks: Marks | None = None) -> float:
     """Run ``steps`` training steps; returns the last loss (a float: syncs, so call outside timing)."""
     loss = None
+    # Ours read out only at the scored positions, as the trainer does; HF's head runs everywhere.
+    readout = {} if isinstance(model, BertForMaskedLM) else {"scored_logits_only": True}
     for _ in range(steps):
         if marks is not None:
             marks.mark()
         with autocast():
-            loss = model(**batch).loss
+            loss = model(**batch, **readout).loss
         if marks is not None:
             marks.mark()
         loss.backward()

@@ -13,7 +13,7 @@ import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
 from probformer.models import MODEL_CLASSES, build_model
-from probformer.models.bert.modeling_bert import BertForMLM
+from probformer.models.bert.modeling_bert import ProbformerBertForMaskedLM
 from probformer.parametrization import Role, named_roles, param_groups
 from probformer.sizing import config_for_budget, count_parameters, training_flops_per_token
 
@@ -56,10 +56,13 @@ def test_shapes_with_and_without_labels(arch: str, preset: str):
     assert len(out.hidden_states) == 3 and out.hidden_states[-1].shape == (BATCH, SEQ, 32)
     assert len(out.attentions) == 2 and out.attentions[0].shape == (BATCH, 4, SEQ, SEQ)
     assert out.attentions[1][2, :, :, 3:].abs().max() == 0  # padded keys get no attention
-    scored = model(ids, attention_mask=mask, labels=labels)
+    scored = model(ids, attention_mask=mask, labels=labels, scored_logits_only=True)
     assert scored.logits.shape == (4, VOCAB) and torch.isfinite(scored.loss)
-    # The head at scored positions only gives the full logits at those positions.
+    # The head at scored positions only gives the full logits at those positions, and the same loss.
     torch.testing.assert_close(scored.logits, out.logits[labels != -100], rtol=0, atol=1e-6)
+    full = model(ids, attention_mask=mask, labels=labels)  # HF convention: (B, n, V) even with labels
+    assert full.logits.shape == (BATCH, SEQ, VOCAB)
+    torch.testing.assert_close(full.loss, scored.loss, rtol=0, atol=1e-6)
     # Padding is invisible: other ids in the padded slots leave real positions unchanged.
     other = model(ids.masked_fill(mask == 0, 17), attention_mask=mask).logits
     torch.testing.assert_close(other[mask.bool()], out.logits[mask.bool()], rtol=0, atol=1e-6)
@@ -79,7 +82,7 @@ def test_sp_bert_matches_hf_bert(attn_implementation: str):
         for name, p in hf.named_parameters():
             if "LayerNorm" in name or name.endswith("bias"):
                 p.add_(0.1 * torch.randn_like(p))
-    ours = BertForMLM.from_hf_bert(hf).eval()
+    ours = ProbformerBertForMaskedLM.from_hf_bert(hf).eval()
     assert ours.decoder.weight is ours.embeddings.word.weight  # SP ties, like HF
     ids, mask, labels = batch()
     for attention_mask in (None, mask):
@@ -239,8 +242,8 @@ def test_training_flops_match_flop_counter(arch: str, kwargs: dict):
     ids = torch.randint(5, VOCAB, (BATCH, n))
     labels = torch.full((BATCH, n), -100)
     labels[:, ::4] = ids[:, ::4]  # a masked fraction of exactly 1/4
-    with FlopCounterMode(display=False) as counter:
-        model(ids, labels=labels).loss.backward()
+    with FlopCounterMode(display=False) as counter:  # the read-out at masked positions only, as the trainer runs it
+        model(ids, labels=labels, scored_logits_only=True).loss.backward()
     counted = counter.get_total_flops() / (BATCH * n)
     expected = training_flops_per_token(arch, model.config, n, mask_fraction=0.25)
     if arch == "pt":

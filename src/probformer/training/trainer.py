@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from probformer.data.batches import Batch, TrainStream, eval_batches
 from probformer.data.masking import IGNORE_INDEX
 from probformer.data.prepared import CorpusSpec, PreparedCorpus, prepare_corpus
 from probformer.data.tokenization import MASK_ID, PAD_ID
-from probformer.models import build_model
+from probformer.models import architecture, build_model
 from probformer.parametrization import build_optimizer
 from probformer.training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint
 from probformer.training.metrics_log import MetricsLog
@@ -79,7 +78,7 @@ def evaluate(model, batches: list[Batch], device: torch.device, autocast, unigra
     for batch in batches:
         batch = batch.to(device)
         with autocast():
-            out = model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+            out = model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels, scored_logits_only=True)
         targets = batch.labels[batch.labels != IGNORE_INDEX]
         total_loss += float(out.loss) * len(targets)
         correct += int((out.logits.argmax(-1) == targets).sum())
@@ -165,7 +164,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
             for _ in range(config.grad_accum):
                 batch = stream.next().to(device)
                 with autocast():
-                    out = model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+                    out = model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels, scored_logits_only=True)
                     loss = out.loss
                     if o.ternary_norm_penalty > 0 and hasattr(model, "ternary_norm"):
                         loss = loss + o.ternary_norm_penalty * model.ternary_norm()
@@ -215,8 +214,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
         result.update({f"valid_{k}": v for k, v in last_valid.items()})
     if result["status"] == "completed":
         checkpoint_now()
-        model.save_pretrained(out_dir / "model", safe_serialization=True)
-        shutil.copy(corpus.root / "tokenizer.json", out_dir / "model" / "tokenizer.json")
+        architecture(config.model["arch"]).export(model, out_dir / "model", corpus.root / "tokenizer.json")
         if config.test_eval:
             test = eval_batches(corpus.blocks("test", d.seq_len), config.batch_size, d.mask_style,
                                 d.resolved_mask_prob, corpus.vocab_size, seed=4321, max_batches=config.eval_batches)

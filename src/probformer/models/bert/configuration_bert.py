@@ -12,7 +12,7 @@ from probformer.parametrization import PRESETS, TransformerScales, transformer_s
 
 
 class ProbformerBertConfig(PretrainedConfig):
-    """Configuration of :class:`~probformer.models.bert.modeling_bert.BertForMLM`.
+    """Configuration of :class:`~probformer.models.bert.modeling_bert.ProbformerBertForMaskedLM`.
 
     The width is ``hidden_size`` (N). A wider member of the same family adds heads at a fixed
     ``head_dim`` and grows ``intermediate_size`` in proportion (:meth:`with_width`); the ``base_*``
@@ -106,6 +106,10 @@ class ProbformerBertConfig(PretrainedConfig):
     def tie_word_embeddings(self) -> bool:
         """SP ties the decoder to the word embeddings (HF BERT); muP unties it (design note 6)."""
         return self.parametrization == "sp"
+
+    @tie_word_embeddings.setter
+    def tie_word_embeddings(self, value: bool) -> None:
+        """Ignored (the preset decides): transformers 4's PretrainedConfig.__init__ assigns its default here."""
 
     @property
     def resolved_base(self) -> tuple[int, int]:

@@ -1,9 +1,9 @@
-"""BertForMLM: the BERT baseline, our own implementation (design note sections 4, 4a and 6).
+"""ProbformerBertForMaskedLM: the BERT baseline, our own implementation (design note sections 4, 4a and 6).
 
 How it differs from a standard transformer encoder (HF ``BertForMaskedLM``):
 - Under SP, not at all: post-LN encoder, learned absolute positions, a token-type row, GELU FFN,
   MLM head = dense + GELU + LayerNorm and a decoder with bias tied to the word embeddings. HF weights
-  copied in (:meth:`BertForMLM.from_hf_bert`) give HF's logits. There is no pooler, no NSP head and
+  copied in (:meth:`ProbformerBertForMaskedLM.from_hf_bert`) give HF's logits. There is no pooler, no NSP head and
   only segment A's token-type row (MLM never uses segment B).
 - Under muP (as mutransformers): attention logits are multiplied by ``attn_mult * sqrt(d0) / d_head``
   instead of ``1/sqrt(d_head)``; hidden matrices (Q, K, V, O, FFN in/out, head transform) start at
@@ -15,7 +15,8 @@ How it differs from a standard transformer encoder (HF ``BertForMaskedLM``):
   initial state only: the zero query (uniform attention at init) and the untied zero decoder.
 - ``alpha_in`` multiplies the *normalised* embeddings: post-LN normalises the embedding sum, so a
   multiplier before that norm would be a no-op.
-- With labels, the head runs only at scored positions (design note 8): ``logits`` is (num_scored, V).
+- With ``scored_logits_only`` the head runs only at scored positions (design note 8): ``logits`` is
+  (num_scored, V); by default (B, n, V) as in HF.
 - Attention is computed eagerly (scores materialised) so the coordinate-check taps see the logits.
 
 :class:`MLMEncoder` holds everything except the encoder stack, which
@@ -34,6 +35,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
 from probformer.models.bert.configuration_bert import ProbformerBertConfig
+from probformer.models.mlm_readout import mlm_readout
 from probformer.parametrization import Role, tag
 
 TAP_NAMES = ("attention_logits", "attention_output", "ffn_output", "layer_output")
@@ -188,12 +190,14 @@ class MLMEncoder(PreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         return_dict: bool = True,
+        scored_logits_only: bool = False,
         **kwargs,
     ) -> MaskedLMOutput:
         """MLM forward. ``labels`` uses -100 for unscored positions.
 
-        With ``labels``, the head runs only at scored positions and ``logits`` is (num_scored, vocab);
-        without, logits are (B, n, vocab). ``hidden_states``: embeddings then every step's output.
+        ``logits`` are (B, n, vocab), as from HF ``BertForMaskedLM``; with ``scored_logits_only``
+        (the trainer) the head runs only at scored positions and ``logits`` is (num_scored, vocab).
+        ``hidden_states``: embeddings then every step's output.
         """
         sc = self.config.scales()
         key_mask = attention_mask.to(torch.bool) if attention_mask is not None else None
@@ -204,13 +208,8 @@ class MLMEncoder(PreTrainedModel):
             states.append(x)
             if output_attentions:
                 attentions.append(probs.detach())
-        loss = None
-        if labels is not None:
-            scored = labels != -100
-            logits = self.logits_tap(self.decoder(sc.output * self.head(x[scored])))  # (num_scored, V)
-            loss = F.cross_entropy(logits.float(), labels[scored])
-        else:
-            logits = self.logits_tap(self.decoder(sc.output * self.head(x)))  # (B, n, V)
+        logits, loss = mlm_readout(lambda h: self.logits_tap(self.decoder(sc.output * self.head(h))), x, labels,
+                                   scored_logits_only)
         return MaskedLMOutput(
             loss=loss,
             logits=logits,
@@ -252,7 +251,7 @@ def convert_hf_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torc
     return out
 
 
-class BertForMLM(MLMEncoder):
+class ProbformerBertForMaskedLM(MLMEncoder):
     def __init__(self, config: ProbformerBertConfig):
         super().__init__(config)
         self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_layers))
@@ -262,7 +261,7 @@ class BertForMLM(MLMEncoder):
         return self.layers[step]
 
     @classmethod
-    def from_hf_bert(cls, hf_model: nn.Module) -> BertForMLM:
+    def from_hf_bert(cls, hf_model: nn.Module) -> ProbformerBertForMaskedLM:
         """Our SP model holding a HF ``BertForMaskedLM``'s weights (same logits; test reference)."""
         hc = hf_model.config
         if hc.hidden_act != "gelu":
@@ -284,3 +283,6 @@ class BertForMLM(MLMEncoder):
         model = cls(config)
         model.load_state_dict(convert_hf_state_dict(hf_model.state_dict()), strict=True)
         return model.train(hf_model.training)
+
+
+BertForMLM = ProbformerBertForMaskedLM  # the name before the registry; kept so old imports still work

@@ -89,6 +89,9 @@ class PTConfig(PretrainedConfig):
         self.init_std_hidden = init_std_hidden
         self.init_std_output = init_std_output
         self.mask_token_id = mask_token_id
+        # The read-out W is never tied to the unary S (design note 3; a property below). transformers 4
+        # defaults tie_word_embeddings to True and would otherwise tie them, as both are V x N.
+        kwargs.pop("tie_word_embeddings", None)
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.validate_pt()
 
@@ -119,6 +122,15 @@ class PTConfig(PretrainedConfig):
             raise ValueError("init_std_* must be >= 0")
 
     # -- derived values -------------------------------------------------------------------------
+    @property
+    def tie_word_embeddings(self) -> bool:
+        """Always False: W (V x N) reads labels out, S (V x N) scores them; they are different factors."""
+        return False
+
+    @tie_word_embeddings.setter
+    def tie_word_embeddings(self, value: bool) -> None:
+        """Ignored: transformers 4's PretrainedConfig.__init__ assigns its default (True) here."""
+
     @property
     def num_buckets(self) -> int:
         """K: directed distance buckets."""

@@ -25,6 +25,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
+from probformer.models.mlm_readout import mlm_readout
 from probformer.models.pt.configuration_pt import PTConfig
 from probformer.parametrization import Role, tag
 
@@ -236,23 +237,20 @@ class PTForMaskedLM(PTPreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         return_dict: bool = True,
+        scored_logits_only: bool = False,
         **kwargs,
     ) -> MaskedLMOutput:
         """MLM forward. ``labels`` uses -100 for unscored positions.
 
-        With ``labels``, the read-out is computed only at scored positions (design note 8) and
-        ``logits`` has shape (num_scored, vocab); without, logits are (B, n, vocab).
+        ``logits`` are (B, n, vocab), as from HF ``BertForMaskedLM``; with ``scored_logits_only``
+        (the trainer) the read-out runs only where ``labels`` are scored and ``logits`` is
+        (num_scored, vocab) (design note 8; :mod:`probformer.models.mlm_readout`).
         ``attentions`` are the head marginals a (B, h, n, n) per iteration: soft dependency parses.
+        ``hidden_states`` are the label logits s (B, n, N) after each iteration.
         """
         s, states, marginals = self.encode(input_ids, attention_mask, output_attentions)
         scale = self.config.scales().output
-        loss = None
-        if labels is not None:
-            scored = labels != -100
-            logits = self.logits_tap(self.readout(scale * s[scored]))
-            loss = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels[scored])
-        else:
-            logits = self.logits_tap(self.readout(scale * s))
+        logits, loss = mlm_readout(lambda x: self.logits_tap(self.readout(scale * x)), s, labels, scored_logits_only)
         return MaskedLMOutput(
             loss=loss,
             logits=logits,

@@ -6,7 +6,7 @@ from probformer.models.bert.configuration_bert import ProbformerBertConfig
 
 
 class UniversalTransformerConfig(ProbformerBertConfig):
-    """Configuration of :class:`~probformer.models.ut.modeling_ut.UniversalTransformerForMLM`.
+    """Configuration of :class:`~probformer.models.ut.modeling_ut.UniversalTransformerForMaskedLM`.
 
     Every field means what it means for BERT, except ``num_layers``: the number of recurrent steps
     T of the one shared layer (and of rows of the timestep embedding).

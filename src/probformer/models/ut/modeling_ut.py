@@ -1,4 +1,4 @@
-"""UniversalTransformerForMLM: the Universal Transformer baseline (Dehghani et al. 2018; design note 6).
+"""UniversalTransformerForMaskedLM: the Universal Transformer baseline (Dehghani et al. 2018; design note 6).
 
 How it differs from a standard transformer encoder (here: our BERT, :mod:`..bert.modeling_bert`):
 - ONE post-LN encoder layer (:class:`BertLayer`, the same class as BERT's) is applied ``num_layers``
@@ -23,7 +23,7 @@ from probformer.models.ut.configuration_ut import UniversalTransformerConfig
 from probformer.parametrization import Role, tag
 
 
-class UniversalTransformerForMLM(MLMEncoder):
+class UniversalTransformerForMaskedLM(MLMEncoder):
     config_class = UniversalTransformerConfig
 
     def __init__(self, config: UniversalTransformerConfig):
@@ -37,3 +37,6 @@ class UniversalTransformerForMLM(MLMEncoder):
 
     def step_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
         return x + self.timestep.weight[step]  # (B, n, N) + (N,)
+
+
+UniversalTransformerForMLM = UniversalTransformerForMaskedLM  # the name before the registry; kept for old imports

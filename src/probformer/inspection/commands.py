@@ -1,0 +1,123 @@
+"""``probformer fill-mask | inspect | parse-eval``: thin wrappers over the inspection library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from probformer.inspection.errors import InspectionError
+
+
+def _slug(text: str, limit: int = 48) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "sentence"
+
+
+def cmd_fill_mask(args: argparse.Namespace) -> int:
+    from probformer.inspection.fill_mask import fill_mask
+    from probformer.inspection.loading import load_model
+
+    loaded = load_model(args.run)
+    predictions = fill_mask(loaded.model, loaded.tokenizer, args.text, args.top_k)
+    if args.json:
+        print(json.dumps([{"position": p.position, "candidates": [{"token": t, "probability": q} for t, q in
+                                                                  p.candidates]} for p in predictions], indent=2))
+        return 0
+    for k, p in enumerate(predictions, start=1):
+        print(f"[MASK] {k} (piece {p.position}):")
+        for token, prob in p.candidates:
+            print(f"  {prob:7.4f}  {token}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from probformer.inspection.loading import load_model
+    from probformer.inspection.sentence import describe, inspect_words
+    from probformer.inspection.words import split_words
+
+    loaded = load_model(args.run, require_arch="pt")
+    words = args.words.split() if args.words else split_words(loaded.tokenizer, args.sentence)
+    inspection = inspect_words(loaded, words, args.labels, args.label_words)
+    T, h = inspection.num_iterations, inspection.num_channels
+    iteration = args.iteration or T
+    if not 1 <= iteration <= T:
+        raise InspectionError(f"--iteration must be between 1 and {T}, got {iteration}")
+    channels = list(range(h)) if args.channel is None else [args.channel]
+    if any(not 0 <= c < h for c in channels):
+        raise InspectionError(f"--channel must be between 0 and {h - 1}, got {args.channel}")
+    out_dir = Path(args.out_dir) if args.out_dir else loaded.directory.parent / "inspect" / _slug(args.sentence)
+    paths = [] if args.no_plots else inspection.render(out_dir, iteration, args.tree)
+    if args.conllu:
+        Path(args.conllu).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.conllu).write_text(inspection.conllu(iteration, channels, args.tree), encoding="utf-8")
+        paths.append(Path(args.conllu))
+    if args.json:
+        print(json.dumps({**inspection.to_dict(), "files": [str(p) for p in paths]}, indent=1))
+    else:
+        print(describe(inspection, iteration, args.tree))
+        if paths:
+            print("\nwrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_parse_eval(args: argparse.Namespace) -> int:
+    from probformer.inspection.loading import load_model
+    from probformer.inspection.treebank import markdown, parse_eval, plot_uas
+
+    loaded = load_model(args.run, require_arch="pt")
+    result = parse_eval(loaded, args.file, args.select_on, args.select_first, args.batch_size,
+                        progress=not args.no_progress)
+    text = markdown(result)
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "uas.md").write_text(text)
+        (out / "uas.json").write_text(json.dumps(result.to_dict(), indent=1))
+        plot_uas(result, out / "uas.png")
+        (out / "command.txt").write_text("probformer " + " ".join(sys.argv[1:]) + "\n")
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print(text)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("fill-mask", help="top-k tokens with probabilities for every [MASK] in a text")
+    p.add_argument("run", help="run directory (e.g. runs/pt-mlm) or its model/ directory")
+    p.add_argument("text", help='text with [MASK], e.g. "the [MASK] of the union is strong"')
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_fill_mask)
+
+    p = sub.add_parser("inspect", help="PT's head marginals on a sentence: trees per channel, pictures, labels")
+    p.add_argument("run", help="run directory (e.g. runs/pt-mlm) or its model/ directory")
+    p.add_argument("sentence", help="the sentence (split into words like the tokenizer's pre-tokenizer)")
+    p.add_argument("--words", help="the words, space-separated, instead of splitting the sentence")
+    p.add_argument("--iteration", type=int, help="MFVI iteration drawn as trees (default: the last)")
+    p.add_argument("--channel", type=int, help="only this channel in --conllu (default: every channel)")
+    p.add_argument("--tree", choices=("mst", "argmax"), default="mst",
+                   help="mst: single-root maximum spanning tree (default); argmax: each word's best head")
+    p.add_argument("--out-dir", help="where arcs.svg/png and heatmap.png/svg go (default: RUN/inspect/<sentence>)")
+    p.add_argument("--no-plots", action="store_true", help="skip the pictures")
+    p.add_argument("--conllu", metavar="PATH", help="write the predicted tree(s) with HeadProb per word")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.add_argument("--labels", type=int, default=3, help="top label values shown per word")
+    p.add_argument("--label-words", type=int, default=5, help="vocabulary words shown per label value")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("parse-eval", help="UAS of PT's trees against a CoNLL-U treebank, beside baselines")
+    p.add_argument("run", help="run directory (e.g. runs/pt-mlm) or its model/ directory")
+    p.add_argument("file", help="CoNLL-U file with gold heads (e.g. a UD treebank's dev or test split)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--select-on", metavar="DEV.conllu", help="choose the reading on this other file")
+    group.add_argument("--select-first", type=int, metavar="K",
+                       help="choose the reading on the first K sentences of FILE and report on the rest")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out-dir", help="write uas.md, uas.json, uas.png and command.txt here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_parse_eval)

@@ -1,0 +1,34 @@
+"""Top-k predictions for every [MASK] of a text, from any of our masked LMs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Tokenizer
+
+from probformer.data.tokenization import MASK_ID
+from probformer.inspection.errors import InspectionError
+
+
+@dataclass
+class MaskPrediction:
+    position: int  # index of the [MASK] piece in the tokenised text
+    candidates: list[tuple[str, float]]  # (token, probability), most probable first
+
+
+@torch.no_grad()
+def fill_mask(model, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[MaskPrediction]:
+    """Each [MASK] predicted independently from the same input (as HF's fill-mask pipeline does).
+    The input is tokenised exactly as in training: no [CLS]/[SEP] added."""
+    if top_k < 1:
+        raise InspectionError(f"top_k must be >= 1, got {top_k}")
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    positions = [i for i, t in enumerate(ids) if t == MASK_ID]
+    if not positions:
+        raise InspectionError(f"no [MASK] in {text!r}; write the token to predict as [MASK]")
+    logits = model(torch.tensor([ids])).logits[0, positions].double()  # (masks, V)
+    probs = torch.softmax(logits, dim=-1)
+    top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    return [MaskPrediction(pos, [(tokenizer.id_to_token(int(t)), float(p)) for p, t in zip(ps, ts, strict=True)])
+            for pos, ps, ts in zip(positions, top.values, top.indices, strict=True)]

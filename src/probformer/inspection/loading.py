@@ -1,0 +1,62 @@
+"""Open a trained run for inspection: ``runs/pt-mlm`` or ``runs/pt-mlm/model`` -> model + tokenizer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+from transformers import PreTrainedModel
+
+from probformer.inspection.errors import InspectionError
+from probformer.models.registry import TOKENIZER_FILE, Architecture, architecture_of, ensure_tokenizer_config
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel  # in eval mode (no dropout), on CPU
+    tokenizer: Tokenizer
+    directory: Path
+    architecture: Architecture
+
+
+def model_directory(run: str | Path) -> Path:
+    """The saved-model directory of a run directory, or ``run`` itself if it is one."""
+    path = Path(run)
+    for candidate in (path / "model", path):
+        if (candidate / "config.json").is_file():
+            return candidate
+    if not path.exists():
+        raise InspectionError(f"{str(path)!r} not found: pass a run directory (e.g. runs/pt-mlm) or its model/ directory")
+    raise InspectionError(f"{str(path)!r} holds no saved model (no config.json in it or in its model/ subdirectory); "
+                          "a run writes model/ when it completes")
+
+
+def load_model(run: str | Path, *, require_arch: str | None = None) -> LoadedModel:
+    """Load a run's final model and tokenizer; an old directory gets its HF tokenizer files added."""
+    directory = model_directory(run)
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise InspectionError(f"{directory / 'config.json'} is not valid JSON ({err})") from None
+    try:
+        arch = architecture_of(config.get("model_type"))
+    except ValueError as err:
+        raise InspectionError(f"{directory}: {err}") from None
+    if require_arch is not None and arch.name != require_arch:
+        raise InspectionError(f"{directory} holds a {arch.name!r} model; this command needs {require_arch!r} "
+                              "(its head marginals are what is inspected)")
+    if not (directory / TOKENIZER_FILE).is_file():
+        raise InspectionError(f"{directory} has no {TOKENIZER_FILE}; the trainer writes it beside the weights")
+    try:
+        model = arch.model_class.from_pretrained(directory)
+    except Exception as err:  # safetensors / transformers raise several types for a damaged file
+        raise InspectionError(f"cannot load the model in {directory}: {type(err).__name__}: {err}") from None
+    try:
+        tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+    except Exception as err:
+        raise InspectionError(f"cannot read {directory / TOKENIZER_FILE}: {err}") from None
+    ensure_tokenizer_config(directory)
+    return LoadedModel(model.eval(), tokenizer, directory, arch)
+

@@ -1,0 +1,146 @@
+"""``parse-eval``: PT's trees scored against a treebank's gold heads, with an honest selection.
+
+Every (iteration, channel, decoder) reading is scored on the report file. A single "PT UAS" number
+needs one reading chosen, and choosing it on the file it is reported on overstates it: the reading
+is chosen on another file (``select_on``) or on the first ``select_first`` sentences of the file,
+which are then left out of the report. The gold words are fed to the model pre-split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from probformer.inspection.attachment import Row, best_row, find_row, score_baselines, score_model
+from probformer.inspection.conllu import Sentence, read_conllu
+from probformer.inspection.errors import InspectionError
+from probformer.inspection.loading import LoadedModel
+from probformer.inspection.words import infer_word_marginals
+
+
+@dataclass
+class TreebankScores:
+    source: str  # file (and sentence range) the rows were computed on
+    sentences: int
+    rows: list[Row]  # model readings
+    baselines: list[Row]
+
+
+@dataclass
+class ParseEvalReport:
+    report: TreebankScores
+    selection: TreebankScores | None  # where the reading was chosen (None: no selection asked)
+    selected: Row | None  # the chosen reading's row on the *report* sentences
+    selected_on: Row | None  # the same reading's row on the selection sentences
+
+    def to_dict(self) -> dict:
+        def scores(s: TreebankScores | None) -> dict | None:
+            if s is None:
+                return None
+            return {"source": s.source, "sentences": s.sentences, "rows": [r.to_dict() for r in s.rows],
+                    "baselines": [r.to_dict() for r in s.baselines]}
+        return {"report": scores(self.report), "selection": scores(self.selection),
+                "selected": self.selected.to_dict() if self.selected else None,
+                "selected_on_selection": self.selected_on.to_dict() if self.selected_on else None}
+
+
+def score_treebank(loaded: LoadedModel, sentences: Sequence[Sentence], source: str, batch_size: int = 32,
+                   progress: bool = True, seed: int = 0) -> TreebankScores:
+    if not sentences:
+        raise InspectionError(f"{source}: no sentences to score")
+    with tqdm(total=len(sentences), desc=f"marginals {Path(source).name}", unit="sent", disable=not progress,
+              dynamic_ncols=True) as bar:
+        marginals = infer_word_marginals(loaded.model, loaded.tokenizer, [s.words for s in sentences], batch_size,
+                                         progress=bar.update)
+    with tqdm(total=len(sentences), desc="trees", unit="sent", disable=not progress, dynamic_ncols=True) as bar:
+        rows = score_model(sentences, marginals, progress=bar.update)
+    return TreebankScores(source, len(sentences), rows, score_baselines(sentences, seed))
+
+
+def parse_eval(loaded: LoadedModel, file: str | Path, select_on: str | Path | None = None,
+               select_first: int | None = None, batch_size: int = 32, progress: bool = True) -> ParseEvalReport:
+    if select_on is not None and select_first is not None:
+        raise InspectionError("choose the reading on another file (--select-on) or on the first sentences of this "
+                              "one (--select-first), not both")
+    sentences = read_conllu(file)
+    selection_sentences, selection_source = None, None
+    if select_on is not None:
+        if Path(select_on).resolve() == Path(file).resolve():
+            raise InspectionError("--select-on names the file being reported: a reading chosen on the file it is "
+                                  "reported on overstates it; use another file or --select-first")
+        selection_sentences, selection_source = read_conllu(select_on), str(select_on)
+    elif select_first is not None:
+        if not 0 < select_first < len(sentences):
+            raise InspectionError(f"--select-first must be between 1 and {len(sentences) - 1} "
+                                  f"({file} has {len(sentences)} sentences), got {select_first}")
+        selection_sentences, selection_source = sentences[:select_first], f"{file} [sentences 1-{select_first}]"
+        sentences = sentences[select_first:]
+        file = f"{file} [sentences {select_first + 1}-{select_first + len(sentences)}]"
+    report = score_treebank(loaded, sentences, str(file), batch_size, progress)
+    if selection_sentences is None:
+        return ParseEvalReport(report, None, None, None)
+    selection = score_treebank(loaded, selection_sentences, selection_source, batch_size, progress)
+    chosen = best_row(selection.rows)
+    selected = find_row(report.rows, chosen.iteration, chosen.channel, chosen.decoder)
+    return ParseEvalReport(report, selection, selected, chosen)
+
+
+def _table(rows: Sequence[Row]) -> list[str]:
+    lines = ["| reading | UAS (no punct) | UAS (all) | undirected (no punct) |", "|---|---|---|---|"]
+    lines += [f"| {r.name} | {r.uas:.3f} | {r.uas_all:.3f} | {r.undirected:.3f} |" for r in rows]
+    return lines
+
+
+def markdown(result: ParseEvalReport) -> str:
+    """The report as Markdown: the selected reading against the baselines, then every reading."""
+    r = result.report
+    lines = [f"Treebank: {r.source}, {r.sentences} sentences, {r.rows[0].words} words "
+             f"({r.rows[0].scored_words} without punctuation).", ""]
+    if result.selected is not None:
+        s = result.selection
+        lines += [f"Reading chosen on {s.source} ({s.sentences} sentences) by UAS without punctuation: "
+                  f"**{result.selected.name}** ({result.selected_on.uas:.3f} there). On the report sentences:", ""]
+        lines += _table([result.selected, *r.baselines])
+    else:
+        lines += ["No reading was selected (give --select-on or --select-first): the table below lists every "
+                  "reading, and its best row was chosen on the same sentences it is scored on.", ""]
+        lines += _table(r.baselines)
+    lines += ["", "Every reading (iteration, channel `c0`.. or `cmean` = channels averaged, decoder):", ""]
+    lines += _table(r.rows)
+    return "\n".join(lines) + "\n"
+
+
+def plot_uas(result: ParseEvalReport, path: Path) -> Path:
+    """UAS (no punct) against MFVI iteration, one line per channel and decoder, baselines dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    matplotlib.rcParams["svg.hashsalt"] = "probformer"
+    import matplotlib.pyplot as plt
+
+    rows = result.report.rows
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    readings = sorted({(r.channel, r.decoder) for r in rows}, key=lambda cd: (cd[1], cd[0]))
+    colours = plt.get_cmap("tab10")
+    channels = sorted({r.channel for r in rows}, key=lambda c: (c == "mean", c))
+    for channel, decoder in readings:
+        line = sorted((r for r in rows if (r.channel, r.decoder) == (channel, decoder)), key=lambda r: r.iteration)
+        ax.plot([r.iteration for r in line], [r.uas for r in line], marker="o",
+                linestyle="-" if decoder == "mst" else ":", color=colours(channels.index(channel)),
+                label=f"channel {channel}, {decoder}")
+    for k, base in enumerate(result.report.baselines):
+        ax.axhline(base.uas, color="grey", linestyle=("--", "-.", (0, (1, 3)))[k % 3], linewidth=1)
+        ax.annotate(base.name, (1.0, base.uas), xycoords=("axes fraction", "data"), fontsize=7, va="bottom",
+                    ha="right", color="grey")
+    ax.set_xlabel("MFVI iteration")
+    ax.set_ylabel("UAS without punctuation")
+    ax.set_xticks(sorted({r.iteration for r in rows}))
+    ax.set_title(f"PT trees vs gold heads: {Path(result.report.source.split(' [')[0]).name}", fontsize=9)
+    ax.legend(fontsize=6, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150, metadata={"Software": None})
+    plt.close(fig)
+    return path

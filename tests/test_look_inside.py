@@ -1,0 +1,203 @@
+"""A trained run's model/ directory in Hugging Face tools (offline) and the look-inside commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from probformer.cli import main
+from probformer.config import load_config
+from probformer.inspection.conllu import parse_conllu
+from probformer.training.trainer import train
+
+FIXTURE = Path(__file__).parent / "data" / "tiny.conllu"
+TEXT = "kalo [MASK] mine ruti"
+
+
+@pytest.fixture(scope="module")
+def run_dir(synthetic_corpus_dir, tmp_path_factory) -> Path:
+    """A tiny PT trained for 20 steps on the synthetic corpus by the real trainer."""
+    out = tmp_path_factory.mktemp("pt-run")
+    config = load_config(preset="tiny", overrides=[
+        f"data.source={synthetic_corpus_dir}", f"data.cache_dir={out / 'cache'}", "data.valid_fraction=0.1",
+        "data.test_fraction=0.1", f"out_dir={out}", "steps=20", "eval_interval=20", "progress=false",
+        "tensorboard=false", "test_eval=false"])
+    assert train(config, log=lambda *_: None)["status"] == "completed"
+    return out
+
+
+def test_model_directory_holds_what_transformers_needs(run_dir):
+    files = {p.name for p in (run_dir / "model").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "special_tokens_map.json"} <= files
+    tokenizer_config = json.loads((run_dir / "model" / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert tokenizer_config["mask_token"] == "[MASK]" and tokenizer_config["model_max_length"] == 512
+
+
+OFFLINE_SCRIPT = r"""
+import json, sys
+import probformer  # registers the architectures with transformers
+import torch
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, pipeline
+from probformer.models.pt.modeling_pt import PTForMaskedLM
+
+model_dir, text = sys.argv[1], sys.argv[2]
+model = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
+tokenizer = AutoTokenizer.from_pretrained(model_dir)
+enc = tokenizer(text, return_tensors="pt")
+with torch.no_grad():
+    logits = model(**enc).logits
+fill = pipeline("fill-mask", model=model_dir, top_k=3)
+print(json.dumps({
+    "model_class": type(model).__name__,
+    "config_class": type(AutoConfig.from_pretrained(model_dir)).__name__,
+    "is_pt": isinstance(model, PTForMaskedLM),
+    "input_ids": enc["input_ids"][0].tolist(),
+    "input_names": sorted(enc.keys()),
+    "logits_shape": list(logits.shape),
+    "mask_token_id": tokenizer.mask_token_id,
+    "pipeline": [[c["token_str"], c["score"]] for c in fill(text)],
+}))
+"""
+
+
+def test_automodel_autotokenizer_and_fill_mask_pipeline_offline(run_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, str(run_dir / "model"), TEXT], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["model_class"] == "PTForMaskedLM" and got["config_class"] == "PTConfig" and got["is_pt"]
+    from tokenizers import Tokenizer
+
+    ours = Tokenizer.from_file(str(run_dir / "model" / "tokenizer.json")).encode(TEXT, add_special_tokens=False).ids
+    assert got["input_ids"] == ours  # exactly the trainer's inputs: no [CLS]/[SEP] added
+    assert got["input_names"] == ["attention_mask", "input_ids"] and got["mask_token_id"] == 4
+    vocab = json.loads((run_dir / "model" / "config.json").read_text())["vocab_size"]
+    assert got["logits_shape"] == [1, len(ours), vocab]  # (B, n, V) as from BertForMaskedLM
+    # The pipeline's top-3 equal our own fill-mask on the same model.
+    from probformer.inspection.fill_mask import fill_mask
+    from probformer.inspection.loading import load_model
+
+    loaded = load_model(run_dir)
+    (prediction,) = fill_mask(loaded.model, loaded.tokenizer, TEXT, top_k=3)
+    assert [t for t, _ in got["pipeline"]] == [loaded.tokenizer.decode([loaded.tokenizer.token_to_id(t)])
+                                               for t, _ in prediction.candidates]
+    for (_, p_hf), (_, p_ours) in zip(got["pipeline"], prediction.candidates, strict=True):
+        assert p_hf == pytest.approx(p_ours, abs=1e-5)
+
+
+def test_a_directory_saved_before_the_tokenizer_config_still_loads(run_dir, tmp_path):
+    import shutil
+
+    from transformers import AutoModelForMaskedLM
+
+    from probformer.inspection.loading import load_model
+
+    old = tmp_path / "old-model"
+    shutil.copytree(run_dir / "model", old)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        (old / name).unlink()
+    model = AutoModelForMaskedLM.from_pretrained(old)
+    assert type(model).__name__ == "PTForMaskedLM"
+    loaded = load_model(old)  # what fill-mask / inspect / parse-eval open: adds the tokenizer files
+    assert (old / "tokenizer_config.json").is_file() and (old / "special_tokens_map.json").is_file()
+    torch.testing.assert_close(loaded.model.unary.weight, model.unary.weight)
+
+
+@pytest.mark.parametrize("arch", ["bert", "ut"])
+def test_baselines_export_and_load_through_the_auto_classes(arch, run_dir, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from probformer.models import architecture
+
+    entry = architecture(arch)
+    torch.manual_seed(0)
+    vocab = json.loads((run_dir / "model" / "config.json").read_text())["vocab_size"]
+    model = entry.build(vocab_size=vocab, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                        init_std_output=0.02).eval()
+    entry.export(model, tmp_path / arch, run_dir / "model" / "tokenizer.json")
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path / arch).eval()
+    assert type(loaded) is entry.model_class and type(loaded).__name__.endswith("ForMaskedLM")
+    ids = AutoTokenizer.from_pretrained(tmp_path / arch)(TEXT, return_tensors="pt")
+    torch.testing.assert_close(loaded(**ids).logits, model(**ids).logits)
+
+
+def test_fill_mask_command(run_dir, capsys):
+    assert main(["fill-mask", str(run_dir), TEXT, "--top-k", "4", "--json"]) == 0
+    (prediction,) = json.loads(capsys.readouterr().out)
+    probs = [c["probability"] for c in prediction["candidates"]]
+    assert len(probs) == 4 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
+    assert main(["fill-mask", str(run_dir), "no mask here"]) == 2
+    assert "no [MASK]" in capsys.readouterr().err
+
+
+def test_inspect_command_writes_readable_deterministic_files(run_dir, tmp_path, capsys):
+    out = tmp_path / "inspect"
+    args = ["inspect", str(run_dir), "kalo mine, ruti sa vo.", "--out-dir", str(out), "--conllu", str(out / "t.conllu")]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "iteration 2, channel 0 (mst)" in text and "label marginals" in text
+    files = {name: (out / name).read_bytes() for name in ("arcs.svg", "arcs.png", "heatmap.png", "heatmap.svg",
+                                                         "t.conllu")}
+    assert files["arcs.png"][:8] == b"\x89PNG\r\n\x1a\n" and len(files["heatmap.png"]) > 5000
+    trees = parse_conllu(files["t.conllu"].decode())
+    assert len(trees) == 2 and all(s.words == ["kalo", "mine", ",", "ruti", "sa", "vo", "."] for s in trees)
+    assert all(s.heads.count(0) == 1 for s in trees)
+    assert main(args) == 0  # the same model and sentence give the same bytes
+    capsys.readouterr()
+    assert {name: (out / name).read_bytes() for name in files} == files
+
+    assert main(["inspect", str(run_dir), "kalo mine ruti", "--json", "--no-plots"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["words"] == ["kalo", "mine", "ruti"]
+    assert len(report["head_marginals"]) == 2 and len(report["head_marginals"][0]) == 2  # iterations x channels
+    assert len(report["labels"]) == 3 and len(report["labels"][0]) == 3
+    assert {t["decoder"] for t in report["trees"]} == {"mst", "argmax"} and report["files"] == []
+
+
+def test_parse_eval_command_selects_on_other_sentences(run_dir, tmp_path, capsys):
+    out = tmp_path / "uas"
+    assert main(["parse-eval", str(run_dir), str(FIXTURE), "--select-first", "1", "--out-dir", str(out),
+                 "--no-progress", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["report"]["sentences"] == 2 and report["selection"]["sentences"] == 1
+    assert report["report"]["rows"][0]["words"] == 7  # sentences 2 and 3 of the fixture
+    baselines = {b["name"]: b for b in report["report"]["baselines"]}
+    assert baselines["next word"]["uas"] == pytest.approx(2 / 6)  # hand-computed: s2 2/4, s3 0/2
+    selected = report["selected"]
+    assert selected["uas"] == next(r["uas"] for r in report["report"]["rows"] if r["name"] == selected["name"])
+    assert {p.name for p in out.iterdir()} == {"uas.md", "uas.json", "uas.png", "command.txt"}
+    assert "Reading chosen on" in (out / "uas.md").read_text()
+
+
+def test_look_inside_failure_paths(run_dir, tmp_path, capsys):
+    assert main(["inspect", str(tmp_path / "nope"), "a b"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["parse-eval", str(run_dir), str(FIXTURE), "--select-on", str(FIXTURE), "--no-progress"]) == 2
+    assert "overstates" in capsys.readouterr().err
+    (tmp_path / "bad.conllu").write_text("1\tonly three\tcolumns\n")
+    assert main(["parse-eval", str(run_dir), str(tmp_path / "bad.conllu"), "--no-progress"]) == 2
+    assert "10 tab-separated columns" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt"
+    import shutil
+
+    shutil.copytree(run_dir / "model", corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"not a safetensors file")
+    assert main(["fill-mask", str(corrupt), TEXT]) == 2
+    assert "cannot load the model" in capsys.readouterr().err
+    from probformer.models import architecture
+
+    bert_dir = tmp_path / "bert"
+    architecture("bert").export(architecture("bert").build(vocab_size=512, hidden_size=32, num_layers=1, num_heads=2,
+                                                           intermediate_size=64), bert_dir,
+                                run_dir / "model" / "tokenizer.json")
+    assert main(["inspect", str(bert_dir), "a b"]) == 2
+    assert "needs 'pt'" in capsys.readouterr().err
