@@ -26,7 +26,7 @@ def run_dir(synthetic_corpus_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pt-run")
     config = load_config(preset="tiny", overrides=[
         f"data.source={synthetic_corpus_dir}", f"data.cache_dir={out / 'cache'}", "data.valid_fraction=0.1",
-        "data.test_fraction=0.1", f"out_dir={out}", "steps=20", "eval_interval=20", "progress=false",
+        "data.test_fraction=0.1", f"out_dir={out}", "steps=20", "eval_interval=20", "snapshot_interval=10", "progress=false",
         "tensorboard=false", "test_eval=false"])
     assert train(config, log=lambda *_: None)["status"] == "completed"
     return out
@@ -39,6 +39,15 @@ def test_model_directory_holds_what_transformers_needs(run_dir):
     tokenizer_config = json.loads((run_dir / "model" / "tokenizer_config.json").read_text())
     assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"
     assert tokenizer_config["mask_token"] == "[MASK]" and tokenizer_config["model_max_length"] == 512
+
+
+def test_snapshots_along_the_run_load_like_the_final_model(run_dir):
+    from probformer.inspection.loading import load_model
+
+    assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == ["step-000010"]  # the end is model/
+    early, final = load_model(run_dir / "snapshots" / "step-000010"), load_model(run_dir)
+    assert (early.directory / "tokenizer_config.json").is_file()
+    assert not torch.equal(early.model.unary.weight, final.model.unary.weight)
 
 
 OFFLINE_SCRIPT = r"""

@@ -99,6 +99,7 @@ class TrainConfig:
     eval_interval: int = 100  # evaluate every this many steps (and at the end)
     eval_batches: int | None = 16  # validation batches per evaluation (null: the whole split)
     checkpoint_interval: int = 100  # write a resumable checkpoint every this many steps (0: only at the end)
+    snapshot_interval: int = 0  # also export the model (HF directory) to snapshots/step-NNNNNN every this many steps
     log_interval: int = 10  # training metrics every this many steps
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
@@ -118,6 +119,7 @@ class TrainConfig:
         _check(self.seed >= 0, "seed", "an integer >= 0", self.seed)
         _check(self.threads is None or self.threads >= 1, "threads", "null or an integer >= 1", self.threads)
         _check(self.checkpoint_interval >= 0, "checkpoint_interval", "an integer >= 0", self.checkpoint_interval)
+        _check(self.snapshot_interval >= 0, "snapshot_interval", "an integer >= 0", self.snapshot_interval)
         _check(self.token_budget is None or self.token_budget >= 1, "token_budget", "null or an integer >= 1",
                self.token_budget)
         _check(self.eval_batches is None or self.eval_batches >= 1, "eval_batches", "null or an integer >= 1",

@@ -154,6 +154,9 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
                          "tokenizer_sha256": corpus.tokenizer_sha256},
                         config.to_dict())
 
+    def export_model(directory: Path) -> None:
+        architecture(config.model["arch"]).export(model, directory, corpus.root / "tokenizer.json")
+
     result: dict[str, Any] = {"status": "completed"}
     bar = tqdm(total=total_steps, initial=step, disable=not config.progress, desc="train", unit="step", dynamic_ncols=True)
     window_start, window_tokens, running = time.perf_counter(), 0, []
@@ -206,6 +209,9 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
                     on_eval(step, last_valid)
             if config.checkpoint_interval and step % config.checkpoint_interval == 0 and step < total_steps:
                 checkpoint_now()
+            if config.snapshot_interval and step % config.snapshot_interval == 0 and step < total_steps:
+                # Models along one run (e.g. to watch its trees form, `probformer parse-eval` per snapshot).
+                export_model(out_dir / "snapshots" / f"step-{step:06d}")
     finally:
         bar.close()
 
@@ -214,7 +220,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
         result.update({f"valid_{k}": v for k, v in last_valid.items()})
     if result["status"] == "completed":
         checkpoint_now()
-        architecture(config.model["arch"]).export(model, out_dir / "model", corpus.root / "tokenizer.json")
+        export_model(out_dir / "model")
         if config.test_eval:
             test = eval_batches(corpus.blocks("test", d.seq_len), config.batch_size, d.mask_style,
                                 d.resolved_mask_prob, corpus.vocab_size, seed=4321, max_batches=config.eval_batches)
