@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 from transformers import PreTrainedModel
+from transformers.utils import logging as transformers_logging
 
 from probformer.inspection.errors import InspectionError
 from probformer.models.registry import TOKENIZER_FILE, Architecture, architecture_of, ensure_tokenizer_config
@@ -49,6 +50,7 @@ def load_model(run: str | Path, *, require_arch: str | None = None) -> LoadedMod
                               "(its head marginals are what is inspected)")
     if not (directory / TOKENIZER_FILE).is_file():
         raise InspectionError(f"{directory} has no {TOKENIZER_FILE}; the trainer writes it beside the weights")
+    transformers_logging.disable_progress_bar()  # transformers 5's per-tensor "Loading weights" bar
     try:
         model = arch.model_class.from_pretrained(directory)
     except Exception as err:  # safetensors / transformers raise several types for a damaged file

@@ -193,6 +193,8 @@ class PTForMaskedLM(PTPreTrainedModel):
     def _shift(x: torch.Tensor, off: int) -> torch.Tensor:
         """y[..., i, :] = x[..., i + off, :], zero where i + off is outside the sequence."""
         n = x.shape[-2]
+        if abs(off) >= n:  # a bucket reaching past the sequence (n < max_distance): no pair in it
+            return torch.zeros_like(x)
         if off >= 0:
             return F.pad(x[..., off:, :], (0, 0, 0, off))
         return F.pad(x[..., : n + off, :], (0, 0, -off, 0))
