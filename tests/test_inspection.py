@@ -187,3 +187,18 @@ def test_batched_word_marginals_equal_one_sentence_at_a_time(prepared_synthetic)
         np.testing.assert_allclose(got.labels, alone.labels, atol=1e-6)
         assert got.heads.shape == (2, 2, len(words), len(words))
         np.testing.assert_allclose(got.heads.sum(-1), 1.0, atol=1e-6)  # distributions over the other words
+
+
+def test_the_inspection_library_imports_only_models_and_data():
+    import ast
+
+    import probformer.inspection as package
+
+    allowed = ("probformer.models", "probformer.data", "probformer.inspection")
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("probformer"):
+                assert node.module.startswith(allowed), f"{path.name} imports {node.module}"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("probformer") or alias.name.startswith(allowed), path.name

@@ -210,3 +210,19 @@ def test_look_inside_failure_paths(run_dir, tmp_path, capsys):
                                 run_dir / "model" / "tokenizer.json")
     assert main(["inspect", str(bert_dir), "a b"]) == 2
     assert "needs 'pt'" in capsys.readouterr().err
+
+
+def test_parse_eval_along_the_run_scores_every_snapshot_and_the_final_model(run_dir, tmp_path, capsys):
+    out = tmp_path / "along"
+    assert main(["parse-eval", str(run_dir), str(FIXTURE), "--select-first", "1", "--snapshots", "all",
+                 "--out-dir", str(out), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "| 10 | 0.01M |" in table and "| 20 | 0.01M |" in table  # 16 x 32 tokens per step
+    steps = json.loads((out / "uas_by_step.json").read_text())
+    assert [s["step"] for s in steps] == [10, 20]
+    assert (out / "uas_by_step.png").is_file() and (out / "step-000010" / "uas.md").is_file()
+    assert main(["parse-eval", str(run_dir), str(FIXTURE), "--select-first", "1", "--snapshots", "15",
+                 "--no-progress"]) == 2
+    assert "no snapshot for step(s) [15]" in capsys.readouterr().err
+    assert main(["parse-eval", str(run_dir), str(FIXTURE), "--snapshots", "all", "--no-progress"]) == 2
+    assert "--select-on or --select-first" in capsys.readouterr().err

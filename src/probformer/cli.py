@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_size)
 
     from probformer import compare, coord_check, lr_curves, sweep, transfer
-    from probformer.inspection import commands as inspection_commands
+    from probformer import inspection_commands
 
     inspection_commands.add_parsers(sub)
     coord_check.add_parser(sub)

@@ -144,3 +144,73 @@ def plot_uas(result: ParseEvalReport, path: Path) -> Path:
     fig.savefig(path, dpi=150, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+# -- along a run: how the trees form with training ---------------------------------------------------
+
+SNAPSHOT_PREFIX = "step-"
+
+
+def run_models(run: str | Path, steps: Sequence[int] | None) -> list[tuple[int, Path]]:
+    """(step, model directory) for the requested snapshot steps of a run (None: all) plus its final model."""
+    import json
+
+    run = Path(run)
+    snapshot_dir = run / "snapshots"
+    available = {int(p.name[len(SNAPSHOT_PREFIX):]): p for p in sorted(snapshot_dir.glob(f"{SNAPSHOT_PREFIX}*"))} \
+        if snapshot_dir.is_dir() else {}
+    final = []
+    if (run / "model" / "config.json").is_file() and (run / "summary.json").is_file():
+        final = [(int(json.loads((run / "summary.json").read_text())["step"]), run / "model")]
+    wanted = sorted(available) if steps is None else list(steps)
+    missing = [s for s in wanted if s not in available and not (final and final[0][0] == s)]
+    if missing:
+        raise InspectionError(f"{run}: no snapshot for step(s) {missing}; have {sorted(available)} "
+                              f"(train with --set snapshot_interval=K)" + (f" and the final model at {final[0][0]}"
+                                                                            if final else ""))
+    chosen = [(s, available[s]) for s in wanted if s in available]
+    return sorted(set(chosen) | set(final))
+
+
+def along_run_markdown(results: Sequence[tuple[int, ParseEvalReport]], tokens_per_step: int | None) -> str:
+    first = results[0][1]
+    baselines = {b.name: b.uas for b in first.report.baselines}
+    names = list(baselines)
+    lines = [f"Report sentences: {first.report.source}; reading chosen per model on {first.selection.source}.", "",
+             "| step | tokens | reading chosen | UAS (no punct) | UAS (all) | undirected | best undirected (any reading) |",
+             "|---|---|---|---|---|---|---|"]
+    for step, result in results:
+        s = result.selected
+        best_undirected = max(result.report.rows, key=lambda r: r.undirected)
+        tokens = f"{step * tokens_per_step / 1e6:.2f}M" if tokens_per_step else "?"
+        lines.append(f"| {step} | {tokens} | {s.name} | {s.uas:.3f} | {s.uas_all:.3f} | {s.undirected:.3f} | "
+                     f"{best_undirected.undirected:.3f} ({best_undirected.name}) |")
+    undirected = {b.name: b.undirected for b in first.report.baselines}
+    lines += ["", "Baselines on the same sentences: " + "; ".join(
+        f"{n}: UAS {baselines[n]:.3f}, undirected {undirected[n]:.3f}" for n in names) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_along_run(results: Sequence[tuple[int, ParseEvalReport]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    steps = [step for step, _ in results]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot(steps, [r.selected.uas for _, r in results], marker="o", label="PT, chosen reading: UAS")
+    ax.plot(steps, [r.selected.undirected for _, r in results], marker="s", linestyle=":",
+            label="PT, chosen reading: undirected")
+    for k, base in enumerate(results[0][1].report.baselines):
+        ax.axhline(base.uas, color="grey", linestyle=("--", "-.", (0, (1, 3)))[k % 3], linewidth=1)
+        ax.annotate(f"{base.name} (UAS)", (steps[0], base.uas), fontsize=7, va="bottom", color="grey")
+    ax.set_xscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("attachment score, no punctuation")
+    ax.set_title("PT trees along training (reading chosen on held-out sentences)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150, metadata={"Software": None})
+    plt.close(fig)
+    return path

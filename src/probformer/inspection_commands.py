@@ -1,4 +1,5 @@
-"""``probformer fill-mask | inspect | parse-eval``: thin wrappers over the inspection library."""
+"""``probformer fill-mask | inspect | parse-eval``: thin wrappers over :mod:`probformer.inspection`
+(kept outside it, so that the library imports only models and data)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from probformer.inspection.errors import InspectionError
+from probformer.provenance import record_command
 
 
 def _slug(text: str, limit: int = 48) -> str:
@@ -63,7 +65,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steps(text: str) -> list[int] | str:
+    if text == "all":
+        return text
+    try:
+        return sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'all' or steps like 100,500,1000, got {text!r}") from None
+
+
 def cmd_parse_eval(args: argparse.Namespace) -> int:
+    if args.snapshots is not None:
+        return _parse_eval_along_run(args)
     from probformer.inspection.loading import load_model
     from probformer.inspection.treebank import markdown, parse_eval, plot_uas
 
@@ -77,11 +90,43 @@ def cmd_parse_eval(args: argparse.Namespace) -> int:
         (out / "uas.md").write_text(text)
         (out / "uas.json").write_text(json.dumps(result.to_dict(), indent=1))
         plot_uas(result, out / "uas.png")
-        (out / "command.txt").write_text("probformer " + " ".join(sys.argv[1:]) + "\n")
+        record_command(out)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:
         print(text)
+    return 0
+
+
+def _parse_eval_along_run(args: argparse.Namespace) -> int:
+    from probformer.inspection.loading import load_model
+    from probformer.inspection.treebank import along_run_markdown, markdown, parse_eval, plot_along_run, run_models
+
+    if args.select_on is None and args.select_first is None:
+        raise InspectionError("--snapshots compares the chosen reading per model: give --select-on or --select-first")
+    models = run_models(args.run, None if args.snapshots == "all" else args.snapshots)
+    out = Path(args.out_dir) if args.out_dir else None
+    results = []
+    for step, directory in models:
+        print(f"step {step}: {directory}", file=sys.stderr)
+        result = parse_eval(load_model(directory, require_arch="pt"), args.file, args.select_on, args.select_first,
+                            args.batch_size, progress=not args.no_progress)
+        results.append((step, result))
+        if out is not None:
+            (out / f"step-{step:06d}").mkdir(parents=True, exist_ok=True)
+            (out / f"step-{step:06d}" / "uas.md").write_text(markdown(result))
+    tokens_per_step = None
+    config_file = Path(args.run) / "train_config.json"
+    if config_file.is_file():
+        c = json.loads(config_file.read_text())
+        tokens_per_step = c["batch_size"] * c["grad_accum"] * c["data"]["seq_len"]
+    text = along_run_markdown(results, tokens_per_step)
+    if out is not None:
+        (out / "uas_by_step.md").write_text(text)
+        (out / "uas_by_step.json").write_text(json.dumps([{"step": s, **r.to_dict()} for s, r in results], indent=1))
+        plot_along_run(results, out / "uas_by_step.png")
+        record_command(out)
+    print(text)
     return 0
 
 
@@ -116,8 +161,12 @@ def add_parsers(sub) -> None:
     group.add_argument("--select-on", metavar="DEV.conllu", help="choose the reading on this other file")
     group.add_argument("--select-first", type=int, metavar="K",
                        help="choose the reading on the first K sentences of FILE and report on the rest")
+    p.add_argument("--snapshots", type=_steps, metavar="STEPS",
+                   help="score the run's snapshots at these steps (e.g. 100,500,1000, or all) and its final model: "
+                        "how the trees form with training (needs a run trained with snapshot_interval)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--out-dir", help="write uas.md, uas.json, uas.png and command.txt here")
+    p.add_argument("--out-dir", help="write uas.md, uas.json, uas.png and command.txt here "
+                                     "(with --snapshots: uas_by_step.md/.json/.png and step-N/uas.md)")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_parse_eval)
