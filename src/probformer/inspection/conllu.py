@@ -97,12 +97,14 @@ def parse_conllu(text: str, source: str = "<string>") -> list[Sentence]:
     return list(_sentences(enumerate(text.splitlines(), start=1), source))
 
 
-def format_conllu(words: Sequence[str], heads: Sequence[int], head_probs: Sequence[float] | None = None,
+def format_conllu(words: Sequence[str], heads: Sequence[int], head_probs: Sequence[float | None] | None = None,
                   comments: Sequence[str] = ()) -> str:
     """One predicted tree as a CoNLL-U block. DEPREL is ``dep`` (``root`` for the root); the head's
-    probability, when given, goes to MISC as ``HeadProb=0.123``."""
+    probability, when given (None for the root, whose head is not a word), goes to MISC as
+    ``HeadProb=0.123``."""
     lines = list(comments)
     for i, (word, head) in enumerate(zip(words, heads, strict=True), start=1):
-        misc = f"HeadProb={head_probs[i - 1]:.3f}" if head_probs is not None else "_"
+        prob = head_probs[i - 1] if head_probs is not None else None
+        misc = f"HeadProb={prob:.3f}" if prob is not None else "_"
         lines.append("\t".join([str(i), word, "_", "_", "_", "_", str(head), "root" if head == 0 else "dep", "_", misc]))
     return "\n".join(lines) + "\n\n"

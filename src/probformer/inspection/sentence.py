@@ -69,8 +69,7 @@ class SentenceInspection:
         for c in channels:
             tree = self.tree(iteration, c, decoder)
             comments = [f"# text = {' '.join(self.words)}", f"# probformer = iteration {iteration}, channel {c}, {decoder}"]
-            probs = [1.0 if p is None else p for p in tree.probabilities]
-            blocks.append(format_conllu(self.words, tree.heads, probs, comments))
+            blocks.append(format_conllu(self.words, tree.heads, tree.probabilities, comments))
         return "".join(blocks)
 
     def render(self, out_dir: Path, iteration: int, decoder: str) -> list[Path]:
