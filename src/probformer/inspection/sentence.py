@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probformer.inspection.conllu import format_conllu
+from probformer.data.conllu import format_conllu
 from probformer.inspection.labels import LabelValue, top_labels, unary_label_distribution
 from probformer.inspection.loading import LoadedModel
 from probformer.inspection.render import arc_diagram, heatmap_grid

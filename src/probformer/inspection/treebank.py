@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from probformer.inspection.attachment import Row, best_row, find_row, score_baselines, score_model
-from probformer.inspection.conllu import Sentence, read_conllu
+from probformer.data.conllu import Sentence, read_conllu
 from probformer.inspection.errors import InspectionError
 from probformer.inspection.loading import LoadedModel
 from probformer.inspection.words import infer_word_marginals

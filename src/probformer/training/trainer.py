@@ -127,6 +127,12 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
     valid = eval_batches(corpus.blocks("valid", d.seq_len), config.batch_size, d.mask_style, d.resolved_mask_prob,
                          corpus.vocab_size, seed=1234, max_batches=config.eval_batches)
     unigram_logp = corpus.unigram_log_probs()
+    # Other text scored at every evaluation (e.g. out of domain), whole, with masks fixed by one seed
+    # so that every model of this tokenizer is scored on the same masked targets.
+    other_evals = {name: eval_batches(corpus.text_blocks(path, d.seq_len, d.text_field), config.batch_size, d.mask_style,
+                                      d.resolved_mask_prob, corpus.vocab_size, seed=2468)
+                   for name, path in config.eval_texts.items()}
+    last_other: dict[str, dict[str, float]] = {}
 
     step, tokens_seen, last_valid = 0, 0, None
     if checkpoint is not None:
@@ -202,6 +208,11 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
                 metrics_log.write("valid", step, last_valid)
                 bar.write(f"step {step}: valid loss {last_valid['loss']:.4f} (unigram {last_valid['unigram_loss']:.4f}), "
                           f"accuracy {last_valid['accuracy']:.3f}, perplexity {last_valid['perplexity']:.1f}")
+                for name, batches in other_evals.items():
+                    last_other[name] = evaluate(model, batches, device, autocast, unigram_logp)
+                    metrics_log.write(f"eval_{name}", step, last_other[name])
+                    bar.write(f"step {step}: {name} loss {last_other[name]['loss']:.4f} "
+                              f"(unigram {last_other[name]['unigram_loss']:.4f})")
                 if not math.isfinite(last_valid["loss"]):
                     result = {"status": "diverged", "reason": f"non-finite validation loss at step {step}"}
                     break
@@ -218,6 +229,8 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
     result.update(step=step, tokens_seen=tokens_seen, parameters=n_params, out_dir=str(out_dir))
     if last_valid is not None:
         result.update({f"valid_{k}": v for k, v in last_valid.items()})
+    for name, metrics in last_other.items():
+        result.update({f"eval_{name}_{k}": v for k, v in metrics.items()})
     if result["status"] == "completed":
         checkpoint_now()
         export_model(out_dir / "model")

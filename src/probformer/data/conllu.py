@@ -1,6 +1,7 @@
 """CoNLL-U reading (gold trees) and writing (predicted trees), https://universaldependencies.org/format.html.
 
-Only syntactic words enter a tree: multiword-token lines (``1-2``) and empty nodes (``8.1``) are
+Used by the trainer (the sentences of a treebank as evaluation text) and by
+:mod:`probformer.inspection` (gold trees). Only syntactic words enter a tree: multiword-token lines (``1-2``) and empty nodes (``8.1``) are
 skipped, as UD's evaluation does. Heads are 1-based word indices with 0 for the root.
 """
 
@@ -10,10 +11,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probformer.inspection.errors import InspectionError
+from probformer.data.corpus import DataError
 
 
-class ConlluError(InspectionError):
+class ConlluError(DataError):
     """A CoNLL-U file that cannot be read: the message names the file and line."""
 
 
