@@ -221,6 +221,11 @@ def test_parse_eval_along_the_run_scores_every_snapshot_and_the_final_model(run_
     steps = json.loads((out / "uas_by_step.json").read_text())
     assert [s["step"] for s in steps] == [10, 20]
     assert (out / "uas_by_step.png").is_file() and (out / "step-000010" / "uas.md").is_file()
+    # Run again: every step's saved result is reused (same inputs), and the table is the same.
+    assert main(["parse-eval", str(run_dir), str(FIXTURE), "--select-first", "1", "--snapshots", "all",
+                 "--out-dir", str(out), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == table and captured.err.count("reusing") == 2
     assert main(["parse-eval", str(run_dir), str(FIXTURE), "--select-first", "1", "--snapshots", "15",
                  "--no-progress"]) == 2
     assert "no snapshot for step(s) [15]" in capsys.readouterr().err

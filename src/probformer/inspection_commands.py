@@ -100,21 +100,35 @@ def cmd_parse_eval(args: argparse.Namespace) -> int:
 
 def _parse_eval_along_run(args: argparse.Namespace) -> int:
     from probformer.inspection.loading import load_model
-    from probformer.inspection.treebank import along_run_markdown, markdown, parse_eval, plot_along_run, run_models
+    from probformer.inspection.treebank import (along_run_markdown, markdown, parse_eval, plot_along_run,
+                                                report_from_dict, run_models)
 
     if args.select_on is None and args.select_first is None:
         raise InspectionError("--snapshots compares the chosen reading per model: give --select-on or --select-first")
     models = run_models(args.run, None if args.snapshots == "all" else args.snapshots)
     out = Path(args.out_dir) if args.out_dir else None
     results = []
+    # What a result depends on; a saved step whose inputs match is reused, so an interrupted or
+    # extended evaluation (more snapshots later) redoes nothing.
+    inputs = {"file": str(Path(args.file).resolve()), "select_on": str(Path(args.select_on).resolve())
+              if args.select_on else None, "select_first": args.select_first}
     for step, directory in models:
+        saved = out / f"step-{step:06d}" / "uas.json" if out is not None else None
+        if saved is not None and saved.is_file():
+            data = json.loads(saved.read_text())
+            if data.get("inputs") == {**inputs, "model": str(directory.resolve())}:
+                print(f"step {step}: reusing {saved}", file=sys.stderr)
+                results.append((step, report_from_dict(data)))
+                continue
         print(f"step {step}: {directory}", file=sys.stderr)
         result = parse_eval(load_model(directory, require_arch="pt"), args.file, args.select_on, args.select_first,
                             args.batch_size, progress=not args.no_progress)
         results.append((step, result))
-        if out is not None:
-            (out / f"step-{step:06d}").mkdir(parents=True, exist_ok=True)
-            (out / f"step-{step:06d}" / "uas.md").write_text(markdown(result))
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            (saved.parent / "uas.md").write_text(markdown(result))
+            saved.write_text(json.dumps({"inputs": {**inputs, "model": str(directory.resolve())},
+                                         **result.to_dict()}, indent=1))
     tokens_per_step = None
     config_file = Path(args.run) / "train_config.json"
     if config_file.is_file():

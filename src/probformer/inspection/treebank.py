@@ -47,6 +47,18 @@ class ParseEvalReport:
                 "selected_on_selection": self.selected_on.to_dict() if self.selected_on else None}
 
 
+def report_from_dict(data: dict) -> ParseEvalReport:
+    """The inverse of :meth:`ParseEvalReport.to_dict` (to reuse a saved result)."""
+    def scores(d: dict | None) -> TreebankScores | None:
+        if d is None:
+            return None
+        return TreebankScores(d["source"], d["sentences"], [Row(**r) for r in d["rows"]],
+                              [Row(**r) for r in d["baselines"]])
+    row = (lambda d: Row(**d) if d else None)
+    return ParseEvalReport(scores(data["report"]), scores(data["selection"]), row(data["selected"]),
+                           row(data["selected_on_selection"]))
+
+
 def score_treebank(loaded: LoadedModel, sentences: Sequence[Sentence], source: str, batch_size: int = 32,
                    progress: bool = True, seed: int = 0) -> TreebankScores:
     if not sentences:
