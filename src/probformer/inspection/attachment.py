@@ -126,12 +126,12 @@ def score_baselines(sentences: Sequence[Sentence], seed: int = 0) -> list[Row]:
     return rows
 
 
-def best_row(rows: Iterable[Row]) -> Row:
-    """The model reading with the highest UAS (ties: the first, in iteration/channel/decoder order)."""
+def best_row(rows: Iterable[Row], metric: str = "uas") -> Row:
+    """The model reading with the highest ``metric`` (ties: the first, in iteration/channel/decoder order)."""
     candidates = [row for row in rows if row.iteration is not None]
     if not candidates:
         raise InspectionError("no model rows to select from")
-    return max(candidates, key=lambda row: row.uas)
+    return max(candidates, key=lambda row: getattr(row, metric))
 
 
 def find_row(rows: Iterable[Row], iteration: int, channel: str, decoder: str) -> Row:

@@ -189,14 +189,17 @@ def along_run_markdown(results: Sequence[tuple[int, ParseEvalReport]], tokens_pe
     baselines = {b.name: b.uas for b in first.report.baselines}
     names = list(baselines)
     lines = [f"Report sentences: {first.report.source}; reading chosen per model on {first.selection.source}.", "",
-             "| step | tokens | reading chosen | UAS (no punct) | UAS (all) | undirected | best undirected (any reading) |",
+             "| step | tokens | reading chosen by UAS | UAS (no punct) | UAS (all) | undirected | "
+             "reading chosen by undirected: undirected |",
              "|---|---|---|---|---|---|---|"]
     for step, result in results:
         s = result.selected
-        best_undirected = max(result.report.rows, key=lambda r: r.undirected)
+        # The same rule for the undirected score: chosen on the selection sentences, reported here.
+        chosen = best_row(result.selection.rows, metric="undirected")
+        undirected = find_row(result.report.rows, chosen.iteration, chosen.channel, chosen.decoder)
         tokens = f"{step * tokens_per_step / 1e6:.2f}M" if tokens_per_step else "?"
         lines.append(f"| {step} | {tokens} | {s.name} | {s.uas:.3f} | {s.uas_all:.3f} | {s.undirected:.3f} | "
-                     f"{best_undirected.undirected:.3f} ({best_undirected.name}) |")
+                     f"{undirected.name}: {undirected.undirected:.3f} |")
     undirected = {b.name: b.undirected for b in first.report.baselines}
     lines += ["", "Baselines on the same sentences: " + "; ".join(
         f"{n}: UAS {baselines[n]:.3f}, undirected {undirected[n]:.3f}" for n in names) + "."]
@@ -211,12 +214,21 @@ def plot_along_run(results: Sequence[tuple[int, ParseEvalReport]], path: Path) -
 
     steps = [step for step, _ in results]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    ax.plot(steps, [r.selected.uas for _, r in results], marker="o", label="PT, chosen reading: UAS")
-    ax.plot(steps, [r.selected.undirected for _, r in results], marker="s", linestyle=":",
-            label="PT, chosen reading: undirected")
-    for k, base in enumerate(results[0][1].report.baselines):
-        ax.axhline(base.uas, color="grey", linestyle=("--", "-.", (0, (1, 3)))[k % 3], linewidth=1)
-        ax.annotate(f"{base.name} (UAS)", (steps[0], base.uas), fontsize=7, va="bottom", color="grey")
+    def undirected(result: ParseEvalReport) -> float:
+        chosen = best_row(result.selection.rows, metric="undirected")
+        return find_row(result.report.rows, chosen.iteration, chosen.channel, chosen.decoder).undirected
+
+    ax.plot(steps, [r.selected.uas for _, r in results], marker="o", color="C0", label="PT: UAS (reading chosen by UAS)")
+    ax.plot(steps, [undirected(r) for _, r in results], marker="s", color="C1",
+            label="PT: undirected (reading chosen by undirected)")
+    baselines = results[0][1].report.baselines
+    for base, style in zip(baselines, ("--", "-.", (0, (1, 3))), strict=False):
+        ax.axhline(base.uas, color="C0", alpha=0.5, linestyle=style, linewidth=1)
+        ax.annotate(f"{base.name}: UAS", (steps[0], base.uas), fontsize=7, va="bottom", color="C0", alpha=0.7)
+    best_base = max(baselines, key=lambda b: b.undirected)
+    ax.axhline(best_base.undirected, color="C1", alpha=0.5, linestyle="--", linewidth=1)
+    ax.annotate(f"{best_base.name}: undirected", (steps[0], best_base.undirected), fontsize=7, va="bottom",
+                color="C1", alpha=0.7)
     ax.set_xscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("attachment score, no punctuation")
