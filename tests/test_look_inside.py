@@ -217,7 +217,8 @@ def test_parse_eval_along_the_run_scores_every_snapshot_and_the_final_model(run_
     assert main(["parse-eval", str(run_dir), str(FIXTURE), "--select-first", "1", "--snapshots", "all",
                  "--out-dir", str(out), "--no-progress"]) == 0
     table = capsys.readouterr().out
-    assert "| 10 | 0.01M |" in table and "| 20 | 0.01M |" in table  # 16 x 32 tokens per step
+    assert "| 10 | 0.01M | ? |" in table and "| 20 | 0.01M | " in table  # 16 x 32 tokens per step; eval at 20 only
+    assert "| 20 | 0.01M | ? |" not in table
     steps = json.loads((out / "uas_by_step.json").read_text())
     assert [s["step"] for s in steps] == [10, 20]
     assert (out / "uas_by_step.png").is_file() and (out / "step-000010" / "uas.md").is_file()

@@ -134,7 +134,14 @@ def _parse_eval_along_run(args: argparse.Namespace) -> int:
     if config_file.is_file():
         c = json.loads(config_file.read_text())
         tokens_per_step = c["batch_size"] * c["grad_accum"] * c["data"]["seq_len"]
-    text = along_run_markdown(results, tokens_per_step)
+    metrics_file = Path(args.run) / "metrics.jsonl"
+    valid_loss = {}
+    if metrics_file.is_file():
+        for line in metrics_file.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if record.get("kind") == "valid":
+                valid_loss[int(record["step"])] = float(record["loss"])
+    text = along_run_markdown(results, tokens_per_step, valid_loss)
     if out is not None:
         (out / "uas_by_step.md").write_text(text)
         (out / "uas_by_step.json").write_text(json.dumps([{"step": s, **r.to_dict()} for s, r in results], indent=1))

@@ -184,21 +184,25 @@ def run_models(run: str | Path, steps: Sequence[int] | None) -> list[tuple[int, 
     return sorted(set(chosen) | set(final))
 
 
-def along_run_markdown(results: Sequence[tuple[int, ParseEvalReport]], tokens_per_step: int | None) -> str:
+def along_run_markdown(results: Sequence[tuple[int, ParseEvalReport]], tokens_per_step: int | None,
+                       valid_loss: dict[int, float] | None = None) -> str:
+    """One row per model of the run; ``valid_loss`` (step -> the run's validation MLM loss) beside it."""
+    valid_loss = valid_loss or {}
     first = results[0][1]
     baselines = {b.name: b.uas for b in first.report.baselines}
     names = list(baselines)
     lines = [f"Report sentences: {first.report.source}; reading chosen per model on {first.selection.source}.", "",
-             "| step | tokens | reading chosen by UAS | UAS (no punct) | UAS (all) | undirected | "
+             "| step | tokens | valid MLM loss | reading chosen by UAS | UAS (no punct) | UAS (all) | undirected | "
              "reading chosen by undirected: undirected |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for step, result in results:
         s = result.selected
         # The same rule for the undirected score: chosen on the selection sentences, reported here.
         chosen = best_row(result.selection.rows, metric="undirected")
         undirected = find_row(result.report.rows, chosen.iteration, chosen.channel, chosen.decoder)
         tokens = f"{step * tokens_per_step / 1e6:.2f}M" if tokens_per_step else "?"
-        lines.append(f"| {step} | {tokens} | {s.name} | {s.uas:.3f} | {s.uas_all:.3f} | {s.undirected:.3f} | "
+        loss = f"{valid_loss[step]:.3f}" if step in valid_loss else "?"
+        lines.append(f"| {step} | {tokens} | {loss} | {s.name} | {s.uas:.3f} | {s.uas_all:.3f} | {s.undirected:.3f} | "
                      f"{undirected.name}: {undirected.undirected:.3f} |")
     undirected = {b.name: b.undirected for b in first.report.baselines}
     lines += ["", "Baselines on the same sentences: " + "; ".join(
