@@ -119,6 +119,7 @@ def _parse_eval_along_run(args: argparse.Namespace) -> int:
             if data.get("inputs") == {**inputs, "model": str(directory.resolve())}:
                 print(f"step {step}: reusing {saved}", file=sys.stderr)
                 results.append((step, report_from_dict(data)))
+                (saved.parent / "uas.md").write_text(markdown(results[-1][1]))
                 continue
         print(f"step {step}: {directory}", file=sys.stderr)
         result = parse_eval(load_model(directory, require_arch="pt"), args.file, args.select_on, args.select_first,

@@ -116,6 +116,11 @@ def markdown(result: ParseEvalReport) -> str:
         lines += [f"Reading chosen on {s.source} ({s.sentences} sentences) by UAS without punctuation: "
                   f"**{result.selected.name}** ({result.selected_on.uas:.3f} there). On the report sentences:", ""]
         lines += _table([result.selected, *r.baselines])
+        by_undirected = best_row(s.rows, metric="undirected")
+        reported = find_row(r.rows, by_undirected.iteration, by_undirected.channel, by_undirected.decoder)
+        lines += ["", f"Chosen the same way by undirected UAS: **{reported.name}** ({by_undirected.undirected:.3f} there), "
+                      f"undirected {reported.undirected:.3f} on the report sentences (baselines: "
+                      + ", ".join(f"{b.name} {b.undirected:.3f}" for b in r.baselines) + ")."]
     else:
         lines += ["No reading was selected (give --select-on or --select-first): the table below lists every "
                   "reading, and its best row was chosen on the same sentences it is scored on.", ""]
