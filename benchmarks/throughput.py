@@ -157,8 +157,7 @@ def build(spec: Spec, args, device: torch.device):
         _, model_cls = model_classes(spec.arch)  # the registry behind build_model
         model = model_cls(config).to(device).train()
         optimizer = build_optimizer(model, lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS, eps=EPS,
-                                    hidden_lr_mult=model.config.scales().hidden_lr_mult,
-                                    fused=device.type == "cuda")
+                                    fused=device.type == "cuda")  # the model's own lr and eps factors
     return model, optimizer, config
 
 

@@ -139,3 +139,16 @@ def test_mup_coordinates_width_independent_at_init():
         slope = np.polyfit(np.log2(widths), np.log2(means), 1)[0]
         assert abs(slope) <= 0.1, f"{key}: log-log slope {slope:+.2f} over widths {widths}: {means}"
         assert max(means) / min(means) < 1.5, f"{key}: {means}"
+
+
+def test_build_optimizer_reads_the_models_own_scales():
+    model = pt("mup", 128, hidden_exponent=0.5)
+    sc = model.config.scales()
+    assert sc.hidden_lr_mult != 1.0 and sc.eps_mult != 1.0 and sc.hidden_eps_mult != 1.0  # not trivially 1
+    implicit = build_optimizer(model, lr=1e-2, weight_decay=0.0, betas=(0.9, 0.98), eps=1e-8)
+    explicit = build_optimizer(model, lr=1e-2, weight_decay=0.0, betas=(0.9, 0.98), eps=1e-8,
+                               hidden_lr_mult=sc.hidden_lr_mult, eps_mult=sc.eps_mult,
+                               hidden_eps_mult=sc.hidden_eps_mult)
+    for a, b in zip(implicit.param_groups, explicit.param_groups, strict=True):
+        assert (a["lr"], a["eps"], a["weight_decay"]) == (b["lr"], b["eps"], b["weight_decay"])
+    assert len({g["eps"] for g in implicit.param_groups}) > 1  # the muP eps rule is applied per group

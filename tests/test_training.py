@@ -144,3 +144,12 @@ def test_eval_texts_score_other_text_at_every_evaluation(synthetic_corpus_dir, t
                                                     f"eval_texts.ood={tmp_path / 'short.conllu'}"]), log=lambda *_: None)
     with pytest.raises(ConfigError, match="eval_texts"):
         load_config(preset="tiny", overrides=["eval_texts.a b=x"])
+
+
+def test_ternary_norm_penalty_on_a_model_without_ternary_factors_is_an_error(cache_dir, tmp_path):
+    from probformer.config import ConfigError
+
+    config = tiny(cache_dir, tmp_path, "optim.ternary_norm_penalty=0.01", "model={arch: bert, hidden_size: 32, "
+                  "num_layers: 1, num_heads: 2, intermediate_size: 64}")
+    with pytest.raises(ConfigError, match="ternary_norm_penalty"):
+        train(config, log=lambda *_: None)

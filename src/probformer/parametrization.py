@@ -292,14 +292,19 @@ def build_optimizer(
     weight_decay: float,
     betas: tuple[float, float],
     eps: float,
-    hidden_lr_mult: float,
-    eps_mult: float = 1.0,
-    hidden_eps_mult: float = 1.0,
+    hidden_lr_mult: float | None = None,
+    eps_mult: float | None = None,
+    hidden_eps_mult: float | None = None,
     fused: bool = False,
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`. ``eps_mult`` / ``hidden_eps_mult`` default to 1 (a fixed eps,
-    the behaviour before the eps rule); muP callers pass ``model.config.scales().eps_mult`` and
-    ``.hidden_eps_mult`` (the coordinate check does), see the module doc."""
-    groups = param_groups(model, lr=lr, weight_decay=weight_decay, hidden_lr_mult=hidden_lr_mult, eps=eps,
-                          eps_mult=eps_mult, hidden_eps_mult=hidden_eps_mult)
+    """AdamW over :func:`param_groups`, with the per-group lr and eps factors read from the model's
+    own ``config.scales()`` (the parametrization of *this* model: 1 under SP and at muP's base
+    width), so no caller can forget the eps rule. An explicit factor overrides the model's; a model
+    without ``config.scales`` (e.g. HF's own BERT) needs none (all factors 1)."""
+    scales = model.config.scales() if hasattr(getattr(model, "config", None), "scales") else None
+    def factor(explicit: float | None, name: str) -> float:
+        return explicit if explicit is not None else (getattr(scales, name) if scales is not None else 1.0)
+    groups = param_groups(model, lr=lr, weight_decay=weight_decay, hidden_lr_mult=factor(hidden_lr_mult, "hidden_lr_mult"),
+                          eps=eps, eps_mult=factor(eps_mult, "eps_mult"),
+                          hidden_eps_mult=factor(hidden_eps_mult, "hidden_eps_mult"))
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)

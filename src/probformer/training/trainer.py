@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
-from probformer.config import TrainConfig
+from probformer.config import ConfigError, TrainConfig
 from probformer.data.batches import Batch, TrainStream, eval_batches
 from probformer.data.masking import IGNORE_INDEX
 from probformer.data.prepared import CorpusSpec, PreparedCorpus, prepare_corpus
@@ -115,11 +115,13 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
         init_bias_from_unigram(model, corpus)
     model = model.to(device)
     model.train()
-    scales = model.config.scales()  # per-group lr and Adam-eps factors (1 under SP and at muP's base width)
     o = config.optim
+    # Per-group lr and Adam-eps factors come from the model's own parametrization (build_optimizer).
     optimizer = build_optimizer(model, lr=o.lr, weight_decay=o.weight_decay, betas=(o.beta1, o.beta2), eps=o.eps,
-                                hidden_lr_mult=scales.hidden_lr_mult, eps_mult=scales.eps_mult,
-                                hidden_eps_mult=scales.hidden_eps_mult, fused=device.type == "cuda")
+                                fused=device.type == "cuda")
+    if o.ternary_norm_penalty > 0 and not hasattr(model, "ternary_norm"):
+        raise ConfigError(f"optim.ternary_norm_penalty: the 2023 regulariser is PT's; arch "
+                          f"{config.model['arch']!r} has no ternary factors (set it to 0)")
     total_steps = config.total_steps
     scheduler = build_scheduler(optimizer, total_steps, o.warmup_fraction, o.decay, o.min_lr_ratio)
     stream = TrainStream(corpus.blocks("train", d.seq_len), config.batch_size, d.mask_style, d.resolved_mask_prob,
@@ -175,7 +177,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
                 with autocast():
                     out = model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels, scored_logits_only=True)
                     loss = out.loss
-                    if o.ternary_norm_penalty > 0 and hasattr(model, "ternary_norm"):
+                    if o.ternary_norm_penalty > 0:
                         loss = loss + o.ternary_norm_penalty * model.ternary_norm()
                 (loss / config.grad_accum).backward()
                 step_loss += float(out.loss.detach()) / config.grad_accum
