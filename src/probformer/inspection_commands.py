@@ -102,6 +102,7 @@ def _parse_eval_along_run(args: argparse.Namespace) -> int:
     from probformer.inspection.loading import load_model
     from probformer.inspection.treebank import (along_run_markdown, markdown, parse_eval, plot_along_run,
                                                 report_from_dict, run_models)
+    from probformer.training.metrics_log import read_metrics
 
     if args.select_on is None and args.select_first is None:
         raise InspectionError("--snapshots compares the chosen reading per model: give --select-on or --select-first")
@@ -113,35 +114,30 @@ def _parse_eval_along_run(args: argparse.Namespace) -> int:
     inputs = {"file": str(Path(args.file).resolve()), "select_on": str(Path(args.select_on).resolve())
               if args.select_on else None, "select_first": args.select_first}
     for step, directory in models:
+        key = {**inputs, "model": str(directory.resolve())}
         saved = out / f"step-{step:06d}" / "uas.json" if out is not None else None
-        if saved is not None and saved.is_file():
-            data = json.loads(saved.read_text())
-            if data.get("inputs") == {**inputs, "model": str(directory.resolve())}:
-                print(f"step {step}: reusing {saved}", file=sys.stderr)
-                results.append((step, report_from_dict(data)))
-                (saved.parent / "uas.md").write_text(markdown(results[-1][1]))
-                continue
-        print(f"step {step}: {directory}", file=sys.stderr)
-        result = parse_eval(load_model(directory, require_arch="pt"), args.file, args.select_on, args.select_first,
-                            args.batch_size, progress=not args.no_progress)
-        results.append((step, result))
+        data = json.loads(saved.read_text()) if saved is not None and saved.is_file() else {}
+        if data.get("inputs") == key:
+            print(f"step {step}: reusing {saved}", file=sys.stderr)
+            result = report_from_dict(data)
+        else:
+            print(f"step {step}: {directory}", file=sys.stderr)
+            result = parse_eval(load_model(directory, require_arch="pt"), args.file, args.select_on,
+                                args.select_first, args.batch_size, progress=not args.no_progress)
+            if saved is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                saved.write_text(json.dumps({"inputs": key, **result.to_dict()}, indent=1))
         if saved is not None:
-            saved.parent.mkdir(parents=True, exist_ok=True)
             (saved.parent / "uas.md").write_text(markdown(result))
-            saved.write_text(json.dumps({"inputs": {**inputs, "model": str(directory.resolve())},
-                                         **result.to_dict()}, indent=1))
+        results.append((step, result))
     tokens_per_step = None
     config_file = Path(args.run) / "train_config.json"
     if config_file.is_file():
         c = json.loads(config_file.read_text())
         tokens_per_step = c["batch_size"] * c["grad_accum"] * c["data"]["seq_len"]
     metrics_file = Path(args.run) / "metrics.jsonl"
-    valid_loss = {}
-    if metrics_file.is_file():
-        for line in metrics_file.read_text().splitlines():
-            record = json.loads(line) if line.strip() else {}
-            if record.get("kind") == "valid":
-                valid_loss[int(record["step"])] = float(record["loss"])
+    valid_loss = {int(r["step"]): float(r["loss"]) for r in (read_metrics(metrics_file) if metrics_file.is_file() else [])
+                  if r["kind"] == "valid"}
     text = along_run_markdown(results, tokens_per_step, valid_loss)
     if out is not None:
         (out / "uas_by_step.md").write_text(text)

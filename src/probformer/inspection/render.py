@@ -16,12 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from probformer.inspection.trees import argmax_heads
+
 SVG_METADATA = {"Date": None, "Creator": None}
 PNG_METADATA = {"Software": None}
 MIN_ALPHA = 0.2  # arcs of improbable heads stay visible
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, with the fixed SVG id salt (byte-stable files)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -41,14 +44,18 @@ def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
     return paths
 
 
+def _max_span(heads: Sequence[int]) -> int:
+    """The longest |head - dependent| among non-root arcs (1 when there are none): sets arc heights."""
+    return max((abs(h - (u + 1)) for u, h in enumerate(heads) if h != 0), default=1)
+
+
 def _draw_arcs(ax, words: Sequence[str], heads: Sequence[int], probs: Sequence[float | None], title: str) -> None:
     from matplotlib.patches import FancyArrowPatch
     from matplotlib.path import Path as MplPath
 
     W = len(words)
     xs = np.arange(W, dtype=float)
-    spans = [abs(h - (u + 1)) for u, h in enumerate(heads) if h != 0]
-    top = 0.9 + 0.45 * (max(spans) if spans else 1)
+    top = 0.9 + 0.45 * _max_span(heads)
     for u, (head, p) in enumerate(zip(heads, probs, strict=True)):
         if head == 0:
             ax.add_patch(FancyArrowPatch((xs[u], top), (xs[u], 0.12), arrowstyle="-|>", mutation_scale=10,
@@ -77,11 +84,8 @@ def _draw_arcs(ax, words: Sequence[str], heads: Sequence[int], probs: Sequence[f
 def arc_diagram(words: Sequence[str], trees: Sequence[tuple[str, Sequence[int], Sequence[float | None]]],
                 stem: Path, formats: Sequence[str] = ("svg", "png")) -> list[Path]:
     """One panel per (title, heads, head probabilities) tree, stacked; written as ``stem.svg/.png``."""
-    plt = _pyplot()
-    heights = []
-    for _, heads, _ in trees:
-        spans = [abs(h - (u + 1)) for u, h in enumerate(heads) if h != 0]
-        heights.append(1.3 + 0.32 * (max(spans) if spans else 1))
+    plt = pyplot()
+    heights = [1.3 + 0.32 * _max_span(heads) for _, heads, _ in trees]
     width = max(4.0, 0.85 * len(words) + 0.6)
     fig, axes = plt.subplots(len(trees), 1, figsize=(width, sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
@@ -95,7 +99,7 @@ def arc_diagram(words: Sequence[str], trees: Sequence[tuple[str, Sequence[int], 
 def heatmap_grid(words: Sequence[str], heads: np.ndarray, stem: Path, formats: Sequence[str] = ("png",),
                  title: str = "") -> list[Path]:
     """``heads`` (T, h, W, W) word-level head distributions; one panel per (iteration, channel)."""
-    plt = _pyplot()
+    plt = pyplot()
     T, h, W, _ = heads.shape
     panel = max(2.2, 0.22 * W + 1.0)
     fig, axes = plt.subplots(T, h, figsize=(panel * h + 1.0, panel * T + 0.4), squeeze=False)
@@ -106,8 +110,7 @@ def heatmap_grid(words: Sequence[str], heads: np.ndarray, stem: Path, formats: S
             probs = heads[t, c]
             image = ax.imshow(probs, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
             if W > 1:
-                best = np.where(np.eye(W, dtype=bool), -np.inf, probs).argmax(axis=1)
-                ax.scatter(best, np.arange(W), s=10, c="white", edgecolors="black", linewidths=0.5)
+                ax.scatter(argmax_heads(probs) - 1, np.arange(W), s=10, c="white", edgecolors="black", linewidths=0.5)
             ax.set_xticks(range(W))
             ax.set_yticks(range(W))
             ax.set_xticklabels(words if t == T - 1 else [], rotation=90, fontsize=7)

@@ -8,6 +8,7 @@ which are then left out of the report. The gold words are fed to the model pre-s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from probformer.inspection.attachment import Row, best_row, find_row, score_base
 from probformer.data.conllu import Sentence, read_conllu
 from probformer.inspection.errors import InspectionError
 from probformer.inspection.loading import LoadedModel
+from probformer.inspection.render import PNG_METADATA, pyplot
 from probformer.inspection.words import infer_word_marginals
 
 
@@ -32,9 +34,25 @@ class TreebankScores:
 @dataclass
 class ParseEvalReport:
     report: TreebankScores
-    selection: TreebankScores | None  # where the reading was chosen (None: no selection asked)
-    selected: Row | None  # the chosen reading's row on the *report* sentences
-    selected_on: Row | None  # the same reading's row on the selection sentences
+    selection: TreebankScores | None  # where readings are chosen (None: no selection asked)
+
+    def chosen(self, metric: str = "uas") -> tuple[Row, Row]:
+        """The reading with the best ``metric`` on the selection sentences: (its row there, its row
+        on the report sentences). The one selection rule of every table and plot."""
+        if self.selection is None:
+            raise InspectionError("no selection sentences: give --select-on or --select-first")
+        best = best_row(self.selection.rows, metric)
+        return best, find_row(self.report.rows, best.iteration, best.channel, best.decoder)
+
+    @property
+    def selected(self) -> Row | None:
+        """The reading chosen by UAS, on the report sentences."""
+        return self.chosen()[1] if self.selection is not None else None
+
+    @property
+    def selected_on(self) -> Row | None:
+        """The reading chosen by UAS, on the selection sentences."""
+        return self.chosen()[0] if self.selection is not None else None
 
     def to_dict(self) -> dict:
         def scores(s: TreebankScores | None) -> dict | None:
@@ -54,9 +72,7 @@ def report_from_dict(data: dict) -> ParseEvalReport:
             return None
         return TreebankScores(d["source"], d["sentences"], [Row(**r) for r in d["rows"]],
                               [Row(**r) for r in d["baselines"]])
-    row = (lambda d: Row(**d) if d else None)
-    return ParseEvalReport(scores(data["report"]), scores(data["selection"]), row(data["selected"]),
-                           row(data["selected_on_selection"]))
+    return ParseEvalReport(scores(data["report"]), scores(data["selection"]))
 
 
 def score_treebank(loaded: LoadedModel, sentences: Sequence[Sentence], source: str, batch_size: int = 32,
@@ -93,11 +109,8 @@ def parse_eval(loaded: LoadedModel, file: str | Path, select_on: str | Path | No
         file = f"{file} [sentences {select_first + 1}-{select_first + len(sentences)}]"
     report = score_treebank(loaded, sentences, str(file), batch_size, progress)
     if selection_sentences is None:
-        return ParseEvalReport(report, None, None, None)
-    selection = score_treebank(loaded, selection_sentences, selection_source, batch_size, progress)
-    chosen = best_row(selection.rows)
-    selected = find_row(report.rows, chosen.iteration, chosen.channel, chosen.decoder)
-    return ParseEvalReport(report, selection, selected, chosen)
+        return ParseEvalReport(report, None)
+    return ParseEvalReport(report, score_treebank(loaded, selection_sentences, selection_source, batch_size, progress))
 
 
 def _table(rows: Sequence[Row]) -> list[str]:
@@ -116,8 +129,7 @@ def markdown(result: ParseEvalReport) -> str:
         lines += [f"Reading chosen on {s.source} ({s.sentences} sentences) by UAS without punctuation: "
                   f"**{result.selected.name}** ({result.selected_on.uas:.3f} there). On the report sentences:", ""]
         lines += _table([result.selected, *r.baselines])
-        by_undirected = best_row(s.rows, metric="undirected")
-        reported = find_row(r.rows, by_undirected.iteration, by_undirected.channel, by_undirected.decoder)
+        by_undirected, reported = result.chosen("undirected")
         lines += ["", f"Chosen the same way by undirected UAS: **{reported.name}** ({by_undirected.undirected:.3f} there), "
                       f"undirected {reported.undirected:.3f} on the report sentences (baselines: "
                       + ", ".join(f"{b.name} {b.undirected:.3f}" for b in r.baselines) + ")."]
@@ -132,11 +144,7 @@ def markdown(result: ParseEvalReport) -> str:
 
 def plot_uas(result: ParseEvalReport, path: Path) -> Path:
     """UAS (no punct) against MFVI iteration, one line per channel and decoder, baselines dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    matplotlib.rcParams["svg.hashsalt"] = "probformer"
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = result.report.rows
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -158,7 +166,7 @@ def plot_uas(result: ParseEvalReport, path: Path) -> Path:
     ax.set_title(f"PT trees vs gold heads: {Path(result.report.source.split(' [')[0]).name}", fontsize=9)
     ax.legend(fontsize=6, ncol=2, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=150, metadata={"Software": None})
+    fig.savefig(path, dpi=150, metadata=PNG_METADATA)
     plt.close(fig)
     return path
 
@@ -170,8 +178,6 @@ SNAPSHOT_PREFIX = "step-"
 
 def run_models(run: str | Path, steps: Sequence[int] | None) -> list[tuple[int, Path]]:
     """(step, model directory) for the requested snapshot steps of a run (None: all) plus its final model."""
-    import json
-
     run = Path(run)
     snapshot_dir = run / "snapshots"
     available = {int(p.name[len(SNAPSHOT_PREFIX):]): p for p in sorted(snapshot_dir.glob(f"{SNAPSHOT_PREFIX}*"))} \
@@ -194,41 +200,29 @@ def along_run_markdown(results: Sequence[tuple[int, ParseEvalReport]], tokens_pe
     """One row per model of the run; ``valid_loss`` (step -> the run's validation MLM loss) beside it."""
     valid_loss = valid_loss or {}
     first = results[0][1]
-    baselines = {b.name: b.uas for b in first.report.baselines}
-    names = list(baselines)
     lines = [f"Report sentences: {first.report.source}; reading chosen per model on {first.selection.source}.", "",
              "| step | tokens | valid MLM loss | reading chosen by UAS | UAS (no punct) | UAS (all) | undirected | "
              "reading chosen by undirected: undirected |",
              "|---|---|---|---|---|---|---|---|"]
     for step, result in results:
         s = result.selected
-        # The same rule for the undirected score: chosen on the selection sentences, reported here.
-        chosen = best_row(result.selection.rows, metric="undirected")
-        undirected = find_row(result.report.rows, chosen.iteration, chosen.channel, chosen.decoder)
+        _, undirected = result.chosen("undirected")  # the same rule for the undirected score
         tokens = f"{step * tokens_per_step / 1e6:.2f}M" if tokens_per_step else "?"
         loss = f"{valid_loss[step]:.3f}" if step in valid_loss else "?"
         lines.append(f"| {step} | {tokens} | {loss} | {s.name} | {s.uas:.3f} | {s.uas_all:.3f} | {s.undirected:.3f} | "
                      f"{undirected.name}: {undirected.undirected:.3f} |")
-    undirected = {b.name: b.undirected for b in first.report.baselines}
     lines += ["", "Baselines on the same sentences: " + "; ".join(
-        f"{n}: UAS {baselines[n]:.3f}, undirected {undirected[n]:.3f}" for n in names) + "."]
+        f"{b.name}: UAS {b.uas:.3f}, undirected {b.undirected:.3f}" for b in first.report.baselines) + "."]
     return "\n".join(lines) + "\n"
 
 
 def plot_along_run(results: Sequence[tuple[int, ParseEvalReport]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = [step for step, _ in results]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    def undirected(result: ParseEvalReport) -> float:
-        chosen = best_row(result.selection.rows, metric="undirected")
-        return find_row(result.report.rows, chosen.iteration, chosen.channel, chosen.decoder).undirected
-
     ax.plot(steps, [r.selected.uas for _, r in results], marker="o", color="C0", label="PT: UAS (reading chosen by UAS)")
-    ax.plot(steps, [undirected(r) for _, r in results], marker="s", color="C1",
+    ax.plot(steps, [r.chosen("undirected")[1].undirected for _, r in results], marker="s", color="C1",
             label="PT: undirected (reading chosen by undirected)")
     baselines = results[0][1].report.baselines
     for base, style in zip(baselines, ("--", "-.", (0, (1, 3))), strict=False):
@@ -244,6 +238,6 @@ def plot_along_run(results: Sequence[tuple[int, ParseEvalReport]], path: Path) -
     ax.set_title("PT trees along training (reading chosen on held-out sentences)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=150, metadata={"Software": None})
+    fig.savefig(path, dpi=150, metadata=PNG_METADATA)
     plt.close(fig)
     return path
