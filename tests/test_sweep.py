@@ -186,8 +186,16 @@ def cli(spec: Path) -> list[str]:
 
 
 def trial_states(db: Path) -> list[tuple[int, str]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+    """The trials table; empty while optuna is still creating the database (it exists before its tables do)."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error) or "locked" in str(error):
+            return []
+        raise
 
 
 def env() -> dict[str, str]:
@@ -220,7 +228,7 @@ def test_killed_sweep_keeps_finished_trials_and_resumes_the_killed_one(train_sec
     # Kill it while its second trial runs and has written a checkpoint.
     deadline = time.time() + 240
     while time.time() < deadline:
-        states = trial_states(db) if db.exists() else []
+        states = trial_states(db)
         if len(states) >= 2 and states[0][1] == "COMPLETE" and (tmp_path / "sweep/trials/1/checkpoint").is_dir():
             break
         time.sleep(0.2)
