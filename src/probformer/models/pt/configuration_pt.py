@@ -7,6 +7,7 @@ from typing import Literal
 from transformers import PretrainedConfig
 
 from probformer.models.config_utils import replace_config
+from probformer.models.pt.bucket_kernels import KERNEL_NAMES
 
 from probformer.parametrization import PRESETS, PTScales, pt_scales
 
@@ -56,6 +57,7 @@ class PTConfig(PretrainedConfig):
         init_std_input: float = 0.3,  # sigma_in: std of S (and P); keeps q spread at init (coordinate check)
         init_std_hidden: float = 1.0,  # sigma_hid: U, V ~ sigma/sqrt(r), B ~ sigma/sqrt(N) (at base width)
         init_std_output: float = 0.0,  # sigma_out: std of read-out W (0 = zero init)
+        mfvi_kernel: str = "auto",  # bucket computation: auto (fast on GPU, banded on CPU), fast, banded, reference
         pad_token_id: int = 0,
         mask_token_id: int = 4,
         **kwargs,
@@ -89,6 +91,7 @@ class PTConfig(PretrainedConfig):
         self.init_std_hidden = init_std_hidden
         self.init_std_output = init_std_output
         self.mask_token_id = mask_token_id
+        self.mfvi_kernel = mfvi_kernel
         # The read-out W is never tied to the unary S (design note 3; a property below). transformers 4
         # defaults tie_word_embeddings to True and would otherwise tie them, as both are V x N.
         kwargs.pop("tie_word_embeddings", None)
@@ -120,6 +123,8 @@ class PTConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
         if min(self.init_std_input, self.init_std_hidden, self.init_std_output) < 0:
             raise ValueError("init_std_* must be >= 0")
+        if self.mfvi_kernel not in ("auto", *KERNEL_NAMES):
+            raise ValueError(f"mfvi_kernel must be 'auto' or one of {KERNEL_NAMES}, got {self.mfvi_kernel!r}")
 
     # -- derived values -------------------------------------------------------------------------
     @property

@@ -20,24 +20,18 @@ Width-dependent multipliers come from :mod:`probformer.parametrization` (design 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
 from probformer.models.mlm_readout import mlm_readout
+from probformer.models.pt.bucket_kernels import BucketKernel, build_kernel, bucket_index  # noqa: F401 (re-export)
 from probformer.models.pt.configuration_pt import PTConfig
 from probformer.parametrization import Role, tag
 
 TAP_NAMES = ("q", "head_logits", "messages", "latent", "labels")
-
-
-def bucket_index(n: int, max_distance: int, device: torch.device) -> torch.Tensor:
-    """k(i, j) for every ordered pair: (min(|j-i|, D) - 1) + D * [j > i]; the diagonal is unused."""
-    pos = torch.arange(n, device=device)
-    offset = pos[None, :] - pos[:, None]  # (n, n): j - i
-    dist = offset.abs().clamp(min=1, max=max_distance)
-    return (dist - 1) + max_distance * (offset > 0).long()
+_NO_TAPS = {name: (lambda x: x) for name in TAP_NAMES}
 
 
 class TernaryFactors(nn.Module):
@@ -110,6 +104,8 @@ class PTForMaskedLM(PTPreTrainedModel):
             nn.ModuleDict({name: nn.Identity() for name in TAP_NAMES}) for _ in range(c.num_iterations)
         )
         self.logits_tap = nn.Identity()
+        self._compiled_iteration = None  # compile_regions()
+        self._checkpoint_iterations = False  # enable_activation_checkpointing()
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -121,6 +117,17 @@ class PTForMaskedLM(PTPreTrainedModel):
     def ternary_norm(self) -> torch.Tensor:
         return self.ternary.frobenius_norm()
 
+    def enable_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each MFVI iteration in the backward pass instead of storing its activations
+        (training only): activation memory drops from T iterations' worth to one plus T states."""
+        self._checkpoint_iterations = enabled
+
+    def compile_regions(self, **compile_kwargs) -> None:
+        """Regional compilation: compile ONE MFVI iteration and call it T times (compiling the
+        unrolled loop makes compile time grow with T). Activation taps are skipped while compiled
+        (they are per-iteration modules, and a guard on them would recompile every iteration)."""
+        self._compiled_iteration = torch.compile(self._iteration, **compile_kwargs)
+
     def encode(
         self,
         input_ids: torch.Tensor,
@@ -130,17 +137,12 @@ class PTForMaskedLM(PTPreTrainedModel):
         """Run T MFVI iterations. Returns final label logits s (B, n, N), per-iteration s and head marginals."""
         c = self.config
         sc = c.scales()
-        bsz, n = input_ids.shape
-        N, M, D = c.hidden_size, c.latent_size, c.max_distance
+        n = input_ids.shape[1]
         valid = (torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None
                  else attention_mask.to(torch.bool))  # (B, n)
         eye = torch.eye(n, dtype=torch.bool, device=input_ids.device)
-        allowed = valid[:, :, None] & valid[:, None, :] & ~eye  # (B, n_i, n_j): candidate heads j of i
-        offset = torch.arange(n, device=input_ids.device)
-        offset = offset[None, :] - offset[:, None]  # (n, n): j - i
-        far = (offset <= -D, offset >= D)  # the two buckets that need full n x n scores (design note 8)
-        near, band_index, band_exists = self._band(n, D, input_ids.device)
-        band_exists = band_exists.to(self.unary.weight.dtype)
+        allowed = (valid[:, :, None] & valid[:, None, :] & ~eye)[:, None]  # (B, 1, n_i, n_j): candidate heads j of i
+        kernel = build_kernel(c.mfvi_kernel, n, c.max_distance, input_ids.device)
 
         unary = sc.input * self.unary(input_ids)  # (B, n, N)
         if self.position is not None:
@@ -149,87 +151,42 @@ class PTForMaskedLM(PTPreTrainedModel):
         V = sc.ternary * self.ternary.V
         B = sc.latent * self.latent.B if self.latent is not None else None  # (M, N)
         row_valid = valid[..., None].to(unary.dtype)
-        acc = torch.promote_types(unary.dtype, torch.float32)  # softmaxes in >= fp32 under autocast
 
+        iteration = self._compiled_iteration or self._iteration
+        checkpointed = self._checkpoint_iterations and self.training and torch.is_grad_enabled()
         s = unary
         states, marginals = [], []
         for t in range(c.num_iterations):
-            tap = self.taps[t]
-            # q = N * Q(Z): Theta(1) coordinates at any width (design note 2); pad rows are 0.
-            q = tap["q"](N * torch.softmax(s.to(acc) / c.label_temperature, dim=-1).to(s.dtype) * row_valid)
-            qry = torch.einsum("bia,khar->kbhir", q, U).unbind(0)  # K x (B, h, n, r): one GEMM for all queries
-            key = torch.einsum("bia,khar->kbhir", q, V).unbind(0)
-            e = sc.head_logit * self._head_scores(qry, key, far, near, band_index)
-            e = tap["head_logits"](e)  # (B, h, n, n)
-            logits_h = (e.to(acc) / c.head_temperature).masked_fill(~allowed[:, None], torch.finfo(acc).min)
-            a = torch.softmax(logits_h, dim=-1) * allowed[:, None]  # rows with no candidate head are 0
+            taps = _NO_TAPS if self._compiled_iteration is not None else self.taps[t]
+            if checkpointed:
+                s, a = checkpoint(iteration, s, unary, U, V, B, allowed, row_valid, kernel, taps, use_reentrant=False)
+            else:
+                s, a = iteration(s, unary, U, V, B, allowed, row_valid, kernel, taps)
+            states.append(s)
             if output_attentions:
                 marginals.append(a.detach())
-            a = self.head_dropout(a.to(s.dtype))
-            child, head = self._bucket_contexts(a, qry, key, far, near, band_index, band_exists)
-            m = torch.einsum("kbhir,khar->bia", child, U) + torch.einsum("kbhir,khar->bia", head, V)
-            if B is not None:
-                g_logits = sc.latent_logit * (q @ B.t())  # (B, n, M)
-                g = M * torch.softmax(g_logits.to(acc) / c.latent_temperature, dim=-1).to(s.dtype)
-                g = tap["latent"](g * row_valid)
-                m = m + g @ B
-            m = tap["messages"](m)
-            s = tap["labels"](self.label_dropout(unary + m))
-            states.append(s)
         return s, states, marginals
 
-    @staticmethod
-    def _band(n: int, max_distance: int, device: torch.device) -> tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]:
-        """Near buckets as (bucket id, offset j - i) with, for each row i, the flat index i*n + (i+offset)
-        of its entry (clamped) and whether that entry exists: (n, W) each, W = 2(D-1)."""
-        D = max_distance
-        near = [(d - 1, -d) for d in range(1, D)] + [(D + d - 1, d) for d in range(1, D)]
-        rows = torch.arange(n, device=device)[:, None]
-        cols = rows + torch.tensor([off for _, off in near], device=device, dtype=torch.long)[None, :]
-        exists = (cols >= 0) & (cols < n)
-        return near, rows * n + cols.clamp(0, n - 1), exists
-
-    @staticmethod
-    def _shift(x: torch.Tensor, off: int) -> torch.Tensor:
-        """y[..., i, :] = x[..., i + off, :], zero where i + off is outside the sequence."""
-        n = x.shape[-2]
-        if abs(off) >= n:  # a bucket reaching past the sequence (n < max_distance): no pair in it
-            return torch.zeros_like(x)
-        if off >= 0:
-            return F.pad(x[..., off:, :], (0, 0, 0, off))
-        return F.pad(x[..., : n + off, :], (0, 0, -off, 0))
-
-    def _head_scores(self, qry, key, far, near, band_index) -> torch.Tensor:
-        """<qry_{k(i,j)}[i], key_{k(i,j)}[j]> for every pair: full products only for the two far
-        buckets, a band of shifted dot products for the near ones (|i-j| < D), design note 8."""
-        D = self.config.max_distance
-        lo, hi = D - 1, 2 * D - 1  # bucket ids of j <= i-D and j >= i+D
-        e = (qry[lo] @ key[lo].transpose(-1, -2)) * far[0] + (qry[hi] @ key[hi].transpose(-1, -2)) * far[1]
-        if not near:
-            return e
-        band = torch.stack([(qry[k] * self._shift(key[k], off)).sum(-1) for k, off in near], dim=-1)  # (B, h, n, W)
-        flat_index = band_index.flatten().expand(*band.shape[:2], -1)
-        return e.flatten(-2).scatter_add(-1, flat_index, band.flatten(-2)).view_as(e)
-
-    def _bucket_contexts(self, a, qry, key, far, near, band_index, band_exists) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per bucket k: child_k[i] = sum_j a[i,j] key_k[j] and head_k[i] = sum_j a[j,i] qry_k[j] over
-        the pairs in bucket k (the values the two message directions mix); stacked (K, B, h, n, r)."""
-        D = self.config.max_distance
-        child: list[torch.Tensor] = [None] * (2 * D)  # type: ignore[list-item]
-        head: list[torch.Tensor] = [None] * (2 * D)  # type: ignore[list-item]
-        for k, mask in ((D - 1, far[0]), (2 * D - 1, far[1])):
-            a_k = a * mask
-            child[k] = a_k @ key[k]
-            head[k] = a_k.transpose(-1, -2) @ qry[k]
-        if near:
-            n = a.shape[-1]
-            a_band = a.flatten(-2).gather(-1, band_index.flatten().expand(*a.shape[:2], -1))
-            a_band = a_band.view(*a.shape[:2], n, len(near)) * band_exists  # a[i, i+off]
-            for w, (k, off) in enumerate(near):
-                a_w = a_band[..., w, None]
-                child[k] = a_w * self._shift(key[k], off)
-                head[k] = self._shift(a_w * qry[k], -off)
-        return torch.stack(child), torch.stack(head)
+    def _iteration(self, s, unary, U, V, B, allowed, row_valid, kernel: BucketKernel, taps):
+        """One MFVI iteration, design note 2 (asynchronous schedule: heads, latents, then labels, all
+        from the same q). Returns the new label logits s (B, n, N) and head marginals a (B, h, n, n)."""
+        c = self.config
+        sc = c.scales()
+        N, M = c.hidden_size, c.latent_size
+        acc = torch.promote_types(unary.dtype, torch.float32)  # softmaxes in >= fp32 under autocast
+        # q = N * Q(Z): Theta(1) coordinates at any width (design note 2); pad rows are 0.
+        q = taps["q"](N * torch.softmax(s.to(acc) / c.label_temperature, dim=-1).to(s.dtype) * row_valid)
+        qry, key = kernel.project(q, U, V)  # K x (B, h, n, r) each: qry = q U_ck, key = q V_ck
+        e = taps["head_logits"](sc.head_logit * kernel.scores(qry, key))  # (B, h, n, n)
+        logits_h = (e.to(acc) / c.head_temperature).masked_fill(~allowed, torch.finfo(acc).min)
+        a = torch.softmax(logits_h, dim=-1) * allowed  # rows with no candidate head are 0
+        m = kernel.messages(self.head_dropout(a.to(s.dtype)), qry, key, U, V)  # both directions
+        if B is not None:
+            g_logits = sc.latent_logit * (q @ B.t())  # (B, n, M)
+            g = M * torch.softmax(g_logits.to(acc) / c.latent_temperature, dim=-1).to(s.dtype)
+            m = m + taps["latent"](g * row_valid) @ B
+        m = taps["messages"](m)
+        return taps["labels"](self.label_dropout(unary + m)), a
 
     def forward(
         self,
