@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from probformer.config import load_config
 from probformer.training.metrics_log import read_metrics
@@ -153,3 +154,57 @@ def test_ternary_norm_penalty_on_a_model_without_ternary_factors_is_an_error(cac
                   "num_layers: 1, num_heads: 2, intermediate_size: 64}")
     with pytest.raises(ConfigError, match="ternary_norm_penalty"):
         train(config, log=lambda *_: None)
+
+
+def test_resume_recomputes_group_learning_rates_from_the_config(cache_dir, tmp_path):
+    # A changed lr (or muP multiplier) applies after --resume: groups are not restored from the checkpoint.
+    common = ("steps=20", "eval_interval=5", "checkpoint_interval=10", "test_eval=false", "log_interval=1",
+              "optim.decay=constant", "optim.warmup_fraction=0")
+    out = tmp_path / "run"
+
+    def stop_at_15(step, _metrics):
+        if step == 15:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(tiny(cache_dir, out, *common, "optim.lr=1e-2"), on_eval=stop_at_15)
+    train(tiny(cache_dir, out, *common, "optim.lr=2e-3"), resume=True)
+    lrs = {r["step"]: r["lr"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"}
+    assert lrs[5] == pytest.approx(1e-2) and lrs[15] == pytest.approx(2e-3)
+    state = torch.load(out / "checkpoint" / "optimizer.pt", weights_only=True)
+    groups = state["optimizer"]["param_groups"]
+    hidden = next(g for g in groups if g["role"] == "hidden")
+    assert hidden["initial_lr"] == pytest.approx(2e-3 * hidden["lr_mult"])
+
+
+def test_objective_includes_the_ternary_norm_penalty():
+    from probformer.models.pt.configuration_pt import PTConfig
+    from probformer.models.pt.modeling_pt import PTForMaskedLM
+    from probformer.training.objective import MaskedLMObjective
+
+    torch.manual_seed(0)
+    model = PTForMaskedLM(PTConfig(vocab_size=30, hidden_size=8, num_channels=2, rank=4, latent_size=8,
+                                   num_iterations=1, head_dropout=0.0, label_dropout=0.0)).eval()
+    ids = torch.randint(5, 30, (2, 6))
+    labels = torch.full_like(ids, -100)
+    labels[:, 2] = ids[:, 2]
+    mask = torch.ones_like(ids)
+    plain, ce, _ = MaskedLMObjective(model)(ids, mask, labels)
+    penalised, ce2, _ = MaskedLMObjective(model, 0.5)(ids, mask, labels, penalty_share=0.5)
+    torch.testing.assert_close(plain, ce)
+    torch.testing.assert_close(penalised - plain, 0.25 * model.ternary_norm())
+    # The loss share: a micro-batch holding 1/4 of the step's scored tokens, one of 2 processes.
+    shared, _, _ = MaskedLMObjective(model)(ids, mask, labels, token_share=0.25 * 2)
+    torch.testing.assert_close(shared, 0.5 * ce)
+
+
+def test_a_global_micro_batch_splits_by_sample_index():
+    from probformer.data.batches import Batch
+
+    ids = torch.arange(24).view(6, 4)
+    batch = Batch(ids, torch.ones_like(ids), torch.where(ids % 3 == 0, ids, -100))
+    parts = [batch.shard(r, 3) for r in range(3)]
+    assert torch.equal(torch.cat([p.input_ids for p in parts]), ids)
+    assert sum(p.num_scored for p in parts) == batch.num_scored == 8
+    with pytest.raises(ValueError, match="multiple of 4"):
+        batch.shard(0, 4)

@@ -86,6 +86,9 @@ def _default_model() -> dict[str, Any]:
     return {"arch": "pt"}
 
 
+DISTRIBUTED_MODES = ("auto", "ddp", "fsdp")
+
+
 @dataclass
 class TrainConfig:
     model: dict[str, Any] = field(default_factory=_default_model)  # 'arch' plus that architecture's config fields
@@ -93,7 +96,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     out_dir: str = "runs/pt-mlm"  # checkpoints, metrics.jsonl, TensorBoard events, final model
     seed: int = 0  # model init, dropout and batch order
-    batch_size: int = 32  # sequences per micro-batch
+    batch_size: int = 32  # sequences per micro-batch, all processes together (each of K takes batch_size / K)
     grad_accum: int = 1  # micro-batches per optimizer step
     steps: int = 500  # optimizer steps (ignored when token_budget is set)
     token_budget: int | None = None  # if set: steps = token_budget // (batch_size * grad_accum * seq_len)
@@ -105,6 +108,9 @@ class TrainConfig:
     log_interval: int = 10  # training metrics every this many steps
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    distributed: Literal["auto", "ddp", "fsdp"] = "auto"  # under torchrun: auto = ddp; fsdp shards (FSDP2 fully_shard)
+    compile: bool = False  # torch.compile one layer / MFVI iteration (regional) and call it T times
+    activation_checkpointing: bool = False  # recompute each layer / iteration in backward (memory for compute)
     threads: int | None = None  # torch CPU threads (null: torch default)
     progress: bool = True  # progress bar with tokens/s
     tensorboard: bool = True  # write TensorBoard events when the tensorboard package is installed
@@ -120,6 +126,7 @@ class TrainConfig:
             _check(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
         _check(self.seed >= 0, "seed", "an integer >= 0", self.seed)
         _check(self.threads is None or self.threads >= 1, "threads", "null or an integer >= 1", self.threads)
+        _check(self.distributed in DISTRIBUTED_MODES, "distributed", f"one of {DISTRIBUTED_MODES}", self.distributed)
         _check(self.checkpoint_interval >= 0, "checkpoint_interval", "an integer >= 0", self.checkpoint_interval)
         _check(self.snapshot_interval >= 0, "snapshot_interval", "an integer >= 0", self.snapshot_interval)
         _check(self.token_budget is None or self.token_budget >= 1, "token_budget", "null or an integer >= 1",

@@ -295,13 +295,17 @@ def build_optimizer(
     hidden_lr_mult: float | None = None,
     eps_mult: float | None = None,
     hidden_eps_mult: float | None = None,
+    scales=None,
     fused: bool = False,
 ) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`, with the per-group lr and eps factors read from the model's
     own ``config.scales()`` (the parametrization of *this* model: 1 under SP and at muP's base
     width), so no caller can forget the eps rule. An explicit factor overrides the model's; a model
-    without ``config.scales`` (e.g. HF's own BERT) needs none (all factors 1)."""
-    scales = model.config.scales() if hasattr(getattr(model, "config", None), "scales") else None
+    without ``config.scales`` (e.g. HF's own BERT) needs none (all factors 1). ``scales``: the bare
+    model's, when ``model`` is a wrapper around it (the trainer's objective under DDP / FSDP); groups
+    are then still built from the wrapper's parameters, by name."""
+    if scales is None and hasattr(getattr(model, "config", None), "scales"):
+        scales = model.config.scales()
     def factor(explicit: float | None, name: str) -> float:
         return explicit if explicit is not None else (getattr(scales, name) if scales is not None else 1.0)
     groups = param_groups(model, lr=lr, weight_decay=weight_decay, hidden_lr_mult=factor(hidden_lr_mult, "hidden_lr_mult"),

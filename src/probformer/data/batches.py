@@ -23,6 +23,22 @@ class Batch:
     def num_tokens(self) -> int:
         return int(self.attention_mask.sum())
 
+    @property
+    def num_scored(self) -> int:
+        return int((self.labels != -100).sum())
+
+    def shard(self, rank: int, world_size: int) -> Batch:
+        """Process ``rank``'s rows of a global micro-batch, by global sample index: rows
+        [rank * b, (rank + 1) * b) with b = B / world_size. The masks were drawn for the whole global
+        batch, so K processes see exactly the samples and masks one process would."""
+        rows = self.input_ids.shape[0]
+        if rows % world_size:
+            raise ValueError(f"a micro-batch of {rows} sequences does not split over {world_size} processes; "
+                             f"make batch_size a multiple of {world_size}")
+        b = rows // world_size
+        part = slice(rank * b, (rank + 1) * b)
+        return Batch(self.input_ids[part], self.attention_mask[part], self.labels[part])
+
 
 def _masked_batch(rows: np.ndarray, style: MaskStyle, mask_prob: float, vocab_size: int, seed: int) -> Batch:
     ids = torch.from_numpy(rows.astype(np.int64))

@@ -50,11 +50,13 @@ class Architecture:
         """A freshly initialised model built from config fields."""
         return self.model_class(self.config_class(**config_kwargs))
 
-    def export(self, model: PreTrainedModel, directory: Path, tokenizer_file: Path) -> Path:
+    def export(self, model: PreTrainedModel, directory: Path, tokenizer_file: Path,
+               state_dict: dict | None = None) -> Path:
         """Write ``model`` (safetensors + config.json) and its tokenizer into ``directory`` so that
-        transformers' Auto classes and the fill-mask pipeline load it offline."""
+        transformers' Auto classes and the fill-mask pipeline load it offline. ``state_dict``: full
+        weights gathered from a sharded run (default: the model's own)."""
         directory = Path(directory)
-        model.save_pretrained(directory, safe_serialization=True)
+        model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
         if Path(tokenizer_file).resolve() != (directory / TOKENIZER_FILE).resolve():
             shutil.copy(tokenizer_file, directory / TOKENIZER_FILE)
         write_tokenizer_config(directory, model_max_length=int(model.config.max_position_embeddings))
