@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import probformer.compare as compare_mod
-from probformer.compare import (
+import probformer.experiments.compare as compare_mod
+from probformer.experiments.compare import (
     COLUMNS,
     add_parser,
     compare,

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from probformer.coord_check import (
+from probformer.experiments.coord_check import (
     CoordCheckReport,
     CoordRecord,
     activation_taps,
@@ -111,7 +111,7 @@ def test_cli_parser_and_overrides(tmp_path, monkeypatch):
         seen.update(arch=arch, param=param, widths=widths, steps=steps, lr=lr, overrides=overrides, out=kw["out_dir"],
                     base=kw["base_width"])
 
-    monkeypatch.setattr("probformer.coord_check.run_coord_check", fake)
+    monkeypatch.setattr("probformer.experiments.coord_check.run_coord_check", fake)
     assert args.func(args) == 0
     assert seen == dict(arch="bert", param="sp", widths=[32, 64], steps=1, lr=None, overrides={"num_layers": 1},
                         out=tmp_path / "bert-sp", base=32)  # lr None: the architecture's default
@@ -123,7 +123,7 @@ def test_cli_parser_and_overrides(tmp_path, monkeypatch):
 
 
 # -- the measurement itself: muP passes and SP does not, on reduced checks ------------------------
-# Reduced versions of the default check (base width N0 = 32, widths from 2 N0; coord_check.py's
+# Reduced versions of the default check (base width N0 = 32, widths from 2 N0; experiments/coord_check.py's
 # DEFAULT_* comment says why): fewer widths, steps and seeds, the synthetic corpus (seq 64). PT-muP's
 # worst slope here is ~0.075 (iteration head logits at init, a finite-size effect that fades with N),
 # BERT-muP's ~0.06-0.08; SP is off by +0.5..+1.9.

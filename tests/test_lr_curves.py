@@ -11,7 +11,7 @@ import yaml
 pytest.importorskip("optuna")
 
 from probformer.config import ConfigError
-from probformer.lr_curves import (
+from probformer.experiments.lr_curves import (
     LrCurvesSpec,
     best_lrs,
     load_lr_curves_spec,

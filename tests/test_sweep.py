@@ -20,7 +20,7 @@ optuna = pytest.importorskip("optuna")
 
 from probformer.cli import main
 from probformer.config import ConfigError
-from probformer.sweep import SweepSpec, load_sweep_spec, run_sweep, sweep_preset_names
+from probformer.experiments.sweep import SweepSpec, load_sweep_spec, run_sweep, sweep_preset_names
 
 PT_TINY = {"arch": "pt", "hidden_size": 16, "num_channels": 2, "rank": 8, "latent_size": 32, "num_iterations": 2,
            "max_distance": 2}

@@ -11,8 +11,8 @@ import yaml
 pytest.importorskip("optuna")
 
 from probformer.config import ConfigError
-from probformer.sweep import SweepSpec
-from probformer.transfer import TransferSpec, load_transfer_spec, run_transfer
+from probformer.experiments.sweep import SweepSpec
+from probformer.experiments.transfer import TransferSpec, load_transfer_spec, run_transfer
 
 PT_BASE = {"arch": "pt", "hidden_size": 16, "num_channels": 2, "rank": 8, "latent_size": 32, "num_iterations": 2,
            "max_distance": 2, "parametrization": "mup"}
@@ -80,7 +80,7 @@ def test_spec_errors(sweep_dir, tmp_path):
 
 def test_bundled_transfer_presets_load(tmp_path, monkeypatch):
     """Every preset's keys and values are valid; before its sweep has run it says which command to run."""
-    from probformer.transfer import transfer_preset_names
+    from probformer.experiments.transfer import transfer_preset_names
 
     assert {"transfer-pt-cpu", "transfer-pt-n64-cpu"} <= set(transfer_preset_names())
     monkeypatch.chdir(tmp_path)  # no runs/ here: the sweeps have not run

@@ -6,7 +6,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from probformer import trial_seeded_sampler
+from probformer.experiments import trial_seeded_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -13,7 +13,6 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,9 +21,6 @@ from typing import Any, Literal
 import yaml
 
 from probformer.data.masking import DEFAULT_MASK_PROB
-
-EXPERIMENT_SPEC_PREFIXES = ("compare-", "sweep-", "lr-curves-", "transfer-")
-
 
 class ConfigError(ValueError):
     """A bad configuration: the message is one line naming the key and what is allowed."""
@@ -297,10 +293,10 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def preset_names() -> list[str]:
-    """Training presets (``compare-*``, ``sweep-*``, ``lr-curves-*`` and ``transfer-*`` files are specs of
-    those commands, not training presets)."""
+    """Training presets: the YAML files in ``probformer/configs`` (experiment specs live with the
+    experiments, in ``probformer/experiments/specs``)."""
     return sorted(p.name.removesuffix(".yaml") for p in resources.files("probformer.configs").iterdir()
-                  if p.name.endswith(".yaml") and not p.name.startswith(EXPERIMENT_SPEC_PREFIXES))
+                  if p.name.endswith(".yaml"))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -365,49 +361,3 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
 
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
-
-
-# -- experiment specs (compare, sweep, lr-curves, transfer) ------------------------------------------
-def spec_preset_names(prefix: str) -> list[str]:
-    """Bundled experiment specs whose file name starts with ``prefix`` (e.g. ``sweep-``)."""
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("probformer.configs").iterdir()
-                  if p.name.startswith(prefix) and p.name.endswith(".yaml"))
-
-
-def load_spec_values(command: str, prefix: str, path: str | Path | None, preset: str | None,
-                     overrides: Sequence[str], explicit: dict[str, Any], allowed: Iterable[str],
-                     required: Sequence[str] = ()) -> dict[str, Any]:
-    """An experiment spec's values: a bundled preset, then a YAML file, then ``key=value`` overrides, then
-    ``explicit`` values that are not None (later wins); unknown and missing keys are ConfigErrors."""
-    values: dict[str, Any] = {}
-    if preset is not None:
-        if preset not in spec_preset_names(prefix):
-            raise ConfigError(f"{command} preset {preset!r} not found; available: "
-                              f"{', '.join(spec_preset_names(prefix))}")
-        values = read_yaml(resources.files("probformer.configs") / f"{preset}.yaml")
-    if path is not None:
-        values = _merge(values, read_yaml(path))
-    apply_overrides(values, list(overrides))
-    values.update({k: v for k, v in explicit.items() if v is not None})
-    allowed = sorted(allowed)
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown {command} key; allowed: {', '.join(allowed)}")
-    missing = [k for k in required if values.get(k) is None]
-    if missing:
-        raise ConfigError(f"{missing[0]}: required (give --config spec.yaml or --preset "
-                          f"{' / '.join(spec_preset_names(prefix)) or '...'})")
-    return values
-
-
-def model_at_width(model: dict[str, Any], width: int) -> dict[str, Any]:
-    """A model section (``arch`` + fields, at its base width N0) grown to ``width`` with the config's
-    ``with_width``: the same family, muP multipliers relative to N0 (the lr-curves and transfer rule)."""
-    arch = model.get("arch", "pt")
-    fields = {k: v for k, v in model.items() if k != "arch"}
-    try:
-        base = model_config_class(arch)(**fields)
-        grown = base.with_width(width) if width != base.hidden_size else base
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"widths: {arch} at width {width}: {err}") from None
-    return {"arch": arch, **{k: getattr(grown, k) for k in model_fields(arch) if hasattr(grown, k)}}

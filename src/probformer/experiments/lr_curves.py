@@ -1,12 +1,12 @@
 """Learning-rate curves across widths, SP against muP (design note section 4b; muP paper Fig. 1 left).
 
-For every parametrization and width, one grid study (:mod:`probformer.sweep`) over ``lr x seed``
-trains the base model grown to that width with ``with_width`` (muP multipliers relative to the base
-width N0 = ``train.model.hidden_size``) on the same data and token budget. The result is the classic
+For every parametrization and width, one grid study (:mod:`probformer.experiments.sweep`) over
+``lr x seed`` trains the base model grown to that width with ``with_width`` (muP multipliers relative to
+the base width N0 = ``train.model.hidden_size``) on the same data and token budget. The result is the classic
 plot: validation loss against log2 lr, one curve per width, SP and muP side by side, and a table of
 the best lr per width. Under muP the optimum should stay put and wider should be better.
 
-Spec (YAML, see ``configs/lr-curves-pt-cpu.yaml``)::
+Spec (YAML, see ``experiments/specs/lr-curves-pt-cpu.yaml``)::
 
     out_dir: runs/lr-curves-pt
     storage: null                  # null: sqlite:///<out_dir>/studies.db (one study per param x width)
@@ -26,36 +26,33 @@ variant with another base width can reuse the SP curves too).
 
 Everything is a sweep trial, so it is resumable (rerun the command) and several processes can work
 on it at once (each takes the next unfinished trial). Outputs: ``results.csv`` (one row per run),
-``best_lr.md`` (best lr per width and the verdicts), ``lr_curves.png``.
+``best_lr.md`` (best lr per width and the verdicts, judged by :mod:`probformer.experiments.noise`),
+``lr_curves.png``. ``--rerender`` rewrites ``best_lr.md`` from ``results.csv`` alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from probformer.config import (
-    ConfigError,
-    _merge,
-    config_from_dict,
-    load_spec_values,
-    model_at_width,
-    model_config_class,
-    spec_preset_names,
-)
+from probformer.config import ConfigError, config_from_dict, model_config_class
+from probformer.experiments import noise
+from probformer.experiments import spec as specs
+from probformer.experiments.reports import add_rerender_argument, pyplot, read_rows, save_figure, write_csv
+from probformer.experiments.spec import merge, model_at_width
+from probformer.experiments.sweep import SweepSpec, open_study, run_sweep, trial_key
 from probformer.provenance import record_command
-from probformer.sweep import SweepSpec, open_study, run_sweep, trial_key
 
 COLUMNS = ("parametrization", "width", "lr", "seed", "state", "valid_loss", "fail_reason", "run_dir")
+ROW_TYPES = {"width": int, "lr": float, "seed": int, "valid_loss": float}  # results.csv read back
 
 
 @dataclass
@@ -120,7 +117,7 @@ class LrCurvesSpec:
 
     def sweep_spec(self, param: str, width: int) -> SweepSpec:
         return SweepSpec(search_space={"optim.lr": list(self.lrs), "seed": list(self.seeds)},
-                         train=_merge(self.train, {"model": self.model_at(param, width)}),
+                         train=merge(self.train, {"model": self.model_at(param, width)}),
                          study_name=f"{param}-n{width}", out_dir=str(Path(self.out_dir) / f"{param}-n{width}"),
                          storage=self.storage_url, sampler="grid", n_trials=None,
                          heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period)
@@ -191,8 +188,7 @@ def load_reference(spec: LrCurvesSpec) -> ReferenceRun:
         raise ConfigError(f"reference: {ref} trained with different {', '.join('train.' + k for k in differing)} "
                           f"({', '.join(f'{there!r} there, {here!r} here' for there, here in differing.values())}); "
                           "its curves are not comparable")
-    with csv_path.open(newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["parametrization"] not in spec.parametrizations]
+    rows = [r for r in read_rows(csv_path, ROW_TYPES) if r["parametrization"] not in spec.parametrizations]
     shared = sorted(set(spec.widths) & {int(r["width"]) for r in rows})  # every width whose rows are reused
     for param in sorted({r["parametrization"] for r in rows}):
         for width in shared:
@@ -202,24 +198,20 @@ def load_reference(spec: LrCurvesSpec) -> ReferenceRun:
                 raise ConfigError(f"reference: its {param} model at width {width} differs from this spec's in "
                                   + ", ".join(f"{k} ({there!r} there, {here!r} here)"
                                               for k, (there, here) in differing.items()))
-    rows = [{**r, "width": int(r["width"]), "lr": float(r["lr"]), "seed": int(r["seed"]),
-             "valid_loss": float(r["valid_loss"]) if r["valid_loss"] else float("nan"),
-             # where the run lives (sweep.trial_config: <study out_dir>/trials/<key>); a row that is itself
-             # reused from a reference already holds a path
-             "run_dir": r["run_dir"] if "/" in r["run_dir"]
+    # where the run lives (sweep.trial_config: <study out_dir>/trials/<key>); a row that is itself reused
+    # from a reference already holds a path
+    rows = [{**r, "run_dir": r["run_dir"] if "/" in r["run_dir"]
              else f"{ref}/{r['parametrization']}-n{r['width']}/trials/{r['run_dir']}"} for r in rows]
     return ReferenceRun(rows, ref_train)
 
 
 def lr_curves_preset_names() -> list[str]:
-    return spec_preset_names("lr-curves-")
+    return specs.preset_names("lr-curves")
 
 
 def load_lr_curves_spec(path: str | Path | None = None, preset: str | None = None, overrides=(),
                         **explicit: Any) -> LrCurvesSpec:
-    values = load_spec_values("lr-curves", "lr-curves-", path, preset, overrides, explicit,
-                              LrCurvesSpec.__dataclass_fields__, required=("widths", "lrs", "train"))
-    return LrCurvesSpec(**values)
+    return specs.load_spec(LrCurvesSpec, "lr-curves", path, preset, overrides, explicit)
 
 
 # -- run and collect -------------------------------------------------------------------------------
@@ -228,7 +220,7 @@ def run_lr_curves(spec: LrCurvesSpec, *, train_fn=None, log=print) -> list[dict[
     second pass that waits for trials other workers still hold. Returns the rows and writes outputs."""
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.yaml").write_text(yaml.safe_dump(asdict(spec), sort_keys=False))
+    specs.write_spec(spec, out / "spec.yaml")
     plan = [(param, width) for width in spec.widths for param in spec.parametrizations]
     for wait in (False, True):
         for param, width in plan:
@@ -265,11 +257,10 @@ def curve_points(rows: list[dict[str, Any]], param: str, width: int) -> list[dic
     points = []
     for lr in sorted(by_lr):
         runs = by_lr[lr]
-        losses = [r["valid_loss"] for r in runs]
         diverged = any(r["state"] == "FAIL" or not math.isfinite(r["valid_loss"]) for r in runs)
-        mean = float("inf") if diverged else float(np.mean(losses))
-        std = float(np.std(losses, ddof=1)) if len(losses) > 1 and not diverged else float("nan")
-        points.append({"lr": lr, "mean": mean, "std": std, "seeds": len(runs), "diverged": diverged})
+        seeds = (noise.Seeds(float("inf"), float("nan"), len(runs)) if diverged
+                 else noise.Seeds.of(r["valid_loss"] for r in runs))
+        points.append({"lr": lr, "mean": seeds.mean, "std": seeds.std, "seeds": seeds.n, "diverged": diverged})
     return points
 
 
@@ -326,36 +317,54 @@ def verdicts(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[str]:
         if base is not None:
             n0 = f"N0 = {spec.widths[0]}" if spec.widths[0] == spec.base_width else f"N = {spec.widths[0]}"
             lines.append(f"- muP at the lr tuned at {n0} (lr {base['best_lr']:g}, transferred "
-                         "unchanged) against SP at its own best lr per width (difference; noise = larger seed std):")
+                         "unchanged) against SP at its own best lr per width (difference; noise = its standard "
+                         f"error over seeds, real beyond {noise.K:g}x):")
             for width in spec.widths:
                 mup = loss_at(rows, "mup", width, base["best_lr"])
                 sp = next((b for b in table if b["parametrization"] == "sp" and b["width"] == width), None)
                 if mup is None or sp is None or not math.isfinite(mup["mean"]):
                     continue
-                diff = mup["mean"] - sp["loss"]
-                noise = np.nanmax([mup["std"], sp["std"], 0.0])
-                verdict = ("muP better" if diff < -noise else "SP better" if diff > noise else "within seed noise")
+                d = noise.difference(noise.Seeds(mup["mean"], mup["std"], mup["seeds"]),
+                                     noise.Seeds(sp["loss"], sp["std"], sp["seeds"]))
+                if not d.estimated:
+                    judged, verdict = "no seed-noise estimate: fewer than two seeds", "no verdict"
+                else:
+                    judged = f"noise {d.noise:.4f}, {d.ratio:.2f}x"
+                    verdict = ("within seed noise" if not d.real else "muP better" if d.delta < 0 else "SP better")
                 lines.append(f"  - N = {width}: muP {mup['mean']:.4f} vs SP {sp['loss']:.4f} (SP lr {sp['best_lr']:g}):"
-                             f" {diff:+.4f} (noise {noise:.4f}) -> {verdict}")
+                             f" {d.delta:+.4f} ({judged}) -> {verdict}")
     return lines
 
 
 # -- outputs ---------------------------------------------------------------------------------------
 def write_outputs(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> dict[str, Path]:
     out = Path(spec.out_dir)
-    paths = {"csv": out / "results.csv", "md": out / "best_lr.md", "png": out / "lr_curves.png"}
-    with paths["csv"].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    paths["md"].write_text(markdown(rows, spec))
+    paths = {"csv": write_csv(out / "results.csv", rows, COLUMNS), "md": write_report(rows, spec),
+             "png": out / "lr_curves.png"}
     if rows:
         plot(rows, spec, paths["png"])
     return paths
 
 
+def write_report(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> Path:
+    path = Path(spec.out_dir) / "best_lr.md"
+    path.write_text(markdown(rows, spec))
+    return path
+
+
+def rerender(spec: LrCurvesSpec) -> list[dict[str, Any]]:
+    """Rewrite ``best_lr.md`` from ``out_dir/results.csv`` (its rows already hold any reference rows);
+    trains nothing and needs no studies, so a committed result follows a change to the verdict rule."""
+    path = Path(spec.out_dir) / "results.csv"
+    if not path.is_file():
+        raise ConfigError(f"--rerender: {path} not found")
+    rows = read_rows(path, ROW_TYPES)
+    write_report(rows, spec)
+    return rows
+
+
 def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
-    c = config_from_dict(_merge(spec.train, {"model": spec.model_at(spec.parametrizations[0], spec.widths[0])}))
+    c = config_from_dict(merge(spec.train, {"model": spec.model_at(spec.parametrizations[0], spec.widths[0])}))
     tokens = c.total_steps * c.batch_size * c.grad_accum * c.data.seq_len
     shown = shown_parametrizations(spec)
     lines = [f"# Learning-rate curves: {spec.arch}, widths {spec.widths}, {len(spec.seeds)} seed(s)", "",
@@ -387,11 +396,7 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
 
 
 def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     params = shown_parametrizations(spec)
     variant = ""
     if spec.reference_run is not None:
@@ -431,9 +436,7 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
     if labelled is not None:
         labelled.legend(fontsize=8, title="width (star: best lr)", title_fontsize=8)
     fig.suptitle(f"lr curves, {len(spec.seeds)} seed(s): mean ± std; x at top = diverged", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # -- CLI -------------------------------------------------------------------------------------------
@@ -441,13 +444,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("lr-curves", help="validation loss vs lr at several widths, sp vs mup (plot + best-lr "
                                                 "table); resumable, several workers may share it",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="lr-curves spec (YAML): widths, lrs, seeds, parametrizations, train")
-    p.add_argument("--preset", help=f"bundled spec ({', '.join(lr_curves_preset_names())})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec value, e.g. --set 'widths=[32,64]' --set train.threads=1")
+    specs.add_spec_arguments(p, "lr-curves", "widths, lrs, seeds, parametrizations, train, reference",
+                             "--set 'widths=[32,64]' --set train.threads=1")
     p.add_argument("--out-dir")
     p.add_argument("--storage", help="SQLAlchemy URL shared by workers (default sqlite:///<out_dir>/studies.db)")
-    p.add_argument("--report-only", action="store_true", help="write the table and plot from what has finished")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--report-only", action="store_true", help="write the table and plot from what has finished")
+    add_rerender_argument(only, "best_lr.md")
     p.set_defaults(func=run_from_args)
     return p
 
@@ -456,7 +459,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     spec = load_lr_curves_spec(args.config, args.preset, args.overrides, out_dir=args.out_dir, storage=args.storage)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if args.report_only:
+    if args.rerender:
+        record_command(out)
+        rows = rerender(spec)
+    elif args.report_only:
         rows = collect(spec)
         write_outputs(rows, spec)
     else:

@@ -11,7 +11,7 @@ That holds because every size is built by :func:`probformer.sizing.config_for_bu
 architecture's base model (``models.<arch>`` + ``hparams.<arch>.model``), whose ``hidden_size`` is
 the muP base width N0 the multipliers are relative to.
 
-Spec (YAML, see ``configs/compare-cpu.yaml``)::
+Spec (YAML, see ``experiments/specs/compare-cpu.yaml``)::
 
     budgets: [1M, 4M, 16M]        # total parameters (embeddings included), +-2%
     token_budget: 163840          # training tokens per run, the same for every run
@@ -28,14 +28,14 @@ with a checkpoint but no summary is resumed; a run directory trained with a diff
 is an error (not silently reused). Outputs in ``out_dir``: ``runs/<arch>-<budget>-s<seed>/`` (each a
 normal training run), ``results.csv`` (one row per run), ``results.md`` (mean +- seed std per
 architecture and budget, and which architecture wins each budget by how much relative to the seed
-noise), ``loss_vs_params.png`` and ``loss_vs_flops.png``, ``spec.yaml`` (the resolved spec) and
-``command.txt`` (the command lines that produced them, one per invocation).
+noise of :mod:`probformer.experiments.noise`), ``loss_vs_params.png`` and ``loss_vs_flops.png``,
+``spec.yaml`` (the resolved spec) and ``command.txt`` (the command lines that produced them, one per
+invocation). ``--rerender`` rewrites ``results.md`` from ``results.csv`` alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -44,20 +44,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from tqdm.auto import tqdm
 
 from probformer.config import (
     ConfigError,
     OptimConfig,
     TrainConfig,
-    _merge,
     config_from_dict,
-    load_spec_values,
     model_fields,
-    spec_preset_names,
     validate_model_section,
 )
+from probformer.experiments import noise
+from probformer.experiments import spec as specs
+from probformer.experiments.reports import add_rerender_argument, pyplot, read_rows, save_figure, write_csv
+from probformer.experiments.spec import merge
 from probformer.models import MODEL_CLASSES
 from probformer.provenance import record_command
 from probformer.sizing import (
@@ -73,6 +73,11 @@ RUN_OWNED_KEYS = ("model", "out_dir", "seed", "token_budget", "steps", "progress
 COLUMNS = ("arch", "budget", "seed", "status", "params", "non_embedding_params", "hidden_size", "flops_per_token",
            "train_tokens", "train_flops", "steps", "valid_loss", "test_loss", "valid_unigram_loss", "valid_accuracy",
            "tokens_per_second", "wall_s", "resumed", "reason", "run_dir")
+ROW_TYPES = {**dict.fromkeys(("budget", "seed", "params", "non_embedding_params", "hidden_size", "train_tokens",
+                              "steps"), int),
+             **dict.fromkeys(("flops_per_token", "train_flops", "valid_loss", "test_loss", "valid_unigram_loss",
+                              "valid_accuracy", "tokens_per_second", "wall_s"), float),
+             "resumed": bool}  # results.csv read back
 
 
 # -- spec ------------------------------------------------------------------------------------------
@@ -152,26 +157,19 @@ def count_label(n: int) -> str:
 
 
 def compare_preset_names() -> list[str]:
-    return spec_preset_names("compare-")
+    return specs.preset_names("compare")
 
 
 def load_spec(path: str | Path | None = None, preset: str | None = None, overrides: list[str] = (),
               **updates: Any) -> CompareSpec:
     """A preset, then a YAML file, then ``key=value`` overrides (``train.batch_size=8``,
     ``hparams.pt.optim.lr=3e-3``), then ``updates`` that are not None (later wins)."""
-    return spec_from_dict(load_spec_values("compare", "compare-", path, preset, overrides, updates,
-                                           CompareSpec.__dataclass_fields__))
+    return specs.load_spec(CompareSpec, "compare", path, preset, overrides, updates)
 
 
 def spec_from_dict(values: dict[str, Any]) -> CompareSpec:
-    allowed = [f.name for f in CompareSpec.__dataclass_fields__.values()]
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown compare key; allowed: {', '.join(allowed)}")
-    missing = [k for k in ("budgets", "token_budget") if values.get(k) is None]
-    if missing:
-        raise ConfigError(f"{missing[0]}: required (e.g. budgets: [1M, 4M, 16M], token_budget: 2M)")
-    return CompareSpec(**values)
+    """A spec from its values (unknown and missing keys are ConfigErrors)."""
+    return specs.spec_from_values(CompareSpec, "compare", values)
 
 
 def read_hparams_file(path: str | Path, arch: str) -> dict[str, Any]:
@@ -246,7 +244,7 @@ def plan_runs(spec: CompareSpec, vocab_size: int, out_dir: str | Path) -> list[P
                 raise ConfigError(f"budget {count_label(budget)}: {err}") from None
             model = {"arch": arch, **{k: getattr(sized, k) for k in model_fields(arch) if hasattr(sized, k)}}
             for seed in spec.seeds:
-                config = config_from_dict(_merge(spec.train, {
+                config = config_from_dict(merge(spec.train, {
                     "model": model, "optim": optim, "seed": seed, "token_budget": spec.token_budget,
                     "out_dir": str(Path(out_dir) / "runs" / f"{arch}-{count_label(budget)}-s{seed}"),
                     "progress": False, "test_eval": True}))
@@ -296,7 +294,7 @@ def compare(spec: CompareSpec, out_dir: str | Path | None = None, *, command: st
     out = Path(out_dir if out_dir is not None else spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = log or tqdm.write
-    (out / "spec.yaml").write_text(yaml.safe_dump({**spec.to_dict(), "out_dir": str(out)}, sort_keys=False))
+    specs.write_spec(spec, out / "spec.yaml", out_dir=str(out))
     record_command(out, command)
     corpus = corpus_for(config_from_dict(spec.train), log)
     runs = plan_runs(spec, corpus.vocab_size, out)
@@ -322,20 +320,23 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, spec: Compare
 
 
 def write_tables(rows: list[dict[str, Any]], out: Path, spec: CompareSpec) -> dict[str, Path]:
-    with (out / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
+    return {"results_csv": write_csv(out / "results.csv", rows, COLUMNS), "results_md": write_report(rows, out, spec)}
+
+
+def write_report(rows: list[dict[str, Any]], out: Path, spec: CompareSpec) -> Path:
     (out / "results.md").write_text(markdown(rows, spec))
-    return {"results_csv": out / "results.csv", "results_md": out / "results.md"}
+    return out / "results.md"
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    """Mean and sample std (nan with fewer than two values)."""
-    if not values:
-        return float("nan"), float("nan")
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+def rerender(spec: CompareSpec, out_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Rewrite ``results.md`` from ``results.csv``: trains nothing and needs no run directories, so a
+    committed result follows a change to the verdict rule."""
+    out = Path(out_dir if out_dir is not None else spec.out_dir)
+    if not (out / "results.csv").is_file():
+        raise ConfigError(f"--rerender: {out / 'results.csv'} not found")
+    rows = read_rows(out / "results.csv", ROW_TYPES)
+    write_report(rows, out, spec)
+    return rows
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -351,7 +352,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                  "seeds": len(group), "completed": len(done), "diverged": sum(r["status"] == "diverged" for r in group),
                  "diverged_seeds": [r["seed"] for r in group if r["status"] == "diverged"]}
         for key in ("valid_loss", "test_loss", "valid_unigram_loss"):
-            entry[key], entry[key + "_std"] = _stats([r[key] for r in done if math.isfinite(r[key])])
+            seeds = noise.Seeds.of(r[key] for r in done if math.isfinite(r[key]))
+            entry[key], entry[key + "_std"], entry[key + "_seeds"] = seeds.mean, seeds.std, seeds.n
         out.append(entry)
     return sorted(out, key=lambda e: e["budget"])  # stable: architectures stay in run order
 
@@ -380,19 +382,19 @@ def verdicts(groups: list[dict[str, Any]]) -> list[str]:
                          f"only architecture with a completed run{note}.")
             continue
         second = ranked[1]
-        margin = second["valid_loss"] - best["valid_loss"]
-        pooled = math.sqrt((best["valid_loss_std"] ** 2 + second["valid_loss_std"] ** 2) / 2)
-        if math.isfinite(pooled) and pooled > 0:
-            ratio = margin / pooled
-            judged = "larger than" if ratio > 2 else "comparable to" if ratio >= 1 else "within"
-            noise = f" = {ratio:.1f}x the seed std ({pooled:.4f}, pooled): {judged} the seed noise"
+        d = noise.difference(*(noise.Seeds(g["valid_loss"], g["valid_loss_std"], g["valid_loss_seeds"])
+                               for g in (second, best)))
+        margin = d.delta
+        if d.estimated:
+            judged = "larger than" if d.real else "within"
+            verdict = f" = {d.ratio:.2f}x the seed noise ({d.noise:.4f}): {judged} the seed noise"
         else:
-            noise = " (fewer than two completed seeds: no seed-noise estimate)"
+            verdict = " (fewer than two completed seeds: no seed-noise estimate)"
         partial = [g["arch"] for g in (best, second) if g["diverged"]]
         if partial:
             note += f"; means over completed seeds only for {', '.join(partial)}"
         lines.append(f"- {label}: {best['arch']} has the lowest mean valid loss ({best['valid_loss']:.4f}), "
-                     f"{margin:.4f} nats below {second['arch']} ({second['valid_loss']:.4f}){noise}{note}.")
+                     f"{margin:.4f} nats below {second['arch']} ({second['valid_loss']:.4f}){verdict}{note}.")
     return lines
 
 
@@ -426,17 +428,14 @@ def markdown(rows: list[dict[str, Any]], spec: CompareSpec) -> str:
                      f"| {g['train_flops']:.3g} | {_pm(g['valid_loss'], g['valid_loss_std'])} "
                      f"| {_pm(g['test_loss'], g['test_loss_std'])} | {_pm(g['valid_unigram_loss'], float('nan'))} "
                      f"| {g['completed']}/{g['seeds']} | {diverged} |")
-    lines += ["", "## Lowest validation loss per budget", "", *verdicts(groups), ""]
+    lines += ["", "## Lowest validation loss per budget", "", f"Seed noise: {noise.RULE}.", "", *verdicts(groups), ""]
     return "\n".join(lines)
 
 
 def plot_loss(rows: list[dict[str, Any]], x_key: str, path: str | Path, spec: CompareSpec) -> dict[str, dict]:
     """Mean valid loss (error bars: seed std) against ``x_key`` ('params' or 'train_flops'), one line per
     architecture, log x. Diverged runs are drawn as crosses at the top edge. Returns what was drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.transforms import blended_transform_factory
 
     groups = aggregate(rows)
@@ -469,9 +468,7 @@ def plot_loss(rows: list[dict[str, Any]], x_key: str, path: str | Path, spec: Co
     ax.set_title(f"{spec.token_budget:,} tokens per run, {len(spec.seeds)} seed(s): mean ± std", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return drawn
 
 
@@ -486,16 +483,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``compare`` on an ``argparse`` subparsers object."""
     p = subparsers.add_parser("compare", help="PT vs BERT vs UT at equal parameter budgets (results table + plots)",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="compare spec (YAML): budgets, token_budget, archs, seeds, train, models, hparams")
-    p.add_argument("--preset", help=f"bundled spec ({', '.join(compare_preset_names())})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec value, e.g. --set hparams.pt.optim.lr=3e-3 --set train.data.cache_dir=/tmp/c")
+    specs.add_spec_arguments(p, "compare", "budgets, token_budget, archs, seeds, train, models, hparams",
+                             "--set hparams.pt.optim.lr=3e-3 --set train.data.cache_dir=/tmp/c")
     p.add_argument("--budgets", help="comma-separated parameter budgets, e.g. 1M,4M,16M")
     p.add_argument("--archs", help="comma-separated architectures (pt,bert,ut)")
     p.add_argument("--seeds", help="comma-separated training seeds, e.g. 0,1")
     p.add_argument("--token-budget", help="training tokens per run, e.g. 2M")
     p.add_argument("--out-dir", help="output directory (default: the spec's out_dir, runs/compare)")
-    p.add_argument("--dry-run", action="store_true", help="print the sized runs (params, FLOPs) and train nothing")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--dry-run", action="store_true", help="print the sized runs (params, FLOPs) and train nothing")
+    add_rerender_argument(only, "results.md")
     p.set_defaults(func=run_from_args)
     return p
 
@@ -521,6 +518,11 @@ def run_from_args(args: argparse.Namespace) -> int:
                   f"{run.counts['non_embedding']:>11,} {run.flops_per_token:>12.3g} "
                   f"{run.flops_per_token * run.train_tokens:>12.3g} {run.config.total_steps}")
         return 0
+    if args.rerender:
+        record_command(spec.out_dir)
+        print(summary_table(rerender(spec), spec))
+        print(f"rewrote {Path(spec.out_dir)}/results.md from results.csv")
+        return 0
     try:
         rows = compare(spec)
     except KeyboardInterrupt:
@@ -535,4 +537,5 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 __all__ = ["CompareSpec", "PlannedRun", "add_parser", "aggregate", "compare", "count_label", "execute", "load_spec",
-           "markdown", "parse_count", "plan_runs", "plot_loss", "run_from_args", "spec_from_dict", "write_outputs"]
+           "markdown", "parse_count", "plan_runs", "plot_loss", "rerender", "run_from_args", "spec_from_dict",
+           "write_outputs"]

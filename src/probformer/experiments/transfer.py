@@ -6,7 +6,7 @@ to N0) and train it at that point, the *benchmark*, and at perturbed points: eac
 hyperparameter times ``factor`` and divided by it, one at a time, everything else equal. If the
 parametrization transfers, no perturbation beats the benchmark by more than seed noise.
 
-Spec (YAML, see ``configs/transfer-pt-cpu.yaml``)::
+Spec (YAML, see ``experiments/specs/transfer-pt-cpu.yaml``)::
 
     sweep_dir: runs/sweep-pt-n32-cpu   # holds best.json and spec.yaml (the trial config: data, budget)
     widths: [128, 256]                 # target widths
@@ -16,39 +16,35 @@ Spec (YAML, see ``configs/transfer-pt-cpu.yaml``)::
     out_dir: runs/transfer-pt
 
 Resumable: a finished run is read back, an interrupted one resumed. Outputs: ``results.csv`` (one row
-per run), ``report.md`` (benchmark against every perturbed point, per width, with the verdict) and
-``transfer.png`` (loss against log2 of the perturbation factor, one line per hyperparameter, one panel
-per width, the benchmark in the middle of every line).
+per run), ``report.md`` (benchmark against every perturbed point, per width, with the verdict of
+:mod:`probformer.experiments.noise`) and ``transfer.png`` (loss against log2 of the perturbation factor,
+one line per hyperparameter, one panel per width, the benchmark in the middle of every line).
+``--rerender`` rewrites ``report.md`` from ``results.csv`` alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
 from tqdm.auto import tqdm
 
-from probformer.config import (
-    ConfigError,
-    _merge,
-    config_from_dict,
-    load_spec_values,
-    model_at_width,
-    spec_preset_names,
-)
+from probformer.config import ConfigError, config_from_dict
+from probformer.experiments import noise
+from probformer.experiments import spec as specs
+from probformer.experiments.reports import add_rerender_argument, pyplot, read_rows, save_figure, write_csv
+from probformer.experiments.spec import merge, model_at_width
+from probformer.experiments.sweep import SweepSpec, set_dotted
 from probformer.provenance import record_command
-from probformer.sweep import SweepSpec, set_dotted
 from probformer.training.reuse import train_or_reuse
 
 COLUMNS = ("width", "variant", "param", "multiplier", "seed", "status", "valid_loss", "reason", "run_dir")
+ROW_TYPES = {"width": int, "multiplier": float, "seed": int, "valid_loss": float}  # results.csv read back
 
 
 @dataclass
@@ -73,7 +69,7 @@ class TransferSpec:
             if not (Path(self.sweep_dir) / name).exists():
                 raise ConfigError(f"sweep_dir: {Path(self.sweep_dir) / name} not found (run `probformer sweep` first)")
         self.best = json.loads((Path(self.sweep_dir) / "best.json").read_text())
-        self.sweep = SweepSpec(**yaml.safe_load((Path(self.sweep_dir) / "spec.yaml").read_text()))
+        self.sweep = specs.read_spec(SweepSpec, "sweep", Path(self.sweep_dir) / "spec.yaml")
         numeric = [k for k, v in self.best["params"].items()
                    if k != "seed" and isinstance(v, (int, float)) and not isinstance(v, bool)]
         if self.perturb is None:
@@ -115,19 +111,17 @@ class TransferSpec:
         for key, value in params.items():
             if not key.startswith("model."):
                 train = set_dotted(train, key, value)
-        return config_from_dict(_merge(train, {"model": self.model_at(width, params), "seed": seed,
-                                               "out_dir": str(Path(self.out_dir) / f"n{width}" / f"{label}-s{seed}")}))
+        return config_from_dict(merge(train, {"model": self.model_at(width, params), "seed": seed,
+                                              "out_dir": str(Path(self.out_dir) / f"n{width}" / f"{label}-s{seed}")}))
 
 
 def transfer_preset_names() -> list[str]:
-    return spec_preset_names("transfer-")
+    return specs.preset_names("transfer")
 
 
 def load_transfer_spec(path: str | Path | None = None, preset: str | None = None, overrides=(),
                        **explicit: Any) -> TransferSpec:
-    values = load_spec_values("transfer", "transfer-", path, preset, overrides, explicit,
-                              TransferSpec.__dataclass_fields__, required=("sweep_dir", "widths"))
-    return TransferSpec(**values)
+    return specs.load_spec(TransferSpec, "transfer", path, preset, overrides, explicit)
 
 
 # -- run -------------------------------------------------------------------------------------------
@@ -159,12 +153,13 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any
         groups.setdefault((r["width"], r["variant"]), []).append(r)
     out = {}
     for (width, label), runs in groups.items():
-        losses = [r["valid_loss"] for r in runs if r["status"] == "completed" and math.isfinite(r["valid_loss"])]
-        diverged = len(losses) < len(runs)
+        seeds = noise.Seeds.of(r["valid_loss"] for r in runs
+                               if r["status"] == "completed" and math.isfinite(r["valid_loss"]))
+        diverged = seeds.n < len(runs)
         out[(width, label)] = {"width": width, "variant": label, "param": runs[0]["param"],
                                "multiplier": runs[0]["multiplier"], "seeds": len(runs), "diverged": diverged,
-                               "mean": float(np.mean(losses)) if losses and not diverged else float("inf"),
-                               "std": float(np.std(losses, ddof=1)) if len(losses) > 1 else float("nan")}
+                               "mean": seeds.mean if seeds.n and not diverged else float("inf"),
+                               "std": seeds.std, "finite_seeds": seeds.n}
     return out
 
 
@@ -184,44 +179,57 @@ def report_lines(rows: list[dict[str, Any]], spec: TransferSpec) -> list[str]:
             lines.append(f"| {a['variant']} | {loss} | {delta} |")
         finite = [a for a in others if math.isfinite(a["mean"])]
         best = min(finite, key=lambda a: a["mean"]) if finite else None
-        noise = float(np.nanmax([bench["std"], best["std"] if best else float("nan"), 0.0]))
         if best is None or best["mean"] >= bench["mean"]:
             verdict = "the benchmark is the best point: no perturbation improves on it."
-        elif bench["mean"] - best["mean"] <= noise:
-            verdict = (f"best perturbed point {best['variant']} is {bench['mean'] - best['mean']:.4f} lower, within seed "
-                       f"noise ({noise:.4f}): the transferred point holds.")
         else:
-            verdict = (f"best perturbed point {best['variant']} is {bench['mean'] - best['mean']:.4f} lower, beyond seed "
-                       f"noise ({noise:.4f}): the transferred point is off in that direction.")
+            d = noise.difference(*(noise.Seeds(a["mean"], a["std"], a["finite_seeds"]) for a in (bench, best)))
+            lower = f"best perturbed point {best['variant']} is {d.delta:.4f} lower"
+            if not d.estimated:
+                verdict = f"{lower}; no seed-noise estimate (fewer than two seeds), no verdict."
+            elif d.real:
+                verdict = (f"{lower}, beyond seed noise ({d.noise:.4f}, {d.ratio:.2f}x): the transferred point is off "
+                           "in that direction.")
+            else:
+                verdict = (f"{lower}, within seed noise ({d.noise:.4f}, {d.ratio:.2f}x; real beyond {noise.K:g}x): "
+                           "the transferred point holds.")
         lines += ["", f"**Verdict at N = {width}:** {verdict}", ""]
     return lines
 
 
 def write_outputs(rows: list[dict[str, Any]], spec: TransferSpec) -> dict[str, Path]:
     out = Path(spec.out_dir)
-    paths = {"csv": out / "results.csv", "md": out / "report.md", "png": out / "transfer.png"}
-    with paths["csv"].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    paths = {"csv": write_csv(out / "results.csv", rows, COLUMNS), "md": write_report(rows, spec),
+             "png": out / "transfer.png"}
+    plot(rows, spec, paths["png"])
+    return paths
+
+
+def write_report(rows: list[dict[str, Any]], spec: TransferSpec) -> Path:
     best = spec.best
     n0 = spec.sweep.train["model"].get("hidden_size")
     point = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in best["params"].items())
     head = [(f"# Transfer test: {spec.arch}, tuned at N0 = {n0} (study {best.get('study')}, trial {best.get('trial')}, "
             f"valid loss {best.get('value', float('nan')):.4f})"), "",
             (f"Benchmark: {point}; each perturbed point multiplies one of them by {spec.factor:g} or "
-            f"1/{spec.factor:g}. {len(spec.seeds)} seed(s) per point."), ""]
-    paths["md"].write_text("\n".join(head + report_lines(rows, spec)) + "\n")
-    plot(rows, spec, paths["png"])
-    return paths
+            f"1/{spec.factor:g}. {len(spec.seeds)} seed(s) per point. Seed noise: {noise.RULE}."), ""]
+    path = Path(spec.out_dir) / "report.md"
+    path.write_text("\n".join(head + report_lines(rows, spec)) + "\n")
+    return path
+
+
+def rerender(spec: TransferSpec) -> list[dict[str, Any]]:
+    """Rewrite ``report.md`` from ``out_dir/results.csv``: trains nothing and needs no run directories, so a
+    committed result follows a change to the verdict rule."""
+    path = Path(spec.out_dir) / "results.csv"
+    if not path.is_file():
+        raise ConfigError(f"--rerender: {path} not found")
+    rows = read_rows(path, ROW_TYPES)
+    write_report(rows, spec)
+    return rows
 
 
 def plot(rows: list[dict[str, Any]], spec: TransferSpec, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     agg = aggregate(rows)
     widths = [w for w in spec.widths if (w, "benchmark") in agg]
     if not widths:
@@ -245,9 +253,7 @@ def plot(rows: list[dict[str, Any]], spec: TransferSpec, path: Path) -> None:
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(f"transfer from N0 = {spec.sweep.train['model'].get('hidden_size')}: one hyperparameter "
                  f"perturbed at a time\n{len(spec.seeds)} seed(s), mean ± std", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # -- CLI -------------------------------------------------------------------------------------------
@@ -255,12 +261,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("transfer", help="train target widths at a base-width sweep's best point and at x2 / /2 "
                                                "perturbations of each hyperparameter (report + plot)",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="transfer spec (YAML): sweep_dir, widths, seeds, factor, perturb")
-    p.add_argument("--preset", help=f"bundled spec ({', '.join(transfer_preset_names())})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    specs.add_spec_arguments(p, "transfer", "sweep_dir, widths, seeds, factor, perturb",
+                             "--set 'seeds=[0,1,2,3]'")
     p.add_argument("--sweep-dir", help="a `probformer sweep` out_dir (best.json, spec.yaml)")
     p.add_argument("--widths", help="comma-separated target widths, e.g. 128,256")
     p.add_argument("--out-dir")
+    add_rerender_argument(p, "report.md")
     p.set_defaults(func=run_from_args)
     return p
 
@@ -275,7 +281,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record_command(out)
-    (out / "spec.yaml").write_text(yaml.safe_dump(asdict(spec), sort_keys=False))
+    if args.rerender:
+        print("\n".join(report_lines(rerender(spec), spec)))
+        print(f"rewrote {out}/report.md from {out}/results.csv")
+        return 0
+    specs.write_spec(spec, out / "spec.yaml")
     try:
         rows = run_transfer(spec)
     except KeyboardInterrupt:

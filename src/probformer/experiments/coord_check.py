@@ -23,7 +23,6 @@ Outputs (``write_outputs``): ``records.csv`` (seed, width, step, activation, mea
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
 import math
 import time
@@ -40,6 +39,7 @@ from torch import nn
 
 from probformer.data.batches import Batch
 from probformer.data.masking import DEFAULT_MASK_PROB, mask_tokens
+from probformer.experiments.reports import pyplot, save_figure, write_csv
 from probformer.models import model_classes
 from probformer.parametrization import PRESETS, build_optimizer
 
@@ -372,18 +372,15 @@ def write_outputs(report: CoordCheckReport, out_dir: Path | str) -> dict[str, Pa
     out.mkdir(parents=True, exist_ok=True)
     files = {"records": out / "records.csv", "slopes": out / "slopes.csv", "table": out / "slopes.md",
              "plot": out / "coord_check.png"}
-    with files["records"].open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["seed", "width", "step", "activation", "mean_abs"])
-        for r in report.records:
-            writer.writerow([r.seed, r.width, r.step, r.activation, f"{r.mean_abs:.9g}"])
+    write_csv(files["records"], ({"seed": r.seed, "width": r.width, "step": r.step, "activation": r.activation,
+                                  "mean_abs": f"{r.mean_abs:.9g}"} for r in report.records),
+              ["seed", "width", "step", "activation", "mean_abs"])
     steps = sorted({s for row in report.slopes for s in row.slopes})
-    with files["slopes"].open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["activation", "passed", "worst_step", "worst_slope"] + [f"slope_t{s}" for s in steps])
-        for row in report.slopes:
-            writer.writerow([row.activation, row.passed, row.worst_step, f"{row.worst_slope:.4f}"]
-                            + [f"{row.slopes.get(s, math.nan):.4f}" for s in steps])
+    write_csv(files["slopes"], ({"activation": row.activation, "passed": row.passed, "worst_step": row.worst_step,
+                                 "worst_slope": f"{row.worst_slope:.4f}",
+                                 **{f"slope_t{s}": f"{row.slopes.get(s, math.nan):.4f}" for s in steps}}
+                                for row in report.slopes),
+              ["activation", "passed", "worst_step", "worst_slope"] + [f"slope_t{s}" for s in steps])
     files["table"].write_text(markdown_table(report))
     plot_report(report, files["plot"])
     report.files = files
@@ -415,11 +412,7 @@ def markdown_table(report: CoordCheckReport) -> str:
 
 
 def plot_report(report: CoordCheckReport, path: Path | str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     means = seed_means(report.records)
     acts = [row.activation for row in report.slopes]
     shown = plot_steps(report.steps)
@@ -463,10 +456,7 @@ def plot_report(report: CoordCheckReport, path: Path | str) -> Path:
                frameon=False)
     verdict = "PASS" if report.passed else "FAIL"
     fig.suptitle(f"coord check {report.arch} / {report.param}: lr {report.lr:g}, {report.seeds} seed(s), {verdict}")
-    fig.tight_layout(rect=(0, 0, 1 - 2.6 / fig.get_figwidth(), 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, rect=(0, 0, 1 - 2.6 / fig.get_figwidth(), 0.95))  # room for the legend
 
 
 # -- one call: measure, judge, write, print -----------------------------------------------------

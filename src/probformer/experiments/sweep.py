@@ -1,7 +1,8 @@
 """Hyperparameter sweeps: an Optuna study whose trials are training runs (design note section 7).
 
-A sweep spec (YAML) names a partial :class:`~probformer.config.TrainConfig` (``train``: the model at the
-width being tuned, the data, a fixed ``token_budget``) and a search space over dotted TrainConfig keys::
+A sweep spec (YAML, see ``experiments/specs/sweep-*.yaml``) names a partial
+:class:`~probformer.config.TrainConfig` (``train``: the model at the width being tuned, the data, a
+fixed ``token_budget``) and a search space over dotted TrainConfig keys::
 
     study_name: pt-mup-n128
     out_dir: runs/sweep-pt            # trials/<n>/ run dirs, study.db, trials.csv, best.json
@@ -29,7 +30,6 @@ reports its final ``valid_loss`` (minimised). A diverged run is a FAILED trial w
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
 import json
 import math
@@ -39,19 +39,13 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from probformer.config import (
-    ConfigError,
-    TrainConfig,
-    config_from_dict,
-    load_spec_values,
-    spec_preset_names,
-)
+from probformer.config import ConfigError, TrainConfig, config_from_dict
+from probformer.experiments import spec as specs
+from probformer.experiments.reports import write_csv, write_json
 from probformer.provenance import record_command
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -253,15 +247,13 @@ class SweepSpec:
 
 
 def sweep_preset_names() -> list[str]:
-    return spec_preset_names("sweep-")
+    return specs.preset_names("sweep")
 
 
 def load_sweep_spec(path: str | Path | None = None, preset: str | None = None, overrides: Sequence[str] = (),
                     **explicit: Any) -> SweepSpec:
     """A preset, then a YAML file, then ``key=value`` overrides, then explicit CLI values (not None)."""
-    values = load_spec_values("sweep", "sweep-", path, preset, overrides, explicit, SweepSpec.__dataclass_fields__,
-                              required=("search_space",))
-    return SweepSpec(**values)
+    return specs.load_spec(SweepSpec, "sweep", path, preset, overrides, explicit)
 
 
 # -- study -----------------------------------------------------------------------------------------
@@ -325,7 +317,7 @@ def open_study(spec: SweepSpec, *, create: bool = True):
     if spec.sampler == "grid":
         sampler = optuna.samplers.GridSampler(spec.grid, seed=spec.sampler_seed)
     else:  # seeded per trial number, so workers sharing the study do not propose the same points
-        from probformer import trial_seeded_sampler
+        from probformer.experiments import trial_seeded_sampler
 
         sampler = (trial_seeded_sampler.random if spec.sampler == "random" else trial_seeded_sampler.tpe)(
             spec.sampler_seed)
@@ -398,7 +390,7 @@ def run_sweep(spec: SweepSpec, *, train_fn: Callable[..., dict[str, Any]] | None
         from probformer.training.trainer import train as train_fn
     study = open_study(spec)
     _check_same_search_space(study, spec)
-    study.set_user_attr("spec", json.loads(json.dumps(asdict(spec), default=str)))
+    study.set_user_attr("spec", specs.spec_values(spec))
     for point in spec.enqueue:  # skip_if_exists: once per study, also when the command is run again
         study.enqueue_trial(point, skip_if_exists=True)
     target = spec.planned_trials
@@ -471,18 +463,11 @@ def best_point(study, spec: SweepSpec) -> dict[str, Any] | None:
 def write_results(study, spec: SweepSpec) -> dict[str, Path]:
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = trial_rows(study)
-    paths = {"trials": out / "trials.csv"}
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(paths["trials"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    paths = {"trials": write_csv(out / "trials.csv", trial_rows(study))}
     best = best_point(study, spec)
     if best is not None:
-        paths["best"] = out / "best.json"
-        paths["best"].write_text(json.dumps(best, indent=2, default=str))
-    (out / "spec.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(asdict(spec), default=str)), sort_keys=False))
+        paths["best"] = write_json(out / "best.json", best)
+    specs.write_spec(spec, out / "spec.yaml")
     return paths
 
 
@@ -506,10 +491,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("sweep", help="Optuna hyperparameter study; trials are training runs (resumable, "
                                             "several workers may share one study)",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="sweep spec (YAML): search_space, train, sampler, n_trials, storage, ...")
-    p.add_argument("--preset", help=f"bundled sweep spec ({', '.join(sweep_preset_names())})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec value, e.g. --set train.model.hidden_size=64 --set n_trials=8")
+    specs.add_spec_arguments(p, "sweep", "search_space, train, sampler, n_trials, storage, ...",
+                             "--set train.model.hidden_size=64 --set n_trials=8")
     p.add_argument("--n-trials", type=int, help="finished trials the study should hold")
     p.add_argument("--storage", help="SQLAlchemy URL shared by workers (default sqlite:///<out_dir>/study.db)")
     p.add_argument("--study-name")

@@ -1,0 +1,86 @@
+"""What the experiment commands write: CSV tables (and reading them back), JSON, figures.
+
+One format for all of them: a CSV has a fixed column list and writes a missing number (NaN, None) as
+an empty cell (what a spreadsheet reads as missing); :func:`read_rows` types the columns back, so a
+report can be re-rendered from a committed ``results.csv`` without the runs that made it
+(``--rerender``, after a change to how verdicts are judged). Figures are PNGs at one dpi, laid out
+tight and saved without matplotlib's version in the metadata, so that the same data gives the same
+bytes on any matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+DPI = 110
+
+__all__ = ["DPI", "add_rerender_argument", "pyplot", "read_rows", "save_figure", "write_csv", "write_json"]
+
+
+def add_rerender_argument(parser: argparse._ActionsContainer, report: str) -> None:
+    """``--rerender`` on a parser or a mutually exclusive group: the report rewritten from ``results.csv``."""
+    parser.add_argument("--rerender", action="store_true",
+                        help=f"rewrite {report} from results.csv in the out dir (trains nothing, needs no run "
+                             "directories: how a committed result follows a change to the verdict rule)")
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    """``rows`` as a CSV with ``columns`` (default: every key, in first-seen order); NaN and None empty."""
+    path = Path(path)
+    rows = list(rows)
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    return path
+
+
+def _parse(kind: Callable[[str], Any], text: str) -> Any:
+    if kind is bool:
+        return text == "True"
+    if text == "":
+        return math.nan if kind is float else None
+    return kind(text)
+
+
+def read_rows(path: str | Path, types: Mapping[str, Callable[[str], Any]]) -> list[dict[str, Any]]:
+    """A CSV written by :func:`write_csv`, with the columns in ``types`` converted (float: an empty cell
+    is NaN; int / str: None; bool: ``True``); other columns stay strings."""
+    with Path(path).open(newline="") as handle:
+        return [{k: _parse(types[k], v) if k in types else v for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(value, indent=2, default=str))
+    return path
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (experiments run on machines without a display)."""
+    from probformer.inspection.render import pyplot as agg_pyplot
+
+    return agg_pyplot()
+
+
+def save_figure(fig, path: str | Path, *, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay ``fig`` out tight (within ``rect`` if given: room for a legend outside), save it and close it."""
+    from probformer.inspection.render import PNG_METADATA
+
+    plt = pyplot()
+    fig.tight_layout(rect=rect)
+    fig.savefig(path, dpi=DPI, metadata=PNG_METADATA)
+    plt.close(fig)
+    return Path(path)
