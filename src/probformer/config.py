@@ -282,11 +282,11 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_sections(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_sections(out[key], value)
         else:
             out[key] = value
     return out
@@ -329,9 +329,9 @@ def load_config(path: str | Path | None = None, preset: str | None = None, overr
     if preset is not None:
         if preset not in preset_names():
             raise ConfigError(f"preset {preset!r} not found; available: {', '.join(preset_names())}")
-        values = _merge(values, read_yaml(resources.files("probformer.configs") / f"{preset}.yaml"))
+        values = merge_sections(values, read_yaml(resources.files("probformer.configs") / f"{preset}.yaml"))
     if path is not None:
-        values = _merge(values, read_yaml(path))
+        values = merge_sections(values, read_yaml(path))
     apply_overrides(values, overrides)
     return config_from_dict(values)
 

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import yaml
 
 from probformer.config import ConfigError, apply_overrides, model_config_class, model_fields, read_yaml
-from probformer.config import _merge as merge  # the training config's deep merge of sections: one for configs and specs
+from probformer.config import merge_sections as merge  # one deep merge of sections for configs and specs
 
 SpecT = TypeVar("SpecT")
 SPECS_PACKAGE = "probformer.experiments.specs"
