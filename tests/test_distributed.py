@@ -61,17 +61,24 @@ def corpus_and_cache(synthetic_corpus_dir, tmp_path_factory) -> tuple[Path, Path
     return synthetic_corpus_dir, tmp_path_factory.mktemp("dist-cache")
 
 
-@pytest.fixture(scope="module")
-def one_process(corpus_and_cache, tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("one")
-    result = train(load_config(run_config(tmp, "one", *corpus_and_cache)), log=lambda *_: None)
+BERT_MUP = {"arch": "bert", "hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64,
+            "hidden_dropout": 0.0, "attention_dropout": 0.0, "parametrization": "mup", "base_hidden_size": 16}
+
+
+def one_process_run(arch: str, corpus_and_cache, tmp: Path) -> Path:
+    extra = {"model": BERT_MUP} if arch == "bert" else {}
+    tmp.mkdir(parents=True, exist_ok=True)
+    result = train(load_config(run_config(tmp, "one", *corpus_and_cache, **extra)), log=lambda *_: None)
     assert result["status"] == "completed"
     return tmp / "one"
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_processes_equal_one_process_with_the_same_global_batch(mode, corpus_and_cache, one_process, tmp_path):
-    config = run_config(tmp_path, mode, *corpus_and_cache, distributed=mode)
+@pytest.mark.parametrize("arch, mode", [("pt", "ddp"), ("pt", "fsdp"), ("bert", "fsdp")])
+def test_two_processes_equal_one_process_with_the_same_global_batch(arch, mode, corpus_and_cache, tmp_path):
+    # BERT under FSDP: one unit per layer plus the root (PT: the root only).
+    one_process = one_process_run(arch, corpus_and_cache, tmp_path / "single")
+    extra = {"model": BERT_MUP} if arch == "bert" else {}
+    config = run_config(tmp_path, mode, *corpus_and_cache, distributed=mode, **extra)
     proc = torchrun("-m", "probformer", "train", "--config", str(config))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ref, got = weights(one_process), weights(tmp_path / mode)

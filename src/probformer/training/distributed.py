@@ -69,11 +69,21 @@ def wrap(objective: nn.Module, context: ProcessContext, device: torch.device) ->
     if context.mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        # One FSDP unit for the whole objective: PT's parameters are a few large tensors shared by
-        # every iteration, so per-layer units (the transformer recipe) would not save memory for it.
+        # Per-layer units where a model has distinct layers (BERT: only one layer's weights are
+        # gathered at a time), then the root for the rest (embeddings, read-out, tied weights).
+        # PT and UT reuse one set of weights at every iteration, so for them the root is the only
+        # unit: their weights are gathered once per forward and once per backward.
+        for layer in layer_units(objective):
+            fully_shard(layer)
         fully_shard(objective)
         return objective
     return objective
+
+
+def layer_units(module: nn.Module) -> list[nn.Module]:
+    """The members of every ModuleList that hold parameters (a deep model's layers)."""
+    return [child for m in module.modules() if isinstance(m, nn.ModuleList)
+            for child in m if any(True for _ in child.parameters())]
 
 
 def unwrap(module: nn.Module) -> nn.Module:
