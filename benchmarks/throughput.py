@@ -1,32 +1,30 @@
-"""Training throughput of PT, our BERT (muP and SP), our UT and HF BertForMaskedLM at one parameter budget.
+"""Training throughput, FLOP/s and MFU of PT (kernels, eager / compiled), our BERT and UT and HF
+BertForMaskedLM at equal parameter budgets, several budgets in one run.
 
 Not part of the package or of CI. Run from the repository root with the project's environment:
 
-    .venv/bin/python benchmarks/throughput.py                       # 2.5M params, auto device
-    .venv/bin/python benchmarks/throughput.py --device cuda --params 10M --rounds 10
+    .venv/bin/python benchmarks/throughput.py --threads 1          # CPU: 1M, 2.5M, 10M parameters
+    python benchmarks/throughput.py --device cuda                   # GPU: 10M, 110M, 400M, bf16 autocast
 
-Every model gets the same random token batch (BERT-style 15% masking, labels -100 elsewhere) and
-trains with AdamW (ours: per-role groups from ``probformer.parametrization.build_optimizer``; HF:
-``torch.optim.AdamW``). One measured step = forward + backward + optimizer step + zero_grad. After
-warmup steps, the models are timed in interleaved rounds: each round runs ``--steps-per-round``
-steps of every model, in an order rotated every round, so that background load hits every model
-alike; the report gives the median (and min / max) tokens/s over rounds. Tokens = batch x seq_len
-input tokens per step, masked or not.
+Every model of a budget gets the same random token batch (BERT-style 15% masking, labels -100
+elsewhere) and trains with AdamW (ours: per-role groups from ``build_optimizer``; HF:
+``torch.optim.AdamW``). One measured step = forward + backward + optimizer step + zero_grad. The
+first warmup step runs eagerly under torch's FLOP counter (executed FLOPs, :mod:`flops`); a
+``-compile`` model is compiled after it (regional: one layer / MFVI iteration, ``compile_regions``)
+and compiles during the other warmup steps, so compile time is never timed. Then the models of a
+budget are timed in interleaved rounds: each round runs ``--steps-per-round`` steps of every model,
+in an order rotated every round, so that background load hits every model alike; the report gives
+the median (and min / max) tokens/s over rounds. Tokens = batch x seq_len input tokens per step.
 
-Peak memory is taken over building a model and its warmup steps, above the level just before it
-was built: on CUDA (default ``--memory inline``, in this process, models built one at a time)
-``torch.cuda.max_memory_allocated``; on CPU (default ``--memory subprocess``: one fresh process per
-model, after timing) the peak RSS (VmHWM, reset through /proc/self/clear_refs). See
-benchmarks/README.md.
-
-Writes ``benchmarks/results/throughput-<device-slug>.json`` and prints a markdown table.
+Peak memory: see :mod:`memory`. Writes ``benchmarks/results/throughput-<device-slug>.json`` after
+every budget (``"complete": false`` until the last) and prints markdown tables (README.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
+import functools
 import gc
 import json
 import math
@@ -37,25 +35,30 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import types
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import transformers
 from transformers import BertConfig, BertForMaskedLM
 
-from probformer.data.masking import IGNORE_INDEX, mask_tokens
+from devices import PeakFlops, autocast_for, device_name, peak_flops, resolve_device, slug, sync
+from flops import executed_flops, model_flops_per_token
+from memory import MemoryProbe, memory_cell
 from probformer.cli import parse_count
+from probformer.data.masking import IGNORE_INDEX, mask_tokens
 from probformer.models import model_classes
+from probformer.models.config_utils import replace_config
+from probformer.models.pt.modeling_pt import PTForMaskedLM
 from probformer.parametrization import build_optimizer
-from probformer.sizing import (
-    config_for_budget,
-    count_parameters,
-    training_flops_per_token,
-)
+from probformer.sizing import config_for_budget, count_parameters
+from report import markdown_report
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HF_KEY = "hf-bert"
+COMPILE_SUFFIX = "-compile"
+CPU_SIZES, CUDA_SIZES = "1M,2.5M,10M", "10M,110M,400M"
 
 # Optimizer settings (probformer's OptimConfig defaults except lr; values do not change the cost).
 LR, WEIGHT_DECAY, BETAS, EPS = 1e-3, 0.01, (0.9, 0.98), 1e-8
@@ -66,68 +69,34 @@ class Spec:
     key: str
     label: str
     arch: str  # sizing arch ("bert" for HF: same family and formula)
-    base: dict
+    base: dict = field(default_factory=dict)  # family fields for config_for_budget
+    overrides: dict = field(default_factory=dict)  # set after sizing: fields that do not change the shape
+    compiled: bool = False
 
 
-SPECS = (
-    Spec("pt", "PT (muP)", "pt", {}),
-    Spec("bert-mup", "BERT (ours, muP)", "bert", {}),
+_EAGER_SPECS = (
+    Spec("pt-reference", "PT (muP), reference kernel", "pt", overrides={"mfvi_kernel": "reference"}),
+    Spec("pt-banded", "PT (muP), banded kernel", "pt", overrides={"mfvi_kernel": "banded"}),
+    Spec("pt-fast", "PT (muP), fast kernel", "pt", overrides={"mfvi_kernel": "fast"}),
+    Spec("bert", "BERT (ours, muP)", "bert"),
     Spec("bert-sp", "BERT (ours, SP)", "bert", {"parametrization": "sp"}),
-    Spec("ut", "UT (ours, muP)", "ut", {}),
+    Spec("ut", "UT (ours, muP)", "ut"),
     Spec(HF_KEY, "HF BertForMaskedLM", "bert", {"parametrization": "sp"}),
 )
+SPECS = tuple(s for e in _EAGER_SPECS
+              for s in (e, Spec(e.key + COMPILE_SUFFIX, e.label + ", compiled", e.arch, e.base, e.overrides,
+                                compiled=True)))
 SPEC_BY_KEY = {s.key: s for s in SPECS}
-
-
-# -- settings, device --------------------------------------------------------------------------------
-
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda requested but CUDA is not available")
-    return torch.device(name)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
-
-
-def autocast_for(device: torch.device):
-    if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext  # fp32 on CPU, as the trainer
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+DEFAULT_MODELS = "pt-reference,pt-fast,pt-reference-compile,pt-fast-compile,bert,ut,hf-bert"
 
 
 # -- models ------------------------------------------------------------------------------------------
 
-def config_of(spec: Spec, args):
-    return config_for_budget(spec.arch, args.params, vocab_size=args.vocab_size, base=spec.base)
-
-
-def hf_config(sp_config) -> BertConfig:
+def hf_config(sp_config, attn_implementation: str) -> BertConfig:
     """HF BERT with our SP config's shape. type_vocab_size=1 (segment A only, as ours) so the two
-    parameter counts are identical; everything else is HF's default (tied decoder, sdpa attention)."""
+    parameter counts are identical; everything else is HF's default (tied decoder, GELU)."""
     return BertConfig(
+        attn_implementation=attn_implementation,
         vocab_size=sp_config.vocab_size,
         hidden_size=sp_config.hidden_size,
         num_hidden_layers=sp_config.num_layers,
@@ -144,28 +113,66 @@ def hf_config(sp_config) -> BertConfig:
     )
 
 
-def build(spec: Spec, args, device: torch.device):
-    """(model, optimizer, config) for one spec, on ``device``, in train mode."""
-    config = config_of(spec, args)
+@functools.cache
+def _sized(arch: str, base: tuple, params: int, vocab_size: int):
+    # The width search takes seconds at 400M parameters; PT's kernel variants share one shape.
+    return config_for_budget(arch, params, vocab_size=vocab_size, base=dict(base))
+
+
+def build(spec: Spec, params: int, args, device: torch.device):
+    """(model, optimizer, config) for one spec at a budget, on ``device``, in train mode, not compiled yet."""
+    config = replace_config(_sized(spec.arch, tuple(sorted(spec.base.items())), params, args.vocab_size),
+                            **spec.overrides)
     torch.manual_seed(args.seed)
-    if spec.key == HF_KEY:
-        kwargs = {"attn_implementation": args.hf_attn} if args.hf_attn != "default" else {}
-        model = BertForMaskedLM(hf_config(config), **kwargs).to(device).train()
+    if spec.key.startswith(HF_KEY):
+        model = BertForMaskedLM(hf_config(config, args.hf_attn)).to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS, eps=EPS,
                                       fused=True if device.type == "cuda" else None)
     else:
-        _, model_cls = model_classes(spec.arch)  # the registry behind build_model
+        _, model_cls = model_classes(spec.arch)
         model = model_cls(config).to(device).train()
         optimizer = build_optimizer(model, lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS, eps=EPS,
                                     fused=device.type == "cuda")  # the model's own lr and eps factors
     return model, optimizer, config
 
 
+def compile_regions(model, args) -> None:
+    """Regional compilation: ours through ``compile_regions`` (one PT iteration / one BERT or UT
+    layer module), HF's BertLayer modules the same way. Static shapes: every budget and model gets
+    graphs for its own shapes (dynamo is reset between budgets)."""
+    kwargs = {"dynamic": False, **({"mode": args.compile_mode} if args.compile_mode else {})}
+    if isinstance(model, BertForMaskedLM):
+        for layer in model.bert.encoder.layer:
+            layer.compile(**kwargs)
+        return
+    if isinstance(model, PTForMaskedLM):
+        _own_iteration_code(model)
+    model.compile_regions(**kwargs)
+
+
+def _own_iteration_code(model: PTForMaskedLM) -> None:
+    """Give this model's MFVI iteration a code object of its own before it is compiled.
+
+    Dynamo keeps compiled graphs per code object. Two PT models with different kernels compiled in
+    one process share ``PTForMaskedLM._iteration``'s, and when the second one's call fails the
+    first one's guards, torch (2.11-2.13) crashes while *explaining* the recompile: it evaluates the
+    cached guard sources (``kernel.masks``) on the new kernel, which lacks them (AttributeError;
+    upstream fix pending, pytorch/pytorch#184793). A copy of the code object starts an empty cache.
+    """
+    method = getattr(type(model), "_iteration", None)
+    if method is None:  # the model no longer compiles a method of that name: nothing to separate
+        return
+    clone = types.FunctionType(method.__code__.replace(), method.__globals__, method.__name__,
+                               method.__defaults__, method.__closure__)
+    model._iteration = types.MethodType(clone, model)
+
+
 def shape_of(spec: Spec, config) -> dict:
     if spec.arch == "pt":
-        keys = ("parametrization", "hidden_size", "num_channels", "rank", "latent_size", "num_iterations", "max_distance")
+        keys = ("parametrization", "hidden_size", "num_channels", "rank", "latent_size", "num_iterations",
+                "max_distance", "mfvi_kernel")
     else:
-        keys = ("parametrization", "hidden_size", "num_layers", "num_heads", "intermediate_size")
+        keys = ("parametrization", "hidden_size", "num_layers", "num_heads", "intermediate_size", "pre_layer_norm")
     return {k: getattr(config, k) for k in keys}
 
 
@@ -179,7 +186,7 @@ def short_shape(spec: Spec, config) -> str:
 
 def param_counts(spec: Spec, config, model) -> dict:
     actual = sum(p.numel() for p in model.parameters())  # tied weights once
-    if spec.key == HF_KEY:
+    if isinstance(model, BertForMaskedLM):
         embedding = sum(p.numel() for n, p in model.named_parameters()
                         if re.search(r"(word|position|token_type)_embeddings\.weight$|^cls\.predictions\.bias$", n))
         return {"total": actual, "non_embedding": actual - embedding, "embedding": embedding}
@@ -190,7 +197,7 @@ def param_counts(spec: Spec, config, model) -> dict:
 
 
 def make_batch(args, device: torch.device) -> dict[str, torch.Tensor]:
-    """One fixed batch: uniform random non-special ids, BERT-style 15% masking (80/10/10), no padding."""
+    """One fixed batch: uniform random non-special ids, BERT-style masking (80/10/10), no padding."""
     gen = torch.Generator().manual_seed(args.seed)
     ids = torch.randint(5, args.vocab_size, (args.batch_size, args.seq_len), generator=gen)
     inputs, labels = mask_tokens(ids, "bert", args.mask_prob, args.vocab_size, gen)
@@ -198,7 +205,7 @@ def make_batch(args, device: torch.device) -> dict[str, torch.Tensor]:
             "labels": labels.to(device)}
 
 
-# -- timing ------------------------------------------------------------------------------------------
+# -- steps and timing --------------------------------------------------------------------------------
 
 class Marks:
     """Timestamps between phases: CUDA events on the GPU timeline (no sync), perf_counter on CPU."""
@@ -220,16 +227,20 @@ class Marks:
         return a.elapsed_time(b) / 1e3 if self.cuda else b - a
 
 
-def train_steps(model, optimizer, batch, autocast, steps: int, marks: Marks | None = None) -> float:
-    """Run ``steps`` training steps; returns the last loss (a float: syncs, so call outside timing)."""
-    loss = None
+def forward_loss(model, batch, autocast) -> torch.Tensor:
     # Ours read out only at the scored positions, as the trainer does; HF's head runs everywhere.
     readout = {} if isinstance(model, BertForMaskedLM) else {"scored_logits_only": True}
+    with autocast():
+        return model(**batch, **readout).loss
+
+
+def train_steps(model, optimizer, batch, autocast, steps: int, marks: Marks | None = None):
+    """Run ``steps`` training steps; returns the last loss tensor (reading it syncs: outside timing)."""
+    loss = None
     for _ in range(steps):
         if marks is not None:
             marks.mark()
-        with autocast():
-            loss = model(**batch, **readout).loss
+        loss = forward_loss(model, batch, autocast)
         if marks is not None:
             marks.mark()
         loss.backward()
@@ -242,13 +253,27 @@ def train_steps(model, optimizer, batch, autocast, steps: int, marks: Marks | No
     return loss
 
 
-def warm_up(model, optimizer, batch, autocast, args, device, key: str) -> float:
-    """The untimed steps; returns the last loss and raises if it is not finite."""
-    loss = float(train_steps(model, optimizer, batch, autocast, args.warmup).detach()) if args.warmup else 0.0
+def warm_up(spec: Spec, model, optimizer, batch, autocast, args, device) -> tuple[float, int]:
+    """The untimed steps: the first one eager under the FLOP counter, then compilation (``-compile``
+    models), then the rest. Returns (last loss, executed FLOPs of one forward + backward)."""
+    losses: list[torch.Tensor] = []
+
+    def counted_step() -> None:
+        losses.append(forward_loss(model, batch, autocast))
+        losses[-1].backward()
+
+    flops = executed_flops(counted_step)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if spec.compiled:
+        compile_regions(model, args)
+    if args.warmup > 1:
+        losses.append(train_steps(model, optimizer, batch, autocast, args.warmup - 1))
     sync(device)
+    loss = float(losses[-1].detach())
     if not math.isfinite(loss):
-        raise RuntimeError(f"{key}: non-finite loss {loss} during warmup")
-    return loss
+        raise RuntimeError(f"{spec.key}: non-finite loss {loss} during warmup")
+    return loss, flops
 
 
 def measure(runs: dict, args, device: torch.device, batch, autocast, log) -> dict[str, dict]:
@@ -256,7 +281,7 @@ def measure(runs: dict, args, device: torch.device, batch, autocast, log) -> dic
     keys = list(runs)
     tokens_per_step = args.batch_size * args.seq_len
     rates: dict[str, list[float]] = {k: [] for k in keys}
-    phases: dict[str, list[tuple[float, float, float]]] = {k: [] for k in keys}
+    phases: dict[str, list[tuple[float, ...]]] = {k: [] for k in keys}
     for r in range(args.rounds):
         order = keys[r % len(keys):] + keys[: r % len(keys)]  # rotate so no model always runs first / after X
         line = []
@@ -308,180 +333,163 @@ def profile(runs: dict, key: str, args, device: torch.device, batch, autocast, r
              "self_fraction": getattr(e, attr, 0.0) / total} for e in top]
 
 
-# -- memory ----------------------------------------------------------------------------------------
-
-def _proc_status_bytes(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        pass
-    return None
-
-
-def _malloc_trim() -> None:
-    """Hand memory freed by earlier models back to the OS, so RSS is live memory (glibc only)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0: clear_refs 5)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-class MemoryProbe:
-    """Peak memory of what happens between ``start()`` and ``stop()``, above the level at ``start()``.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` minus the allocated bytes at start (tensors only; the
-    caching allocator's reserve is reported beside it). CPU: the kernel's peak RSS (VmHWM, reset at
-    start through /proc/self/clear_refs) minus the RSS at start, after freed memory was trimmed back
-    to the OS. Other models already built stay resident but idle, so they only shift the baseline.
-    ``getrusage``'s ru_maxrss is no use here: it cannot be reset, and a child process inherits its
-    parent's value across fork + exec.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def start(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            sync(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        _malloc_trim()
-        self.base = _proc_status_bytes("VmRSS")
-        self.reset = _reset_peak_rss()
-
-    def stop(self) -> dict:
-        if self.device.type == "cuda":
-            sync(self.device)
-            return {"kind": "cuda_max_allocated",
-                    "peak_mb": (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20,
-                    "max_reserved_total_mb": torch.cuda.max_memory_reserved(self.device) / 2**20}
-        hwm = _proc_status_bytes("VmHWM")
-        if self.base is None or hwm is None:
-            return {"kind": "unavailable"}
-        return {"kind": "rss_peak_above_start" if self.reset else "rss_peak_above_start_upper_bound",
-                "peak_mb": (hwm - self.base) / 2**20, "rss_at_start_mb": self.base / 2**20,
-                "process_peak_rss_mb": hwm / 2**20}
-
+# -- memory in a fresh process -------------------------------------------------------------------------
 
 def memory_child(key: str, args) -> dict:
     """--memory subprocess: this model alone in a fresh process, the same probe around build + warmup."""
     device = resolve_device(args.device)
     batch = make_batch(args, device)
+    spec = SPEC_BY_KEY[key]
     probe = MemoryProbe(device)
     probe.start()
-    model, optimizer, _ = build(SPEC_BY_KEY[key], args, device)
-    train_steps(model, optimizer, batch, autocast_for(device), args.warmup)
+    model, optimizer, _ = build(spec, args.sizes[0], args, device)
+    warm_up(spec, model, optimizer, batch, autocast_for(device), args, device)
     return probe.stop()
 
 
-def child_argv(args, key: str) -> list[str]:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--memory-child", key]
-    for name in ("params", "vocab_size", "batch_size", "seq_len", "mask_prob", "device", "seed", "warmup",
-                 "hf_attn", "threads"):
+def memory_subprocess(key: str, params: int, args) -> dict:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--memory-child", key, "--params", str(params)]
+    for name in ("vocab_size", "batch_size", "seq_len", "mask_prob", "device", "seed", "warmup", "hf_attn", "threads"):
         value = getattr(args, name)
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]
-    return argv
-
-
-def memory_subprocess(key: str, args) -> dict:
-    proc = subprocess.run(child_argv(args, key), check=False, capture_output=True, text=True)
+    proc = subprocess.run(argv, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"kind": "error", "error": proc.stderr.strip()[-500:]}
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "process": "subprocess"}
 
 
-# -- report ------------------------------------------------------------------------------------------
+# -- one budget --------------------------------------------------------------------------------------
 
-def _memory_cell(mem: dict | None) -> str:
-    if not mem or "peak_mb" not in mem:
-        return "n/a"
-    return f"{'≤' if mem['kind'].endswith('upper_bound') else ''}{mem['peak_mb']:.0f} MiB"
+def prepare(spec: Spec, params: int, args, device: torch.device, batch, log) -> tuple[dict, tuple]:
+    """Build and warm up one model: its JSON entry so far and (model, optimizer) for timing."""
+    tokens = args.batch_size * args.seq_len
+    scored = int((batch["labels"] != IGNORE_INDEX).sum())
+    t0 = time.perf_counter()
+    probe = MemoryProbe(device)
+    if args.memory == "inline":
+        probe.start()
+    model, optimizer, config = build(spec, params, args, device)
+    loss, executed = warm_up(spec, model, optimizer, batch, autocast_for(device), args, device)
+    entry = {"key": spec.key, "label": spec.label, "compiled": spec.compiled, "shape": shape_of(spec, config),
+             "shape_short": short_shape(spec, config), "params": param_counts(spec, config, model),
+             "warmup_loss": loss, "build_and_warmup_s": round(time.perf_counter() - t0, 1),
+             "flops_per_token": {"model": model_flops_per_token(spec.arch, config, args.seq_len, scored / tokens),
+                                 "executed": executed / tokens}}
+    if args.memory == "inline":
+        entry["memory"] = {**probe.stop(), "process": "inline"}
+    if isinstance(model, BertForMaskedLM):
+        entry["hf_attn_implementation"] = model.config._attn_implementation
+    log(f"  {spec.key}: {entry['shape_short']}, {entry['params']['total']:,} params; built + {args.warmup} warmup "
+        f"steps in {entry['build_and_warmup_s']}s, loss {loss:.3f}, peak mem {memory_cell(entry.get('memory'))}")
+    return entry, (model, optimizer)
 
 
-def markdown_table(result: dict) -> str:
-    mem_header = "peak mem (alloc)" if result["device"]["type"] == "cuda" else "peak mem (RSS)"
-    lines = [
-        (f"| model | shape | params total / non-emb | train MFLOP/token | tokens/s median | min – max | vs HF "
-         f"| GFLOP/s | fwd / bwd / opt | {mem_header} |"),
-        "|---|---|---|---|--:|--:|--:|--:|---|--:|",
-    ]
-    for m in result["models"]:
-        t, p, ph = m["tokens_per_s"], m["params"], m["tokens_per_s"]["phase_fraction"]
-        flops = f"{m['flops_per_token'] / 1e6:.1f}"
-        if m["flops_per_token_as_run"] != m["flops_per_token"]:
-            flops += f" ({m['flops_per_token_as_run'] / 1e6:.1f} as run)"
-        lines.append(
-            f"| {m['label']} | {m['shape_short']} | {p['total'] / 1e6:.3f}M / {p['non_embedding'] / 1e6:.3f}M | {flops} "
-            f"| {t['median']:,.0f} | {t['min']:,.0f} – {t['max']:,.0f} | {m['ratio_to_hf']:.2f}× "
-            f"| {m['achieved_gflop_per_s']:.1f} "
-            f"| {ph['forward']:.0%} / {ph['backward']:.0%} / {ph['optimizer']:.0%} | {_memory_cell(m.get('memory'))} |"
-        )
-    return "\n".join(lines)
+def run_budget(params: int, keys: list[str], args, device: torch.device, peak: PeakFlops | None, log) -> dict:
+    """Build, warm up and time every model at one parameter budget; the budget's JSON record."""
+    if any(SPEC_BY_KEY[k].compiled for k in keys):
+        torch._dynamo.reset()  # graphs of the previous budget's shapes would only count against the cache limit
+    autocast = autocast_for(device)
+    batch = make_batch(args, device)
+    scored = int((batch["labels"] != IGNORE_INDEX).sum())
+    log(f"budget {params:,} parameters: batch {args.batch_size} x {args.seq_len}, {scored} scored tokens")
+    runs, models = {}, []
+    for key in keys:  # build, then warm up (inline peak memory taken here), one model at a time
+        spec = SPEC_BY_KEY[key]
+        try:
+            entry, runs[key] = prepare(spec, params, args, device, batch, log)
+        except Exception as err:  # noqa: BLE001 - one model failing (compile, OOM) must not lose the others
+            entry = {"key": key, "label": spec.label, "compiled": spec.compiled,
+                     "error": f"{type(err).__name__}: {err}"[:800]}
+            log(f"  {key}: FAILED during build / warmup: {entry['error'][:300]}")
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        models.append(entry)
 
+    rates = measure(runs, args, device, batch, autocast, log) if runs else {}
+    load_end = os.getloadavg()[0]
+    profiles = {key: profile(runs, key, args, device, batch, autocast) for key in args.profile if key in runs}
+    del runs
+    gc.collect()
+    timed = [entry for entry in models if "error" not in entry]
+    if args.memory == "subprocess":
+        for entry in timed:
+            if SPEC_BY_KEY[entry["key"]].compiled:  # inductor's own memory would dominate the process RSS
+                entry["memory"] = {"kind": "not_measured", "reason": "compiled: the compiler's RSS dominates"}
+                continue
+            entry["memory"] = memory_subprocess(entry["key"], params, args)
+            log(f"  memory {entry['key']} (subprocess): {memory_cell(entry['memory'])}")
+
+    hf_rate = rates[HF_KEY]["median"] if HF_KEY in rates else None
+    for entry in timed:
+        rate = rates[entry["key"]]
+        entry["tokens_per_s"] = rate
+        entry["ratio_to_hf"] = rate["median"] / hf_rate if hf_rate else None
+        entry["gflop_per_s"] = {kind: rate["median"] * f / 1e9 for kind, f in entry["flops_per_token"].items()}
+        entry["mfu"] = entry["gflop_per_s"]["model"] * 1e9 / peak.flops if peak else None
+        if entry["key"] in profiles:
+            entry["profile_top_ops"] = profiles[entry["key"]]
+    return {"params_budget": params, "scored_tokens_in_batch": scored, "load_average_1min_end": load_end,
+            "models": models}
+
+
+# -- command line ------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--params", type=parse_count, default=2_500_000, help="total parameter budget (default 2.5M)")
+    p.add_argument("--params", default=None,
+                   help=f"comma-separated total parameter budgets (default: CPU {CPU_SIZES}, CUDA {CUDA_SIZES})")
     p.add_argument("--vocab-size", type=int, default=4096)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: CPU 8, CUDA 32)")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--mask-prob", type=float, default=0.15)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--warmup", type=int, default=None,
-                   help="untimed steps per model, also where peak memory is taken (default: CPU 2, CUDA 10)")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="interleaved timing rounds, median over them (default: 7)")
+                   help="untimed steps per model (>= 2: the first is counted eagerly, compilation happens in the "
+                        "others; peak memory is taken over them) (default: CPU 2, CUDA 5)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default: CPU 3, CUDA 5)")
     p.add_argument("--steps-per-round", type=int, default=None,
-                   help="timed steps per model per round (default: CPU 2, CUDA 20)")
-    p.add_argument("--models", default=",".join(s.key for s in SPECS),
-                   help=f"comma-separated subset of {', '.join(s.key for s in SPECS)}")
-    p.add_argument("--hf-attn", choices=("default", "eager", "sdpa"), default="default",
-                   help="HF attention implementation (default: transformers' own choice, sdpa)")
+                   help="timed steps per model per round (default: CPU 1, CUDA 10)")
+    p.add_argument("--models", default=DEFAULT_MODELS,
+                   help=f"comma-separated subset of {', '.join(SPEC_BY_KEY)} (default: {DEFAULT_MODELS})")
+    p.add_argument("--hf-attn", choices=("eager", "sdpa"), default="sdpa", help="HF attention implementation")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode for -compile models (default: torch's)")
+    p.add_argument("--peak-flops", type=float, default=None,
+                   help="MFU denominator in FLOP/s, for a device the built-in table lacks (devices.py)")
     p.add_argument("--memory", choices=("inline", "subprocess", "none"), default=None,
-                   help="peak memory over build + warmup steps: in a fresh process per model (CPU default: RSS "
-                        "there does not depend on what ran before), in this process as each model is built "
-                        "(CUDA default: the allocator's counters are exact), or not at all")
+                   help="peak memory over build + warmup: in a fresh process per eager model (CPU default), in this "
+                        "process as each model is built (CUDA default: the allocator's counters are exact), or not")
     p.add_argument("--profile", metavar="MODEL", action="append", default=[],
-                   help="also profile MODEL after timing (repeatable): top ops to stderr and into the JSON")
+                   help="also profile MODEL after timing, at every budget (repeatable): top ops to stderr and JSON")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None,
                    help="JSON path (default benchmarks/results/throughput-<device-name>.json)")
     p.add_argument("--memory-child", metavar="MODEL", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    unknown = [k for k in args.models.split(",") if k not in SPEC_BY_KEY]
+    keys = args.models.split(",")
+    unknown = [k for k in keys if k not in SPEC_BY_KEY]
     if unknown:
         p.error(f"--models: unknown {unknown}; allowed: {', '.join(SPEC_BY_KEY)}")
     for key in args.profile:
-        if key not in args.models.split(","):
+        if key not in keys:
             p.error(f"--profile: {key!r} is not among --models")
     cuda = resolve_device(args.device).type == "cuda"
-    defaults = (("warmup", 2, 10), ("rounds", 7, 7), ("steps_per_round", 2, 20), ("memory", "subprocess", "inline"))
+    defaults = (("params", CPU_SIZES, CUDA_SIZES), ("batch_size", 8, 32), ("warmup", 2, 5), ("rounds", 3, 5),
+                ("steps_per_round", 1, 10), ("memory", "subprocess", "inline"))
     for name, cpu_default, cuda_default in defaults:
         if getattr(args, name) is None:
             setattr(args, name, cuda_default if cuda else cpu_default)
-    if min(args.rounds, args.steps_per_round) < 1 or args.warmup < 0:
-        p.error("--rounds and --steps-per-round must be >= 1, --warmup >= 0")
-    if args.memory != "none" and args.warmup < 2:
-        p.error("peak memory is taken over the warmup steps: use --warmup >= 2 (the second step is the first "
-                "with Adam state allocated) or --memory none")
+    try:
+        args.sizes = [parse_count(s) for s in str(args.params).split(",")]
+    except (ValueError, argparse.ArgumentTypeError) as err:
+        p.error(f"--params: {err}")
+    if min(args.rounds, args.steps_per_round, args.warmup) < 1:
+        p.error("--rounds, --steps-per-round and --warmup must be >= 1")
+    if args.warmup < 2 and (args.memory != "none" or any(SPEC_BY_KEY[k].compiled for k in keys)):
+        p.error("use --warmup >= 2: compilation happens after the first (eager, counted) warmup step, and peak "
+                "memory needs the second step, the first with Adam state allocated (or --memory none)")
     return args
 
 
@@ -499,110 +507,63 @@ def main(argv=None) -> int:
 
     device = resolve_device(args.device)
     name = device_name(device)
-    autocast = autocast_for(device)
+    threads = torch.get_num_threads()
+    peak = peak_flops(device, threads, args.peak_flops)
     keys = args.models.split(",")
     load_start = os.getloadavg()
     started = time.perf_counter()
-    log(f"device: {name} ({device.type}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"load average {load_start[0]:.2f}; warmup {args.warmup}, {args.rounds} rounds x {args.steps_per_round} steps")
-
-    threads = torch.get_num_threads()
+    log(f"device: {name} ({device.type}), torch {torch.__version__}, {threads} threads, load average "
+        f"{load_start[0]:.2f}; peak {f'{peak.flops / 1e12:.3g} TFLOP/s ({peak.basis})' if peak else 'unknown'}; "
+        f"warmup {args.warmup}, {args.rounds} rounds x {args.steps_per_round} steps")
     if device.type == "cpu" and threads > 1 and load_start[0] >= (os.cpu_count() or 1) - threads + 1:
         log(f"warning: load average {load_start[0]:.1f} with {threads} threads on {os.cpu_count()} cores: if other "
             "processes keep cores busy, intra-op threads wait for descheduled peers at every op and the numbers "
             "measure that contention (compare --threads 1)")
 
-    batch = make_batch(args, device)
-    scored = int((batch["labels"] != IGNORE_INDEX).sum())
-    runs, models = {}, []
-    for key in keys:  # build, then warm up (peak memory taken here), one model at a time
-        spec = SPEC_BY_KEY[key]
-        t0 = time.perf_counter()
-        probe = MemoryProbe(device)
-        if args.memory == "inline":
-            probe.start()
-        model, optimizer, config = build(spec, args, device)
-        loss = warm_up(model, optimizer, batch, autocast, args, device, key)
-        entry = {"key": key, "label": spec.label, "shape": shape_of(spec, config),
-                 "shape_short": short_shape(spec, config), "params": param_counts(spec, config, model),
-                 "warmup_loss": loss}
-        if args.memory == "inline":
-            entry["memory"] = {**probe.stop(), "process": "inline"}
-        runs[key] = (model, optimizer)
-        entry["flops_per_token"] = training_flops_per_token(spec.arch, config, args.seq_len, args.mask_prob)
-        # HF's MLM head (transform + decoder) runs at every position, not only at the masked ones.
-        entry["flops_per_token_as_run"] = (training_flops_per_token(spec.arch, config, args.seq_len, 1.0)
-                                           if key == HF_KEY else entry["flops_per_token"])
-        if key == HF_KEY:
-            entry["hf_attn_implementation"] = model.config._attn_implementation
-            entry["tie_word_embeddings"] = bool(model.config.tie_word_embeddings)
-        models.append(entry)
-        log(f"  {key}: {entry['shape_short']}, {entry['params']['total']:,} params; built + {args.warmup} warmup "
-            f"steps in {time.perf_counter() - t0:.1f}s, loss {loss:.3f}, peak mem {_memory_cell(entry.get('memory'))}")
-
-    rates = measure(runs, args, device, batch, autocast, log)
-    timing_done = time.perf_counter()
-    load_end = os.getloadavg()
-    profiles = {key: profile(runs, key, args, device, batch, autocast) for key in args.profile}
-    del runs, model, optimizer
-    if args.memory == "subprocess":
-        for entry in models:
-            entry["memory"] = memory_subprocess(entry["key"], args)
-            log(f"  memory {entry['key']} (subprocess): {_memory_cell(entry['memory'])}")
-
-    hf_rate = rates[HF_KEY]["median"] if HF_KEY in rates else None
-    for entry in models:
-        key = entry["key"]
-        entry["tokens_per_s"] = rates[key]
-        entry["ratio_to_hf"] = rates[key]["median"] / hf_rate if hf_rate else float("nan")
-        entry["achieved_gflop_per_s"] = rates[key]["median"] * entry["flops_per_token_as_run"] / 1e9
-        if key in profiles:
-            entry["profile_top_ops"] = profiles[key]
-
+    out = args.out or RESULTS_DIR / f"throughput-{slug(name)}.json"
     result = {
-        "benchmark": "training throughput (forward + backward + AdamW step) at a parameter budget",
+        "benchmark": "training throughput (forward + backward + AdamW step) at parameter budgets",
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "device": {"type": device.type, "name": name, "cpu_count": os.cpu_count(),
-                   "torch_threads": torch.get_num_threads(),
-                   "load_average_1min": {"start": load_start[0], "end_of_timing": load_end[0]}},
+        "complete": False,
+        "device": {"type": device.type, "name": name, "cpu_count": os.cpu_count(), "torch_threads": threads,
+                   "peak_flops": vars(peak) if peak else None, "load_average_1min_start": load_start[0]},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__,
                      "cuda": torch.version.cuda if device.type == "cuda" else None},
-        "settings": {"params_budget": args.params, "vocab_size": args.vocab_size, "batch_size": args.batch_size,
+        "settings": {"params_budgets": args.sizes, "vocab_size": args.vocab_size, "batch_size": args.batch_size,
                      "seq_len": args.seq_len, "tokens_per_step": args.batch_size * args.seq_len,
-                     "mask_prob": args.mask_prob, "scored_tokens_in_batch": scored,
-                     "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+                     "mask_prob": args.mask_prob, "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
                      "warmup_steps": args.warmup, "rounds": args.rounds, "steps_per_round": args.steps_per_round,
+                     "models": keys, "compile": {"regional": True, "dynamic": False, "mode": args.compile_mode},
                      "optimizer": {"lr": LR, "weight_decay": WEIGHT_DECAY, "betas": BETAS, "eps": EPS,
                                    "fused": device.type == "cuda"},
                      "dropout": "config defaults (0.1), train mode", "grad_clip": None, "seed": args.seed,
                      "memory": args.memory, "hf_attn": args.hf_attn,
-                     "seconds_to_end_of_timing": round(timing_done - started, 1),
                      "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
         "notes": [
-            ("tokens/s counts every input token (batch x seq_len) per optimizer step; median / min / max over "
-             "interleaved rounds (order rotated each round)."),
-            ("flops_per_token: probformer.sizing.training_flops_per_token (matmuls only, 6 x MACs, MLM head at the "
-             "masked fraction). HF runs its MLM head at every position: flops_per_token_as_run uses mask_fraction=1 "
-             "for it; achieved_gflop_per_s = median tokens/s x flops_per_token_as_run."),
-            ("phase_fraction: median share of forward / backward / optimizer (step + zero_grad) time "
-             "(CPU: perf_counter; CUDA: CUDA events)."),
-            ("memory: peak over building the model and its warmup steps, above the level just before it was built "
-             "(weights, grads, Adam state, activations). CPU: peak RSS (VmHWM reset via /proc/self/clear_refs) minus "
-             "RSS after malloc_trim, so it includes allocator slack; CUDA: torch.cuda.max_memory_allocated minus "
-             "memory_allocated. process=subprocess: a fresh process holding only that model; process=inline: the "
-             "benchmark process as each model is built (earlier models idle; on CPU the RSS figure then depends on "
-             "the allocator's history and came out up to ~25% off the fresh-process one)."),
+            "tokens/s counts every input token (batch x seq_len) per optimizer step; median / min / max over "
+            "interleaved rounds (order rotated each round).",
+            "flops_per_token.model: probformer.sizing.training_flops_per_token (matmuls, 6 x MACs, head at the "
+            "batch's scored fraction), the same for every implementation of a model; MFU = median tokens/s x that "
+            "/ device.peak_flops. flops_per_token.executed: torch FlopCounterMode over one eager forward + backward "
+            "(HF's head at every position and the reference kernel's K full products included; elementwise banded "
+            "products not seen). gflop_per_s = median tokens/s x each.",
+            "phase_fraction: median share of forward / backward / optimizer (step + zero_grad) time.",
+            "memory: peak over building the model and its warmup steps (compilation included), above the level just "
+            "before it was built. CPU: peak RSS in a fresh process per eager model; CUDA: max_memory_allocated.",
         ],
-        "models": models,
+        "sizes": [],
     }
-    out = args.out or RESULTS_DIR / f"throughput-{slug(name)}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown_table(result))
-    print(f"\n{name}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}; batch {args.batch_size} x {args.seq_len}, "
-          f"budget {args.params:,} params; {args.rounds} rounds x {args.steps_per_round} steps; wrote {out}")
+    for params in args.sizes:
+        result["sizes"].append(run_budget(params, keys, args, device, peak, log))
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        result["complete"] = len(result["sizes"]) == len(args.sizes)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")  # after every budget: a killed run keeps the finished ones
+    print(markdown_report(result))
+    print(f"\n{name}, {threads} threads, torch {torch.__version__}, transformers {transformers.__version__}; "
+          f"batch {args.batch_size} x {args.seq_len}; {args.rounds} rounds x {args.steps_per_round} steps; "
+          f"{result['seconds']:.0f}s; wrote {out}")
     return 0
 
 

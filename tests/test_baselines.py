@@ -112,11 +112,11 @@ def test_mup_equals_sp_at_base_width(arch: str):
     torch.testing.assert_close(mup(ids, mask, labels).loss, sp(ids, mask, labels).loss, rtol=0, atol=1e-6)
 
 
-def tap_means(arch: str, preset: str, widths: list[int], seeds: tuple[int, ...]) -> dict[str, list[float]]:
+def tap_means(arch: str, preset: str, widths: list[int], seeds: tuple[int, ...], **overrides) -> dict[str, list[float]]:
     """Mean |activation| at every tap, per width, averaged over seeds, at initialisation."""
     config_cls, model_cls = MODEL_CLASSES[arch]
     base = config_cls(**{**TINY, "intermediate_size": 128, "parametrization": preset, "hidden_dropout": 0.0,
-                         "attention_dropout": 0.0, "init_std_output": 0.02})
+                         "attention_dropout": 0.0, "init_std_output": 0.02, **overrides})
     table: dict[str, list[float]] = {}
     for width in widths:
         sums: dict[str, float] = {}
@@ -164,6 +164,21 @@ def test_mup_coordinates_width_independent_at_init(arch: str):
 
 
 @pytest.mark.parametrize("arch", ENCODERS)
+def test_pre_ln_mup_coordinates_width_independent_at_init(arch: str):
+    """Pre-LN under muP: every tap (the un-normalised residual stream included) is flat in width;
+    under SP no norm caps the stream, so it grows with the sublayer outputs (~N)."""
+    widths = [32, 64, 128, 256]
+    mup = tap_means(arch, "mup", widths, seeds=(0, 1, 2), pre_layer_norm=True)
+    sp = tap_means(arch, "sp", widths, seeds=(0, 1, 2), pre_layer_norm=True)
+    flat = [n for n in mup if n == "embeddings_tap" or n.split(".")[-1] in ("attention_output", "ffn_output", "layer_output")]
+    assert len(flat) == 1 + 3 * 2
+    slopes = {name: slope(widths, mup[name]) for name in flat}
+    assert all(abs(s) <= 0.1 for s in slopes.values()), slopes
+    assert all(slope(widths, sp[name]) > 0.4 for name in flat if name.endswith("layer_output")), sp
+    assert -0.6 < slope(widths, mup["logits_tap"]) < -0.4  # as post-LN: (alpha/m) W at init, O(1) after training
+
+
+@pytest.mark.parametrize("arch", ENCODERS)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_roles_and_param_groups(arch: str, preset: str):
     config_cls, model_cls = MODEL_CLASSES[arch]
@@ -186,6 +201,7 @@ def test_roles_and_param_groups(arch: str, preset: str):
 @pytest.mark.parametrize(
     ("arch", "overrides"),
     [("bert", {}), ("bert", {"parametrization": "sp"}), ("ut", {}), ("ut", {"parametrization": "sp"}),
+     ("bert", {"pre_layer_norm": True}), ("ut", {"pre_layer_norm": True, "parametrization": "sp"}),
      ("pt", {}), ("pt", {"use_position_unary": True, "use_latent_factor": False})],
 )
 def test_count_parameters_matches_model(arch: str, overrides: dict):

@@ -33,6 +33,7 @@ class ProbformerBertConfig(PretrainedConfig):
         hidden_dropout: float = 0.1,  # dropout on embeddings and on each sublayer's output
         attention_dropout: float = 0.1,  # dropout on attention probabilities
         layer_norm_eps: float = 1e-12,  # HF BERT's value, so copied weights give the same forward
+        pre_layer_norm: bool = False,  # False: post-LN (= HF BERT); True: pre-LN blocks + a final LayerNorm
         parametrization: Literal["sp", "mup"] = "mup",  # SP = HF BERT; muP = mutransformers (note 6)
         base_hidden_size: int | None = None,  # N0 (None: this model is its own base)
         base_head_dim: int | None = None,  # d_head at the base width (None: this model's head_dim)
@@ -54,6 +55,7 @@ class ProbformerBertConfig(PretrainedConfig):
         self.hidden_dropout = hidden_dropout
         self.attention_dropout = attention_dropout
         self.layer_norm_eps = layer_norm_eps
+        self.pre_layer_norm = pre_layer_norm
         self.parametrization = parametrization
         self.base_hidden_size = base_hidden_size
         self.base_head_dim = base_head_dim
@@ -80,6 +82,8 @@ class ProbformerBertConfig(PretrainedConfig):
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not isinstance(self.pre_layer_norm, bool):
+            raise ValueError(f"pre_layer_norm must be true or false, got {self.pre_layer_norm!r}")
         if self.layer_norm_eps <= 0:
             raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         if self.parametrization not in PRESETS:

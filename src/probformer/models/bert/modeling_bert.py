@@ -18,6 +18,15 @@ How it differs from a standard transformer encoder (HF ``BertForMaskedLM``):
 - With ``scored_logits_only`` the head runs only at scored positions (design note 8): ``logits`` is
   (num_scored, V); by default (B, n, V) as in HF.
 - Attention is computed eagerly (scores materialised) so the coordinate-check taps see the logits.
+- ``pre_layer_norm=True`` (design note 6 leaves the choice open; post-LN is the default) gives
+  pre-LN blocks, x + Attn(LN(x)) then x + FFN(LN(x)), as GPT-2 / nanoGPT / Megatron-BERT: the
+  embedding sum enters the residual stream un-normalised (``alpha_in`` multiplies it) and one final
+  LayerNorm sits before the MLM head. That moves the embedding LayerNorm to the end, so the
+  parameter count is the post-LN one. Under SP it is HF ``MegatronBertForMaskedLM`` (``from_hf_bert``
+  takes either).
+- Training hooks (design note 8): :meth:`MLMEncoder.enable_activation_checkpointing` recomputes each
+  layer application in backward; :meth:`MLMEncoder.compile_regions` compiles the layer module(s)
+  rather than the whole model.
 
 :class:`MLMEncoder` holds everything except the encoder stack, which
 :mod:`probformer.models.ut.modeling_ut` replaces by one shared layer.
@@ -31,6 +40,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
@@ -50,7 +60,7 @@ def layer_norm(config: ProbformerBertConfig) -> nn.LayerNorm:
 
 
 class BertEmbeddings(nn.Module):
-    """word + token type (segment A) + learned absolute position, then LayerNorm and dropout."""
+    """word + token type (segment A) + learned absolute position, then LayerNorm (post-LN only) and dropout."""
 
     def __init__(self, config: ProbformerBertConfig):
         super().__init__()
@@ -58,7 +68,8 @@ class BertEmbeddings(nn.Module):
         self.word = tag(nn.Embedding(config.vocab_size, N, padding_idx=config.pad_token_id), weight=Role.INPUT)
         self.position = tag(nn.Embedding(config.max_position_embeddings, N), weight=Role.INPUT)
         self.token_type = tag(nn.Embedding(1, N), weight=Role.INPUT)
-        self.norm = layer_norm(config)
+        # Pre-LN normalises at every sublayer input and once before the head, so the stream starts raw.
+        self.norm = None if config.pre_layer_norm else layer_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -66,16 +77,19 @@ class BertEmbeddings(nn.Module):
         if n > self.position.num_embeddings:
             raise ValueError(f"sequence length {n} exceeds max_position_embeddings={self.position.num_embeddings}")
         e = self.word(input_ids) + self.token_type.weight[0] + self.position.weight[:n]  # (B, n, N), HF's order
-        return self.dropout(self.norm(e))
+        return self.dropout(e if self.norm is None else self.norm(e))
 
 
 class BertLayer(nn.Module):
-    """One post-LN encoder layer: h = LN(x + Attn(x)), out = LN(h + FFN(h)). Also UT's shared layer."""
+    """One encoder layer, also UT's shared layer. Post-LN (HF BERT): h = LN(x + Attn(x)),
+    out = LN(h + FFN(h)); pre-LN: h = x + Attn(LN(x)), out = h + FFN(LN(h)). The two norms keep
+    their names in both (attn_norm before / after attention, ffn_norm before / after the FFN)."""
 
     def __init__(self, config: ProbformerBertConfig):
         super().__init__()
         N, I = config.hidden_size, config.intermediate_size
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.pre_layer_norm = config.pre_layer_norm
         self.query, self.key, self.value = hidden_linear(N, N), hidden_linear(N, N), hidden_linear(N, N)
         self.attn_out = hidden_linear(N, N)
         self.attn_norm = layer_norm(config)
@@ -93,6 +107,20 @@ class BertLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, n, N); key_mask (B, n) bool, False = padding. Returns the layer output and the
         attention probabilities (B, H, n, n)."""
+        if self.pre_layer_norm:
+            attn, probs = self.attention(self.attn_norm(x), key_mask, attention_scale, taps)
+            h = x + attn
+            out = h + self.feed_forward(self.ffn_norm(h), taps)
+        else:
+            attn, probs = self.attention(x, key_mask, attention_scale, taps)
+            h = self.attn_norm(x + attn)
+            out = self.ffn_norm(h + self.feed_forward(h, taps))
+        return taps["layer_output"](out), probs
+
+    def attention(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None, attention_scale: float, taps: nn.ModuleDict
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention sublayer's residual branch (after output dropout) and its probabilities."""
         bsz, n, N = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
@@ -104,9 +132,11 @@ class BertLayer(nn.Module):
             logits = logits.masked_fill(~key_mask[:, None, None, :], torch.finfo(logits.dtype).min)
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(v.dtype)  # fp32 even under autocast
         ctx = (self.attn_dropout(probs) @ v).transpose(1, 2).reshape(bsz, n, N)  # (B, n, N)
-        h = self.attn_norm(x + self.dropout(taps["attention_output"](self.attn_out(ctx))))
-        f = taps["ffn_output"](self.ffn_out(F.gelu(self.ffn_in(h))))  # exact (erf) GELU, as HF "gelu"
-        return taps["layer_output"](self.ffn_norm(h + self.dropout(f))), probs
+        return self.dropout(taps["attention_output"](self.attn_out(ctx))), probs
+
+    def feed_forward(self, x: torch.Tensor, taps: nn.ModuleDict) -> torch.Tensor:
+        """The FFN sublayer's residual branch (after dropout); exact (erf) GELU, as HF "gelu"."""
+        return self.dropout(taps["ffn_output"](self.ffn_out(F.gelu(self.ffn_in(x)))))
 
 
 class MLMHeadTransform(nn.Module):
@@ -134,6 +164,7 @@ class MLMEncoder(PreTrainedModel):
     def __init__(self, config: ProbformerBertConfig):
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)  # registered first: a tied weight keeps the INPUT role
+        self.final_norm = layer_norm(config) if config.pre_layer_norm else None  # pre-LN: before the head
         self.head = MLMHeadTransform(config)
         self.decoder = tag(nn.Linear(config.hidden_size, config.vocab_size), weight=Role.OUTPUT, bias=Role.VECTOR)
         # Distinct identity taps per step so activation hooks (coordinate check) see every call.
@@ -142,13 +173,41 @@ class MLMEncoder(PreTrainedModel):
         )
         self.embeddings_tap = nn.Identity()
         self.logits_tap = nn.Identity()
+        self._checkpoint_layers = False  # enable_activation_checkpointing()
 
     # Subclasses say which layer runs at step t: BERT its own layer t, UT the one shared layer.
     layer_at: Callable[[int], BertLayer]
 
+    def distinct_layers(self) -> list[BertLayer]:
+        """The layer modules the steps run, each once (BERT: L of them; UT: the shared one)."""
+        layers: dict[int, BertLayer] = {}
+        for t in range(self.config.num_layers):
+            layers.setdefault(id(self.layer_at(t)), self.layer_at(t))
+        return list(layers.values())
+
+    def enable_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each step's layer in the backward pass instead of storing its activations
+        (training only): activation memory drops from L layers' worth to one layer's plus the L
+        layer inputs. Dropout masks are replayed (checkpoint restores the RNG state), so values and
+        gradients are those of the plain model."""
+        self._checkpoint_layers = enabled
+
+    def compile_regions(self, **compile_kwargs) -> None:
+        """Regional compilation: ``torch.compile`` each distinct layer module in place
+        (``nn.Module.compile``; parameter names and ``state_dict`` keys are unchanged), not the
+        whole model. UT compiles its one shared layer, so compile time does not grow with T; BERT's
+        layers share one code object and shape, so dynamo compiles the first and reuses the graph.
+        Embeddings, the loop and the head stay eager: they are a few ops each."""
+        for layer in self.distinct_layers():
+            layer.compile(**compile_kwargs)
+
     def step_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
         """What the layer at ``step`` reads (BERT: the previous output; UT adds a timestep vector)."""
         return x
+
+    def final(self, x: torch.Tensor) -> torch.Tensor:
+        """What the MLM head reads: the last step's output, through the final LayerNorm under pre-LN."""
+        return x if self.final_norm is None else self.final_norm(x)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word
@@ -197,19 +256,24 @@ class MLMEncoder(PreTrainedModel):
 
         ``logits`` are (B, n, vocab), as from HF ``BertForMaskedLM``; with ``scored_logits_only``
         (the trainer) the head runs only at scored positions and ``logits`` is (num_scored, vocab).
-        ``hidden_states``: embeddings then every step's output.
+        ``hidden_states``: embeddings then every step's output (under pre-LN before the final LayerNorm).
         """
         sc = self.config.scales()
         key_mask = attention_mask.to(torch.bool) if attention_mask is not None else None
         x = self.embeddings_tap(sc.input * self.embeddings(input_ids))  # (B, n, N)
         states, attentions = [x], []
+        checkpointed = self._checkpoint_layers and self.training and torch.is_grad_enabled()
         for t in range(self.config.num_layers):
-            x, probs = self.layer_at(t)(self.step_input(x, t), key_mask, sc.attention, self.taps[t])
+            args = (self.step_input(x, t), key_mask, sc.attention, self.taps[t])
+            if checkpointed:
+                x, probs = checkpoint(self.layer_at(t), *args, use_reentrant=False)
+            else:
+                x, probs = self.layer_at(t)(*args)
             states.append(x)
             if output_attentions:
                 attentions.append(probs.detach())
-        logits, loss = mlm_readout(lambda h: self.logits_tap(self.decoder(sc.output * self.head(h))), x, labels,
-                                   scored_logits_only)
+        logits, loss = mlm_readout(lambda h: self.logits_tap(self.decoder(sc.output * self.head(self.final(h)))), x,
+                                   labels, scored_logits_only)
         return MaskedLMOutput(
             loss=loss,
             logits=logits,
@@ -218,30 +282,44 @@ class MLMEncoder(PreTrainedModel):
         )
 
 
-# HF BertForMaskedLM parameter names -> ours (token_type is sliced to segment A separately).
-_HF_RENAMES = (
+# HF parameter names -> ours (token_type is sliced to segment A separately). BertForMaskedLM is
+# post-LN; MegatronBertForMaskedLM is the pre-LN BERT (no embedding LayerNorm, a final one).
+_HF_SHARED_RENAMES = (
     (r"^bert\.embeddings\.word_embeddings\.", "embeddings.word."),
     (r"^bert\.embeddings\.position_embeddings\.", "embeddings.position."),
     (r"^bert\.embeddings\.token_type_embeddings\.", "embeddings.token_type."),
-    (r"^bert\.embeddings\.LayerNorm\.", "embeddings.norm."),
     (r"^bert\.encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.", r"layers.\1.\2."),
     (r"^bert\.encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.attn_out."),
-    (r"^bert\.encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"layers.\1.attn_norm."),
     (r"^bert\.encoder\.layer\.(\d+)\.intermediate\.dense\.", r"layers.\1.ffn_in."),
     (r"^bert\.encoder\.layer\.(\d+)\.output\.dense\.", r"layers.\1.ffn_out."),
-    (r"^bert\.encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"layers.\1.ffn_norm."),
     (r"^cls\.predictions\.transform\.dense\.", "head.dense."),
     (r"^cls\.predictions\.transform\.LayerNorm\.", "head.norm."),
     (r"^cls\.predictions\.decoder\.", "decoder."),
     (r"^cls\.predictions\.bias$", "decoder.bias"),
 )
+_HF_NORM_RENAMES = {
+    "bert": (
+        (r"^bert\.embeddings\.LayerNorm\.", "embeddings.norm."),
+        (r"^bert\.encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"layers.\1.attn_norm."),
+        (r"^bert\.encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"layers.\1.ffn_norm."),
+    ),
+    "megatron-bert": (
+        (r"^bert\.encoder\.layer\.(\d+)\.attention\.ln\.", r"layers.\1.attn_norm."),
+        (r"^bert\.encoder\.layer\.(\d+)\.ln\.", r"layers.\1.ffn_norm."),
+        (r"^bert\.encoder\.ln\.", "final_norm."),
+    ),
+}
 
 
-def convert_hf_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A HF ``BertForMaskedLM`` state dict in our names. Raises on a key we do not know."""
+def convert_hf_state_dict(state_dict: dict[str, torch.Tensor], model_type: str = "bert") -> dict[str, torch.Tensor]:
+    """A HF ``BertForMaskedLM`` (``model_type="bert"``) or ``MegatronBertForMaskedLM``
+    (``"megatron-bert"``) state dict in our names. Raises on a key we do not know."""
+    if model_type not in _HF_NORM_RENAMES:
+        raise ValueError(f"model_type must be one of {sorted(_HF_NORM_RENAMES)}, got {model_type!r}")
+    renames = _HF_SHARED_RENAMES + _HF_NORM_RENAMES[model_type]
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        for pattern, repl in _HF_RENAMES:
+        for pattern, repl in renames:
             new, hits = re.subn(pattern, repl, key)
             if hits:
                 break
@@ -262,8 +340,11 @@ class ProbformerBertForMaskedLM(MLMEncoder):
 
     @classmethod
     def from_hf_bert(cls, hf_model: nn.Module) -> ProbformerBertForMaskedLM:
-        """Our SP model holding a HF ``BertForMaskedLM``'s weights (same logits; test reference)."""
+        """Our SP model holding a HF ``BertForMaskedLM``'s weights, or with ``pre_layer_norm`` a HF
+        ``MegatronBertForMaskedLM``'s (the pre-LN BERT): the same logits (test references)."""
         hc = hf_model.config
+        if hc.model_type not in _HF_NORM_RENAMES:
+            raise ValueError(f"expected a HF BERT or Megatron-BERT model, got model_type {hc.model_type!r}")
         if hc.hidden_act != "gelu":
             raise ValueError(f"hidden_act must be 'gelu' (exact GELU) to match, got {hc.hidden_act!r}")
         config = ProbformerBertConfig(
@@ -276,12 +357,13 @@ class ProbformerBertForMaskedLM(MLMEncoder):
             hidden_dropout=hc.hidden_dropout_prob,
             attention_dropout=hc.attention_probs_dropout_prob,
             layer_norm_eps=hc.layer_norm_eps,
+            pre_layer_norm=hc.model_type == "megatron-bert",
             parametrization="sp",
             init_std=hc.initializer_range,
             pad_token_id=hc.pad_token_id if hc.pad_token_id is not None else 0,
         )
         model = cls(config)
-        model.load_state_dict(convert_hf_state_dict(hf_model.state_dict()), strict=True)
+        model.load_state_dict(convert_hf_state_dict(hf_model.state_dict(), hc.model_type), strict=True)
         return model.train(hf_model.training)
 
 

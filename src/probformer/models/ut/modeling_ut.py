@@ -1,9 +1,11 @@
 """UniversalTransformerForMaskedLM: the Universal Transformer baseline (Dehghani et al. 2018; design note 6).
 
 How it differs from a standard transformer encoder (here: our BERT, :mod:`..bert.modeling_bert`):
-- ONE post-LN encoder layer (:class:`BertLayer`, the same class as BERT's) is applied ``num_layers``
-  = T times with shared weights, so the parameter count does not grow with depth (only the timestep
-  table does) while the compute per token is that of a T-layer BERT.
+- ONE encoder layer (:class:`BertLayer`, the same class as BERT's; post-LN, or pre-LN with a final
+  LayerNorm under ``pre_layer_norm``) is applied ``num_layers`` = T times with shared weights, so the
+  parameter count does not grow with depth (only the timestep table does) while the compute per
+  token is that of a T-layer BERT. ``compile_regions`` compiles that one layer, so compile time does
+  not grow with T either; activation checkpointing recomputes each of the T applications.
 - Before step t a learned timestep embedding tau_t (an INPUT-role table, T x N) is added to the
   layer input: x_t = Layer(x_{t-1} + tau_t). The paper's coordinate embedding adds sinusoidal
   position and timestep vectors at every step; we keep BERT's learned absolute positions at the
