@@ -7,8 +7,10 @@
 #   2. throughput   benchmarks/throughput.py at 400M, 110M and 10M parameters (largest first: if the
 #                   stage's timeout cuts it, the budgets that matter for MFU are done; its JSON is
 #                   rewritten after every budget), bf16 autocast, regional torch.compile
-#   3. train        50 steps of the 0.4B PT preset ladder-pt-400m (compile, activation checkpointing,
-#                   bf16) on the bundled corpus via `probformer train`; tokens/s, MFU, peak memory
+#   3. train        50 optimizer steps of the 0.4B PT preset ladder-pt-400m (its shape, vocabulary,
+#                   seq_len and micro-batch; compile, activation checkpointing, bf16; grad_accum 1 and
+#                   no token budget, so 50 steps fit the time) on the bundled corpus via
+#                   `probformer train`; tokens/s, MFU, peak memory
 #
 # Results, named after the GPU (nvidia-smi's name, slugged), in $RESULTS_DIR (benchmarks/results):
 #   throughput-<gpu>.json  gpu-check-train-<gpu>.json  gpu-check-<gpu>.log (all output)
@@ -100,7 +102,7 @@ STATUS[environment]=ok; SECONDS_TAKEN[environment]=$(( $(date +%s) - START ))
 # -- 2. throughput --------------------------------------------------------------------------------
 THROUGHPUT_JSON="$RESULTS_DIR/throughput-$SLUG.json"
 rm -f "$THROUGHPUT_JSON"
-stage throughput 240 "$PY" benchmarks/throughput.py --device cuda --params 400M,110M,10M \
+stage throughput 210 "$PY" benchmarks/throughput.py --device cuda --params 400M,110M,10M \
   --models pt-reference,pt-fast,pt-fast-compile,bert-compile,ut-compile,hf-bert \
   --warmup 3 --rounds 3 --steps-per-round 5 --out "$THROUGHPUT_JSON"
 
@@ -114,8 +116,11 @@ else
   SAMPLES="$WORK/nvidia-smi-memory.csv"
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 >"$SAMPLES" 2>/dev/null &
   SAMPLER=$!
+  # The preset's token budget (7.9e9 tokens) would override steps, and its grad_accum of 64 would make
+  # 50 steps 6.5M tokens (~8 minutes): one micro-batch per step keeps the stage inside its budget.
   stage train 240 "$PY" -m probformer train --preset ladder-pt-400m --out-dir "$RUN_DIR" \
-    --set steps=50 --set compile=true --set activation_checkpointing=true --set precision=bf16 \
+    --set steps=50 --set token_budget=null --set grad_accum=1 \
+    --set compile=true --set activation_checkpointing=true --set precision=bf16 \
     --set device=cuda --set log_interval=10 --set eval_interval=50 --set eval_batches=4 \
     --set checkpoint_interval=0 --set test_eval=false --set progress=false --set tensorboard=false
   kill "$SAMPLER" 2>/dev/null || true

@@ -57,6 +57,7 @@ def summarise(run_dir: Path, samples: Path, wall_s: float, status: str) -> dict:
     if config.get("model") and out.get("seq_len"):
         model = dict(config["model"])
         arch = model.pop("arch")
+        model.setdefault("vocab_size", config.get("data", {}).get("vocab_size", 4096))  # filled from the data
         model_config = model_classes(arch)[0](**model)
         data = config.get("data", {})
         mask_prob = data.get("mask_prob") or (0.30 if data.get("mask_style") == "pt2023" else 0.15)
