@@ -1,5 +1,7 @@
-"""``probformer compare``: spec loading, sizing plan, and a tiny end-to-end comparison that is interrupted,
-resumed, read back without retraining, and extended with an architecture that diverges."""
+"""``probformer compare``: spec loading, sizing plan, a tiny end-to-end comparison (with an out-of-domain
+CoNLL-U text and learning curves) that is interrupted, resumed, read back without retraining, re-rendered
+and extended with an architecture that diverges; the verdicts along training against hand-computed noise;
+hyperparameters read from a sweep; the bundled CPU specs and their sweeps."""
 
 from __future__ import annotations
 
@@ -7,23 +9,30 @@ import argparse
 import csv
 import json
 import math
+import shutil
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
 
 import probformer.experiments.compare as compare_mod
+from probformer.cli import main
+from probformer.config import ConfigError, read_yaml
 from probformer.experiments.compare import (
     COLUMNS,
+    CURVE_COLUMNS,
     add_parser,
     compare,
     count_label,
     load_spec,
     plan_runs,
     plot_loss,
+    rerender,
     spec_from_dict,
 )
-from probformer.config import ConfigError
+from probformer.experiments.compare_report import along_training, checkpoint_steps, curve_tables, render
+from probformer.experiments.sweep import load_sweep_spec
 
 PT_BASE = {"hidden_size": 16, "num_channels": 2, "rank": 8, "latent_size": 32, "num_iterations": 2, "max_distance": 2}
 BERT_BASE = {"hidden_size": 16, "num_heads": 2, "intermediate_size": 32, "num_layers": 1}
@@ -59,6 +68,24 @@ def tiny_spec(prepared_synthetic, synthetic_corpus_dir) -> dict:
     }
 
 
+@pytest.fixture(scope="module")
+def ood_conllu(tmp_path_factory) -> Path:
+    """A synthetic CoNLL-U treebank: other documents in the training vocabulary, 15-word sentences,
+    each word's head the previous word (the heads do not matter here, only the words)."""
+    from conftest import synthetic_documents
+
+    sentences = []
+    for doc in synthetic_documents(n_docs=6, seed=99):
+        words = doc.split()
+        for start in range(0, len(words), 15):
+            chunk = words[start:start + 15]
+            sentences.append("\n".join(f"{i}\t{w}\t{w}\tX\t_\t_\t{i - 1}\tdep\t_\t_"
+                                       for i, w in enumerate(chunk, 1)))
+    path = tmp_path_factory.mktemp("ood") / "ood.conllu"
+    path.write_text("\n\n".join(sentences) + "\n\n")
+    return path
+
+
 class Interrupt(Exception):
     pass
 
@@ -84,9 +111,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_compare_end_to_end_resume_cache_and_divergence(tiny_spec, tmp_path, monkeypatch, capsys):
+def test_compare_end_to_end_resume_cache_and_divergence(tiny_spec, ood_conllu, tmp_path, monkeypatch, capsys):
     out = tmp_path / "cmp"
-    spec = spec_from_dict(tiny_spec)
+    tiny = {**tiny_spec, "eval_texts": {"ood": str(ood_conllu)}, "curve_fractions": [0.25, 1.0]}
+    spec = spec_from_dict(tiny)
 
     # 1. interrupted inside the last run: the finished runs are tabulated, the last one keeps its checkpoint
     calls: list = []
@@ -103,20 +131,41 @@ def test_compare_end_to_end_resume_cache_and_divergence(tiny_spec, tmp_path, mon
     monkeypatch.setattr(compare_mod, "train", recording_train(calls))
     rows = compare(spec, out)
     assert calls == [("bert-40k-s0", True)]
-    for name in ("results.csv", "results.md", "loss_vs_params.png", "loss_vs_flops.png", "command.txt", "spec.yaml"):
+    for name in ("results.csv", "curves.csv", "results.md", "loss_vs_params.png", "loss_vs_flops.png",
+                 "learning_curves.png", "command.txt", "spec.yaml"):
         assert (out / name).stat().st_size > 0, name
     table = read_csv(out / "results.csv")
-    assert len(table) == len(rows) == 4 and list(table[0]) == list(COLUMNS)
+    ood = ("eval_ood_loss", "eval_ood_unigram_loss")
+    assert len(table) == len(rows) == 4 and list(table[0]) == [*COLUMNS, *ood]
     for row in table:
         assert row["status"] == "completed" and row["steps"] == "12" and row["train_tokens"] == "3072"
-        assert all(row[k] != "" for k in COLUMNS if k != "reason"), row
+        assert all(row[k] != "" for k in table[0] if k != "reason"), row
         assert math.isfinite(float(row["test_loss"])) and float(row["valid_loss"]) < math.log(512)
         assert float(row["train_flops"]) == pytest.approx(float(row["flops_per_token"]) * 3072)
         assert abs(int(row["params"]) - int(row["budget"])) <= 0.02 * int(row["budget"])
+        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
+        assert float(row["eval_ood_loss"]) == summary["eval_ood_loss"] != summary["valid_loss"]
     assert [r["resumed"] for r in table] == ["False", "False", "False", "True"]
+    # learning curves: every run evaluated at steps 4, 8, 12 (the resumed one too, once each), 256 tokens a step,
+    # the last point the run's final valid loss
+    curves = read_csv(out / "curves.csv")
+    assert list(curves[0]) == [*CURVE_COLUMNS, *ood] and len(curves) == 4 * 3
+    for row in table:
+        mine = [c for c in curves if (c["arch"], c["budget"]) == (row["arch"], row["budget"])]
+        assert [(c["step"], c["tokens"]) for c in mine] == [("4", "1024"), ("8", "2048"), ("12", "3072")]
+        assert mine[-1]["valid_loss"] == row["valid_loss"] and mine[-1]["eval_ood_loss"] == row["eval_ood_loss"]
     md = (out / "results.md").read_text()
-    assert "| pt | 20k |" in md and "| bert | 40k |" in md
-    assert "- 20k:" in md and "- 40k:" in md and "lowest mean valid loss" in md
+    assert "| pt | 20k |" in md and "| bert | 40k |" in md and "| ood loss | ood unigram |" in md
+    assert "- 20k:" in md and "- 40k:" in md and "lowest mean valid loss" in md and "lowest mean ood loss" in md
+    assert "## Lowest ood loss per budget (out of domain)" in md and "Lowest mean ood loss: 20k " in md
+    assert md.count("Along training: at 1,024 tokens (33%)") == 4  # valid and ood, each budget
+    assert "## Loss along training: valid" in md and "## Loss along training: ood" in md
+    assert "| 33% (1,024 tokens) | 100% (3,072 tokens) |" in md  # the evaluations closest to 25% and 100% and "![learning curves](learning_curves.png)" in md
+    # results.md is its re-rendering from the two CSVs
+    md_before = md
+    (out / "results.md").unlink()
+    rerender(spec, out)
+    assert (out / "results.md").read_text() == md_before
 
     # 3. again through the CLI entry point: nothing is retrained (train would raise), same numbers
     def no_training(*_args, **_kwargs):
@@ -124,35 +173,46 @@ def test_compare_end_to_end_resume_cache_and_divergence(tiny_spec, tmp_path, mon
 
     monkeypatch.setattr(compare_mod, "train", no_training)
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(tiny_spec))
+    spec_file.write_text(yaml.safe_dump(tiny))
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["compare", "--config", str(spec_file), "--out-dir", str(out)])
     assert args.func(args) == 0
-    assert read_csv(out / "results.csv") == table
-    assert "| pt | 20k |" in capsys.readouterr().out
+    assert read_csv(out / "results.csv") == table and read_csv(out / "curves.csv") == curves
+    printed = capsys.readouterr().out
+    assert "| pt | 20k |" in printed and "Along training" in printed
     assert len((out / "command.txt").read_text().splitlines()) == 6  # a comment + a command per invocation
 
-    # 4. add an architecture whose runs diverge: only its runs train; reported and plotted as diverged
+    # 4. add an architecture whose runs diverge: only its runs train; reported and plotted as diverged,
+    # and left out of the learning curves
     calls.clear()
     monkeypatch.setattr(compare_mod, "train", recording_train(calls))
-    spec = spec_from_dict({**tiny_spec, "archs": ["pt", "bert", "ut"],
-                           "hparams": {**tiny_spec["hparams"], "ut": DIVERGING}})
+    spec = spec_from_dict({**tiny, "archs": ["pt", "bert", "ut"], "hparams": {**tiny["hparams"], "ut": DIVERGING}})
     rows = compare(spec, out)
     assert calls == [("ut-20k-s0", False), ("ut-40k-s0", False)]
     diverged = [r for r in read_csv(out / "results.csv") if r["arch"] == "ut"]
     assert [r["status"] for r in diverged] == ["diverged", "diverged"]
-    assert all(r["valid_loss"] == "" and r["test_loss"] == "" and "non-finite" in r["reason"] for r in diverged)
+    assert all(r["valid_loss"] == "" and r["test_loss"] == "" and r["eval_ood_loss"] == ""
+               and "non-finite" in r["reason"] for r in diverged)
+    assert read_csv(out / "curves.csv") == curves
     md = (out / "results.md").read_text()
     assert "| ut | 20k |" in md and "**1** (seed 0)" in md and "excluded: ut (all 1 seeds diverged)" in md
     drawn = plot_loss(rows, "params", tmp_path / "p.png", spec)
     assert [k for _, k in drawn["ut"]["diverged"]] == [1, 1] and all(math.isnan(m) for m in drawn["ut"]["mean"])
     assert all(math.isfinite(m) for m in drawn["pt"]["mean"]) and not drawn["pt"]["diverged"]
+    drawn = compare_mod.plot_learning_curves([{k: _typed(k, v) for k, v in c.items()} for c in curves],
+                                             tmp_path / "lc.png", spec)
+    assert set(drawn) == {(t, b, a) for t in ("valid", "ood") for b in (20_000, 40_000) for a in ("pt", "bert")}
+    assert drawn[("valid", 40_000, "bert")]["tokens"] == [1024, 2048, 3072]
 
     # 5. a changed spec does not silently reuse runs trained with other hyperparameters
-    changed = spec_from_dict({**tiny_spec, "hparams": {**tiny_spec["hparams"], "pt": {"optim": {"lr": 3e-3}}}})
+    changed = spec_from_dict({**tiny, "hparams": {**tiny["hparams"], "pt": {"optim": {"lr": 3e-3}}}})
     with pytest.raises(ConfigError, match="pt-20k-s0 holds a run with a different optim"):
         compare(changed, out)
+
+
+def _typed(key: str, value: str):
+    return value if key == "arch" else int(value) if key in ("budget", "seed", "step", "tokens") else float(value)
 
 
 def test_hparams_from_json_applies_per_arch(tiny_spec, tmp_path):
@@ -199,3 +259,157 @@ def test_dry_run_prints_the_plan(tiny_spec, tmp_path, capsys):
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "bert-20k-s0" in printed and "bert-20k-s1" in printed and "pt-" not in printed
+
+
+# -- verdicts along training -------------------------------------------------------------------------
+def curve_row(arch: str, seed: int, step: int, valid: float, ood: float = math.nan) -> dict:
+    return {"arch": arch, "budget": 1_000_000, "seed": seed, "step": step, "tokens": step * 4096,
+            "valid_loss": valid, "valid_unigram_loss": 6.0, "eval_ood_loss": ood, "eval_ood_unigram_loss": 6.5}
+
+
+def test_ranking_at_half_and_full_budget_against_hand_computed_noise():
+    # step 250 (half): pt 5.50, 5.52 and bert 5.60, 5.64 -> pt ahead by 0.11, noise sqrt(0.01414^2/2 + 0.02828^2/2)
+    # step 500 (end): pt 5.10, 5.12 and bert 5.05, 5.07 -> bert below pt by 0.05, noise sqrt(2 x 0.01414^2 / 2)
+    rows = [curve_row("pt", 0, 250, 5.50), curve_row("pt", 1, 250, 5.52), curve_row("bert", 0, 250, 5.60),
+            curve_row("bert", 1, 250, 5.64), curve_row("pt", 0, 500, 5.10), curve_row("pt", 1, 500, 5.12),
+            curve_row("bert", 0, 500, 5.05), curve_row("bert", 1, 500, 5.07),
+            curve_row("pt", 0, 50, 6.05), curve_row("pt", 1, 50, 5.85), curve_row("bert", 0, 50, 6.0),
+            curve_row("bert", 1, 50, 6.0)]
+    half_noise, full_noise = math.sqrt(0.0002 / 2 + 0.0008 / 2), math.sqrt(0.0002)
+    assert checkpoint_steps(rows, [0.1, 0.5, 1.0]) == [(0.1, 50, 204_800), (0.5, 250, 1_024_000), (1.0, 500, 2_048_000)]
+    assert checkpoint_steps(rows, [0.35, 0.45]) == [(0.5, 250, 1_024_000)]  # steps 175 and 225: both nearest 250
+    assert checkpoint_steps(rows, [0.3]) == [(0.1, 50, 204_800)]  # step 150: as near 50 as 250, the earlier
+    line = along_training(rows, ["pt", "bert"])[1_000_000]
+    assert line == (f"Along training: at 1,024,000 tokens (50%) pt < bert (pt ahead by 0.1100, "
+                    f"{0.11 / half_noise:.2f}x noise: real); at 2,048,000 tokens bert < pt; ranking changed: "
+                    f"bert now below pt (by 0.0500, {0.05 / full_noise:.2f}x noise: real).")
+    assert f"{0.05 / full_noise:.2f}" == "3.54" and f"{0.11 / half_noise:.2f}" == "4.92"
+    # the table: loss at each fraction, and per seed the first evaluation 0.1 below the unigram loss (6.0)
+    table = curve_tables(rows, ["pt", "bert"], [0.1, 0.5, 1.0])
+    assert table[0] == ("| arch | budget | 10% (204,800 tokens) | 50% (1,024,000 tokens) | 100% (2,048,000 tokens) "
+                        "| first 0.1 below unigram (tokens, per seed) |")
+    assert table[2] == ("| pt | 1M | 5.9500 ± 0.1414 | 5.5100 ± 0.0141 | 5.1100 ± 0.0141 "
+                        "| s0: 1,024,000, s1: 204,800 |")
+    assert table[3].startswith("| bert | 1M | 6.0000 ± 0.0000 | 5.6200 ± 0.0283 |")
+    # a ranking that holds; an eval text's own ranking (pt ahead only at the end, within the noise)
+    same = [r for r in rows if r["step"] != 500] + [curve_row("pt", s, 500, 5.0 + s / 100) for s in (0, 1)] \
+        + [curve_row("bert", s, 500, 5.2) for s in (0, 1)]
+    assert along_training(same, ["pt", "bert"])[1_000_000].endswith("at 2,048,000 tokens pt < bert; ranking unchanged.")
+    ood = [{**r, "eval_ood_loss": {250: 6.4, 500: 6.3}.get(r["step"], 6.45) + (0.001 if r["arch"] == "pt" else 0)
+            + r["seed"] * 0.01} for r in rows]
+    assert "pt ahead by" not in along_training(ood, ["pt", "bert"], "ood")[1_000_000]
+    assert along_training([r for r in rows if r["step"] == 500], ["pt", "bert"]) == {}  # one evaluation: no curve
+
+
+def test_out_of_domain_verdict_per_budget(tiny_spec):
+    spec = spec_from_dict({**tiny_spec, "eval_texts": {"ood": "unused.conllu"}, "seeds": [0, 1]})
+
+    def row(arch, seed, valid, ood):
+        return {"arch": arch, "budget": 20_000, "seed": seed, "status": "completed", "params": 20_000,
+                "non_embedding_params": 5_000, "train_flops": 1e9, "valid_loss": valid, "test_loss": valid,
+                "valid_unigram_loss": 6.0, "eval_ood_loss": ood, "eval_ood_unigram_loss": 6.5}
+
+    rows = [row("pt", 0, 5.00, 6.40), row("pt", 1, 5.02, 6.44), row("bert", 0, 5.10, 6.30), row("bert", 1, 5.12, 6.30)]
+    md = render(rows, [], spec, "sources")
+    # in domain pt by 0.10 = 7.07x its noise sqrt(0.0002); out of domain bert by 0.12 = 6.00x sqrt(0.0008 / 2 + 0)
+    assert "- 20k: pt has the lowest mean valid loss (5.0100), 0.1000 nats below bert (5.1100) = 7.07x" in md
+    assert "- 20k: bert has the lowest mean ood loss (6.3000), 0.1200 nats below pt (6.4200) = 6.00x the seed noise (0.0200)" in md
+    assert "Lowest mean ood loss: 20k bert (in domain pt: different)." in md
+    assert "| pt | 20k | 20,000 | 5,000 | 1e+09 | 5.0100 ± 0.0141 | 5.0100 ± 0.0141 | 6.0000 | 6.4200 ± 0.0283 | 6.5000 |" in md
+    assert "Along training" not in md and "## Loss along training" not in md  # no curves given
+
+
+# -- spec checks -------------------------------------------------------------------------------------
+def test_missing_eval_text_fails_before_any_training(tiny_spec, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare_mod, "train", lambda *a, **k: pytest.fail("trained before checking eval_texts"))
+    spec = spec_from_dict({**tiny_spec, "eval_texts": {"ewt": str(tmp_path / "en_ewt-ud-dev.conllu")}})
+    with pytest.raises(ConfigError, match=r"eval_texts.ewt: .* not found \(UD treebanks: universaldependencies.org"):
+        compare(spec, tmp_path / "out")
+    with pytest.raises(ConfigError, match="train.eval_texts: set by compare per run; use .* eval_texts"):
+        spec_from_dict({**tiny_spec, "train": {**tiny_spec["train"], "eval_texts": {"ewt": "x"}}})
+    with pytest.raises(ConfigError, match="eval_texts"):
+        spec_from_dict({**tiny_spec, "eval_texts": {"bad name": "x"}})
+    with pytest.raises(ConfigError, match="curve_fractions"):
+        spec_from_dict({**tiny_spec, "curve_fractions": [0.5, 1.5]})
+
+
+def test_hparams_from_must_be_tuned_on_the_spec_base_model(tiny_spec, tmp_path):
+    best = tmp_path / "best.json"
+    tuned = {"optim": {"lr": 3e-3}, "model": {"arch": "pt", "head_dropout": 0.0}}
+    best.write_text(json.dumps({**tuned, "base_model": {"arch": "pt", **PT_BASE, "head_dropout": 0.0}}))
+    spec = spec_from_dict({**tiny_spec, "hparams_from": {"pt": str(best)}})
+    pt = {r.name: r for r in plan_runs(spec, 495, tmp_path)}["pt-20k-s0"].config
+    assert pt.optim.lr == 3e-3 and pt.model["head_dropout"] == 0.0
+    best.write_text(json.dumps({**tuned, "base_model": {"arch": "pt", **PT_BASE, "hidden_size": 32}}))
+    with pytest.raises(ConfigError, match=r"tuned on another base model: head_dropout 0.1 \(models.pt: 0.0\), "
+                                          r"hidden_size 32 \(models.pt: 16\)"):
+        spec_from_dict({**tiny_spec, "hparams_from": {"pt": str(best)}})
+    with pytest.raises(ConfigError, match="hparams_from.bert: .*missing.json not found .* run the sweep first"):
+        spec_from_dict({**tiny_spec, "hparams_from": {"bert": str(tmp_path / "missing.json")}})
+
+
+def test_cpu_2m_preset_and_its_sweeps():
+    """compare-cpu-2m: 4 budgets x 3 archs within 2%, one epoch of 500 steps, evaluated every 50; each
+    arch's point read from its sweep-<arch>-2m, which trains the compare's base model on its data."""
+    spec = load_spec(preset="compare-cpu-2m", overrides=["seeds=[0]", "hparams_from={}"])
+    runs = plan_runs(spec, 4096, "unused")
+    assert len(runs) == 12 and sorted({r.budget for r in runs}) == [500_000, 1_000_000, 2_000_000, 4_000_000]
+    assert all(abs(r.counts["total"] - r.budget) <= 0.02 * r.budget for r in runs)
+    assert {(r.train_tokens, r.config.total_steps, r.config.eval_interval) for r in runs} == {(2_048_000, 500, 50)}
+    assert all(r.config.eval_texts == {"ewt": "../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu"} for r in runs)
+    assert all(r.config.checkpoint_interval == 50 for r in runs)
+    raw = read_yaml(resources.files("probformer.experiments.specs") / "compare-cpu-2m.yaml")  # before the sweeps
+    for arch in spec.archs:
+        sweep = load_sweep_spec(preset=f"sweep-{arch}-2m")
+        assert raw["hparams_from"][arch] == f"{sweep.out_dir}/best.json"
+        assert sweep.train["model"] == {"arch": arch, **spec.models[arch]}
+        for key in ("data", "batch_size", "eval_batches"):
+            assert sweep.train[key] == spec.train[key], (arch, key)
+        assert sweep.train["token_budget"] == spec.token_budget
+        assert {"optim.lr", "optim.warmup_fraction"} <= set(sweep.search_space)
+        if arch != "pt":
+            assert {"model.pre_layer_norm", "model.hidden_dropout", "model.attention_dropout"} <= set(sweep.search_space)
+
+
+def test_compare_reads_the_point_a_sweep_chose(tiny_spec, tmp_path, monkeypatch):
+    """A BERT sweep over lr, warmup, pre-LN and dropout at the compare's base model writes best.json;
+    compare reuses that point at every budget (trials scored by a stand-in: pre-LN without dropout wins)."""
+    pytest.importorskip("optuna")
+    from probformer.experiments.sweep import SweepSpec, run_sweep
+
+    sweep = SweepSpec(search_space={"optim.lr": [1e-3, 4e-3], "optim.warmup_fraction": [0.05],
+                                    "model.pre_layer_norm": [False, True], "model.hidden_dropout": [0.0, 0.1]},
+                      train={**tiny_spec["train"], "model": {"arch": "bert", **BERT_BASE},
+                             "token_budget": tiny_spec["token_budget"]},
+                      sampler="grid", n_trials=None, out_dir=str(tmp_path / "sweep"), study_name="bert")
+
+    def scored(config, **_kwargs):
+        m = config.model
+        loss = 5.0 - 0.2 * m["pre_layer_norm"] + m["hidden_dropout"] + abs(config.optim.lr - 4e-3)
+        return {"status": "completed", "valid_loss": loss, "step": config.total_steps}
+
+    run_sweep(sweep, train_fn=scored, log=lambda *_: None)
+    spec = spec_from_dict({**tiny_spec, "hparams_from": {"bert": str(tmp_path / "sweep" / "best.json")}})
+    for run in (r for r in plan_runs(spec, 495, tmp_path) if r.arch == "bert"):
+        m = run.config.model
+        assert (run.config.optim.lr, run.config.optim.warmup_fraction) == (4e-3, 0.05)
+        assert m["pre_layer_norm"] is True and m["hidden_dropout"] == 0.0 and m["base_hidden_size"] == 16
+    assert "bert lr 0.004 (hparams_from " in compare_mod.markdown([], spec)
+
+    # the result directory's spec.yaml holds the chosen point itself: it re-renders without the sweep
+    def stand_in(config, **_kwargs):
+        return {"status": "completed", "valid_loss": 4.0 + config.model["hidden_size"] / 1e3, "test_loss": 4.1,
+                "valid_unigram_loss": 4.7, "step": config.total_steps}
+
+    monkeypatch.setattr(compare_mod, "train", stand_in)
+    out = tmp_path / "cmp"
+    compare(spec, out)
+    written = yaml.safe_load((out / "spec.yaml").read_text())
+    assert written["hparams_from"] == {} and written["hparams_source"] == spec.hparams_from
+    assert written["hparams"]["bert"]["model"] == {"pre_layer_norm": True, "hidden_dropout": 0.0}
+    md, planned = (out / "results.md").read_text(), [r.config for r in plan_runs(spec, 495, out)]
+    shutil.rmtree(tmp_path / "sweep")
+    (out / "results.md").unlink()
+    assert main(["compare", "--config", str(out / "spec.yaml"), "--out-dir", str(out), "--rerender"]) == 0
+    assert (out / "results.md").read_text() == md
+    assert [r.config for r in plan_runs(load_spec(out / "spec.yaml"), 495, out)] == planned  # the same runs

@@ -164,7 +164,8 @@ def test_spec_errors_name_the_key(train_section, tmp_path):
 
 
 def test_bundled_sweep_presets_load():
-    assert {"sweep-pt-cpu", "sweep-bert-cpu", "sweep-ut-cpu", "sweep-pt-n32-cpu", "sweep-pt-n64-cpu"} <= set(sweep_preset_names())
+    assert {"sweep-pt-cpu", "sweep-bert-cpu", "sweep-ut-cpu", "sweep-pt-n32-cpu", "sweep-pt-n64-cpu", "sweep-pt-2m",
+            "sweep-bert-2m", "sweep-ut-2m"} <= set(sweep_preset_names())
     for name in sweep_preset_names():
         spec = load_sweep_spec(preset=name)  # every key and search-space value checked against TrainConfig
         assert spec.planned_trials >= 4 and spec.train["model"]["arch"] in name

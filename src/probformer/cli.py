@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed model fields and the base shape, e.g. --set model.num_iterations=5")
     p.set_defaults(func=cmd_size)
 
-    from probformer.experiments import compare, coord_check, lr_curves, sweep, transfer
+    from probformer.experiments import compare, coord_check, curves, lr_curves, sweep, transfer
     from probformer import inspection_commands
 
     inspection_commands.add_parsers(sub)
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     lr_curves.add_parser(sub)
     transfer.add_parser(sub)
     compare.add_parser(sub)
+    curves.add_parser(sub)
     return parser
 
 

@@ -20,8 +20,16 @@ Spec (YAML, see ``experiments/specs/compare-cpu.yaml``)::
     train: {data: {...}, batch_size: 16, eval_batches: 16, ...}   # shared partial TrainConfig
     models: {pt: {num_iterations: 3}, ...}                         # per-arch base model (shape at N0)
     hparams: {pt: {optim: {lr: 1e-2}, model: {output_mult: 1.0}}, ...}  # per-arch tuned values
-    hparams_from: {pt: runs/sweep-pt/best.json}   # JSON {"optim": ..., "model": ...}, applied last (path from cwd)
+    hparams_from: {pt: runs/sweep-pt/best.json}   # a sweep's best point, applied last (path from cwd)
+    eval_texts: {ewt: path/to/en_ewt-ud-dev.conllu}  # other text scored at every evaluation (out of domain)
+    curve_fractions: [0.25, 0.5, 1.0]             # points along training for the learning-curve table
     out_dir: runs/compare
+
+``hparams_from`` reads the ``best.json`` a finished ``probformer sweep`` writes; when it records the
+model the sweep tuned (``base_model``), that model must be this spec's base model with the tuned values
+(the same N0 and shape: muP reuses values only relative to the width they were tuned at). The
+``spec.yaml`` compare writes has each such file merged into ``hparams`` (its path kept in
+``hparams_source``), so a result directory reruns and re-renders without the sweep's directory.
 
 Resumable: a run whose ``summary.json`` says completed or diverged is read back, not redone; a run
 with a checkpoint but no summary is resumed; a run directory trained with a different configuration
@@ -30,20 +38,24 @@ normal training run), ``results.csv`` (one row per run), ``results.md`` (mean +-
 architecture and budget, and which architecture wins each budget by how much relative to the seed
 noise of :mod:`probformer.experiments.noise`), ``loss_vs_params.png`` and ``loss_vs_flops.png``,
 ``spec.yaml`` (the resolved spec) and ``command.txt`` (the command lines that produced them, one per
-invocation). ``--rerender`` rewrites ``results.md`` from ``results.csv`` alone.
+invocation). With evaluations along training (``train.eval_interval`` below the run's steps) also
+``curves.csv`` (one row per run and evaluation: tokens seen, valid loss, each eval text's loss) and
+``learning_curves.png``, and results.md gains the loss at ``curve_fractions`` of the training, when each
+seed left the unigram plateau (:mod:`~probformer.experiments.curves`) and whether the ranking at half
+the budget still holds at the end; each ``eval_texts`` entry adds its loss per run and its own verdict
+per budget (:mod:`~probformer.experiments.compare_report`). ``--rerender`` rewrites ``results.md`` from
+``results.csv`` and ``curves.csv`` alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from probformer.config import (
@@ -51,12 +63,20 @@ from probformer.config import (
     OptimConfig,
     TrainConfig,
     config_from_dict,
+    model_config_class,
     model_fields,
     validate_model_section,
 )
-from probformer.experiments import noise
 from probformer.experiments import spec as specs
-from probformer.experiments.reports import add_rerender_argument, pyplot, read_rows, save_figure, write_csv
+from probformer.experiments.compare_report import (
+    aggregate,
+    count_label,
+    plot_learning_curves,
+    plot_loss,
+    render,
+)
+from probformer.experiments.curves import loss_keys, read_evaluations
+from probformer.experiments.reports import add_rerender_argument, read_rows, write_csv
 from probformer.experiments.spec import merge
 from probformer.models import MODEL_CLASSES
 from probformer.provenance import record_command
@@ -69,7 +89,7 @@ from probformer.training.reuse import train_or_reuse
 
 ARCHS = ("pt", "bert", "ut")
 # TrainConfig keys compare sets itself (per run), so the shared ``train`` section may not.
-RUN_OWNED_KEYS = ("model", "out_dir", "seed", "token_budget", "steps", "progress", "test_eval")
+RUN_OWNED_KEYS = ("model", "out_dir", "seed", "token_budget", "steps", "progress", "test_eval", "eval_texts")
 COLUMNS = ("arch", "budget", "seed", "status", "params", "non_embedding_params", "hidden_size", "flops_per_token",
            "train_tokens", "train_flops", "steps", "valid_loss", "test_loss", "valid_unigram_loss", "valid_accuracy",
            "tokens_per_second", "wall_s", "resumed", "reason", "run_dir")
@@ -78,6 +98,9 @@ ROW_TYPES = {**dict.fromkeys(("budget", "seed", "params", "non_embedding_params"
              **dict.fromkeys(("flops_per_token", "train_flops", "valid_loss", "test_loss", "valid_unigram_loss",
                               "valid_accuracy", "tokens_per_second", "wall_s"), float),
              "resumed": bool}  # results.csv read back
+CURVE_COLUMNS = ("arch", "budget", "seed", "step", "tokens", "valid_loss", "valid_unigram_loss")
+CURVE_TYPES = {**dict.fromkeys(("budget", "seed", "step", "tokens"), int),
+               **dict.fromkeys(("valid_loss", "valid_unigram_loss"), float)}  # curves.csv read back
 
 
 # -- spec ------------------------------------------------------------------------------------------
@@ -91,6 +114,13 @@ class CompareSpec:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-arch base model: shape at N0, depth
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-arch {optim: ..., model: ...} tuned at N0
     hparams_from: dict[str, str] = field(default_factory=dict)  # per-arch JSON file, applied over hparams
+    # Where hparams.<arch> came from when compare inlined a hparams_from file into the spec.yaml it writes
+    # (so a result directory reruns and re-renders without the sweep's); report text only.
+    hparams_source: dict[str, str] = field(default_factory=dict)
+    # name -> other text (a .conllu treebank, .txt, ...; path from cwd) every run scores at every evaluation:
+    # the out-of-domain column. Compare owns it (not train.eval_texts) because it reports it.
+    eval_texts: dict[str, str] = field(default_factory=dict)
+    curve_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # of the training, for tables
     out_dir: str = "runs/compare"
 
     def __post_init__(self) -> None:
@@ -99,7 +129,7 @@ class CompareSpec:
         self.budgets = sorted({parse_count(b, "budgets") for b in self.budgets})
         self.token_budget = parse_count(self.token_budget, "token_budget")
         self.archs = _names(self.archs, "archs")
-        for name in ("models", "hparams", "hparams_from"):
+        for name in ("models", "hparams", "hparams_from", "hparams_source"):
             section = getattr(self, name) or {}
             if not isinstance(section, dict) or set(section) - set(MODEL_CLASSES):
                 raise ConfigError(f"{name}: expected a mapping keyed by architecture ({', '.join(ARCHS)}), "
@@ -113,11 +143,18 @@ class CompareSpec:
         owned = sorted(set(self.train) & set(RUN_OWNED_KEYS))
         if owned:
             raise ConfigError(f"train.{owned[0]}: set by compare per run; use budgets / token_budget / seeds / "
-                              f"models / hparams / out_dir instead")
+                              f"models / hparams / eval_texts / out_dir instead")
         try:
             config_from_dict(self.train)  # types and ranges, before anything runs
         except ConfigError as err:
             raise ConfigError(f"train.{err}") from None
+        self.eval_texts = dict(self.eval_texts or {})
+        config_from_dict({"eval_texts": self.eval_texts})  # names the metrics can carry, a path each
+        if not isinstance(self.curve_fractions, list) or not self.curve_fractions or any(
+                isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1 for f in self.curve_fractions):
+            raise ConfigError(f"curve_fractions: expected a non-empty list of numbers in (0, 1], "
+                              f"got {self.curve_fractions!r}")
+        self.curve_fractions = sorted({float(f) for f in self.curve_fractions})
         for arch in self.archs:
             arch_settings(self, arch)  # model and optim keys, and the hparams_from files
 
@@ -147,15 +184,6 @@ def parse_count(value: Any, key: str = "count") -> int:
     return round(number)
 
 
-def count_label(n: int) -> str:
-    """1000000 -> '1M', 1500000 -> '1.5M', 40000 -> '40k'; exact, else the plain integer."""
-    for suffix, scale in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
-        text = f"{n / scale:g}"
-        if n >= scale and "e" not in text and round(float(text) * scale) == n:
-            return text + suffix
-    return str(n)
-
-
 def compare_preset_names() -> list[str]:
     return specs.preset_names("compare")
 
@@ -173,8 +201,12 @@ def spec_from_dict(values: dict[str, Any]) -> CompareSpec:
 
 
 def read_hparams_file(path: str | Path, arch: str) -> dict[str, Any]:
-    """``{"optim": {...}, "model": {...}}`` from a sweep's best-point JSON (other keys are ignored)."""
+    """``{"optim": {...}, "model": {...}}`` from a sweep's best-point JSON, and ``base_model`` (the model
+    the sweep trained) when it records one; other keys are ignored."""
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"hparams_from.{arch}: {path} not found (a finished `probformer sweep` writes best.json "
+                          f"in its out_dir; run the sweep first, or --set hparams_from.{arch}=PATH)")
     try:
         loaded = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -184,14 +216,39 @@ def read_hparams_file(path: str | Path, arch: str) -> dict[str, Any]:
     model = dict(loaded.get("model") or {})
     if model.pop("arch", arch) != arch:
         raise ConfigError(f"hparams_from.{arch}: {path} was tuned for arch {loaded['model']['arch']!r}")
-    return {"optim": dict(loaded.get("optim") or {}), "model": model}
+    out = {"optim": dict(loaded.get("optim") or {}), "model": model}
+    if isinstance(loaded.get("base_model"), dict):
+        out["base_model"] = loaded["base_model"]
+    return out
+
+
+def check_tuned_base(arch: str, base: dict[str, Any], tuned: dict[str, Any], path: str) -> None:
+    """The sweep behind ``hparams_from.<arch>`` must have trained this spec's base model (with the tuned
+    values): muP transfers hyperparameters relative to the width and shape they were tuned at, so values
+    tuned on another N0 would be silently wrong at every budget."""
+    if tuned.get("arch", arch) != arch:
+        raise ConfigError(f"hparams_from.{arch}: {path} was tuned for arch {tuned['arch']!r}")
+    tuned = {k: v for k, v in tuned.items() if k != "arch"}
+    cls = model_config_class(arch)
+    try:
+        ours, theirs = cls(**base), cls(**tuned)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"hparams_from.{arch}: {path}: base_model {err}") from None
+    differ = [k for k in sorted(model_fields(arch)) if getattr(ours, k, None) != getattr(theirs, k, None)]
+    if differ:
+        shown = ", ".join(f"{k} {getattr(theirs, k, None)!r} (models.{arch}: {getattr(ours, k, None)!r})"
+                          for k in differ[:4])
+        raise ConfigError(f"hparams_from.{arch}: {path} was tuned on another base model: {shown}; tune at "
+                          f"models.{arch} or change models.{arch} to the model the sweep trained")
 
 
 def arch_settings(spec: CompareSpec, arch: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(base model fields, optim section) of ``arch``: models, then hparams, then hparams_from."""
     layers = [{"model": spec.models.get(arch) or {}}, spec.hparams.get(arch) or {}]
+    tuned_base = None
     if arch in spec.hparams_from:
         layers.append(read_hparams_file(spec.hparams_from[arch], arch))
+        tuned_base = layers[-1].pop("base_model", None)
     base: dict[str, Any] = {}
     optim: dict[str, Any] = dict(spec.train.get("optim") or {})
     for i, layer in enumerate(layers):
@@ -209,6 +266,8 @@ def arch_settings(spec: CompareSpec, arch: str) -> tuple[dict[str, Any], dict[st
     except ConfigError as err:
         raise ConfigError(f"{arch}: {err}") from None
     base.pop("arch")
+    if tuned_base is not None:
+        check_tuned_base(arch, base, tuned_base, spec.hparams_from[arch])
     return base, optim
 
 
@@ -246,6 +305,7 @@ def plan_runs(spec: CompareSpec, vocab_size: int, out_dir: str | Path) -> list[P
             for seed in spec.seeds:
                 config = config_from_dict(merge(spec.train, {
                     "model": model, "optim": optim, "seed": seed, "token_budget": spec.token_budget,
+                    "eval_texts": spec.eval_texts,
                     "out_dir": str(Path(out_dir) / "runs" / f"{arch}-{count_label(budget)}-s{seed}"),
                     "progress": False, "test_eval": True}))
                 flops = training_flops_per_token(arch, sized, config.data.seq_len, config.data.resolved_mask_prob)
@@ -267,6 +327,11 @@ def train(config: TrainConfig, **kwargs) -> dict[str, Any]:
     return train_model(config, **kwargs)
 
 
+def eval_columns(names) -> tuple[str, ...]:
+    """The per-run columns of the eval texts ``names``: eval_<name>_loss, eval_<name>_unigram_loss."""
+    return tuple(k for name in names for k in loss_keys(name))
+
+
 def make_row(run: PlannedRun, summary: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     nan = float("nan")
     completed = summary.get("status") == "completed"
@@ -274,6 +339,10 @@ def make_row(run: PlannedRun, summary: dict[str, Any], info: dict[str, Any]) -> 
     def loss(key: str) -> float:  # a diverged run's last finite evaluation is not its result: left empty
         return float(summary.get(key, nan)) if completed else nan
 
+    ood: dict[str, float] = {}
+    for name in run.config.eval_texts:
+        key, unigram = loss_keys(name)
+        ood[key], ood[unigram] = loss(key), float(summary.get(unigram, nan))
     return {
         "arch": run.arch, "budget": run.budget, "seed": run.seed, "status": summary.get("status", "unknown"),
         "params": run.counts["total"], "non_embedding_params": run.counts["non_embedding"],
@@ -283,198 +352,123 @@ def make_row(run: PlannedRun, summary: dict[str, Any], info: dict[str, Any]) -> 
         "valid_unigram_loss": float(summary.get("valid_unigram_loss", nan)), "valid_accuracy": loss("valid_accuracy"),
         "tokens_per_second": float(summary.get("tokens_per_second", nan)), "wall_s": float(info.get("wall_s", nan)),
         "resumed": bool(info.get("resumed", False)), "reason": summary.get("reason", ""), "run_dir": run.config.out_dir,
+        **ood,
     }
+
+
+def curve_rows_of(run: PlannedRun) -> list[dict[str, Any]]:
+    """The run's evaluations as curves.csv rows (tokens seen, valid and eval-text losses)."""
+    if not (Path(run.config.out_dir) / "metrics.jsonl").is_file():
+        return []  # a stand-in train function that logged nothing
+    keys = CURVE_COLUMNS[3:] + eval_columns(run.config.eval_texts)
+    return [{"arch": run.arch, "budget": run.budget, "seed": run.seed,
+             **{k: e.get(k, float("nan")) for k in keys}} for e in read_evaluations(run.config.out_dir)]
+
+
+def inlined_hparams(spec: CompareSpec) -> dict[str, Any]:
+    """spec.yaml's hyperparameter keys with every hparams_from file merged into hparams (its path kept in
+    hparams_source): the same runs, but the result directory no longer needs the sweep directories."""
+    hparams = {arch: dict(values or {}) for arch, values in spec.hparams.items()}
+    for arch, path in spec.hparams_from.items():
+        tuned = read_hparams_file(path, arch)
+        hparams[arch] = merge(hparams.get(arch) or {}, {k: tuned[k] for k in ("optim", "model") if tuned[k]})
+    return {"hparams": hparams, "hparams_from": {}, "hparams_source": {**spec.hparams_source, **spec.hparams_from}}
+
+
+def check_eval_texts(spec: CompareSpec) -> None:
+    """Every eval text exists, before hours of training find out (paths are read from the cwd)."""
+    for name, path in spec.eval_texts.items():
+        if not Path(path).exists():
+            raise ConfigError(f"eval_texts.{name}: {path} not found (UD treebanks: universaldependencies.org, e.g. "
+                              f"github.com/UniversalDependencies/UD_English-EWT); --set eval_texts.{name}=PATH, or "
+                              f"--set 'eval_texts={{}}' for no out-of-domain column")
 
 
 def compare(spec: CompareSpec, out_dir: str | Path | None = None, *, command: str | None = None,
             log=None) -> list[dict[str, Any]]:
-    """Train (or read back) every run of ``spec`` and write the results table and plots; return the rows."""
+    """Train (or read back) every run of ``spec`` and write the results tables and plots; return the rows."""
     from probformer.training.trainer import corpus_for
 
+    check_eval_texts(spec)
     out = Path(out_dir if out_dir is not None else spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = log or tqdm.write
-    specs.write_spec(spec, out / "spec.yaml", out_dir=str(out))
+    specs.write_spec(spec, out / "spec.yaml", out_dir=str(out), **inlined_hparams(spec))
     record_command(out, command)
     corpus = corpus_for(config_from_dict(spec.train), log)
     runs = plan_runs(spec, corpus.vocab_size, out)
     rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []  # completed runs only: a diverged run's curve is not averaged
     with tqdm(runs, desc="compare", unit="run", dynamic_ncols=True) as bar:
         for run in bar:
             bar.set_postfix_str(run.name)
             rows.append(execute(run, log))
-            write_tables(rows, out, spec)
-    write_outputs(rows, out, spec)
+            if rows[-1]["status"] == "completed":
+                curves += curve_rows_of(run)
+            write_tables(rows, curves, out, spec)
+    write_outputs(rows, curves, out, spec)
     return rows
 
 
 # -- outputs ---------------------------------------------------------------------------------------
-def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, spec: CompareSpec) -> dict[str, Path]:
+def write_outputs(rows: list[dict[str, Any]], curves: list[dict[str, Any]], out_dir: str | Path,
+                  spec: CompareSpec) -> dict[str, Path]:
     out = Path(out_dir)
-    files = write_tables(rows, out, spec)
+    files = write_tables(rows, curves, out, spec)
     files["loss_vs_params"] = out / "loss_vs_params.png"
     files["loss_vs_flops"] = out / "loss_vs_flops.png"
     plot_loss(rows, "params", files["loss_vs_params"], spec)
     plot_loss(rows, "train_flops", files["loss_vs_flops"], spec)
+    if curves:
+        files["learning_curves"] = out / "learning_curves.png"
+        plot_learning_curves(curves, files["learning_curves"], spec)
     return files
 
 
-def write_tables(rows: list[dict[str, Any]], out: Path, spec: CompareSpec) -> dict[str, Path]:
-    return {"results_csv": write_csv(out / "results.csv", rows, COLUMNS), "results_md": write_report(rows, out, spec)}
+def write_tables(rows: list[dict[str, Any]], curves: list[dict[str, Any]], out: Path,
+                 spec: CompareSpec) -> dict[str, Path]:
+    extra = eval_columns(spec.eval_texts)
+    return {"results_csv": write_csv(out / "results.csv", rows, COLUMNS + extra),
+            "curves_csv": write_csv(out / "curves.csv", curves, CURVE_COLUMNS + extra),
+            "results_md": write_report(rows, curves, out, spec)}
 
 
-def write_report(rows: list[dict[str, Any]], out: Path, spec: CompareSpec) -> Path:
-    (out / "results.md").write_text(markdown(rows, spec))
+def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], out: Path, spec: CompareSpec) -> Path:
+    (out / "results.md").write_text(markdown(rows, spec, curves))
     return out / "results.md"
 
 
-def rerender(spec: CompareSpec, out_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Rewrite ``results.md`` from ``results.csv``: trains nothing and needs no run directories, so a
-    committed result follows a change to the verdict rule."""
+def rerender(spec: CompareSpec, out_dir: str | Path | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rewrite ``results.md`` from ``results.csv`` (and ``curves.csv`` where there is one): trains nothing
+    and needs no run directories, so a committed result follows a change to the verdict rule.
+    Returns (run rows, curve rows)."""
     out = Path(out_dir if out_dir is not None else spec.out_dir)
     if not (out / "results.csv").is_file():
         raise ConfigError(f"--rerender: {out / 'results.csv'} not found")
-    rows = read_rows(out / "results.csv", ROW_TYPES)
-    write_report(rows, out, spec)
-    return rows
+    extra = dict.fromkeys(eval_columns(spec.eval_texts), float)
+    rows = read_rows(out / "results.csv", {**ROW_TYPES, **extra})
+    curves = read_rows(out / "curves.csv", {**CURVE_TYPES, **extra}) if (out / "curves.csv").is_file() else []
+    for row in (*rows, *curves):  # a column the CSV lacks (an eval text added later) reads as missing
+        row.update({k: float("nan") for k in extra if row.get(k) is None})
+    write_report(rows, curves, out, spec)
+    return rows, curves
 
 
-def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (arch, budget): counts, FLOPs, mean and std of the losses over completed seeds."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["arch"], row["budget"]), []).append(row)
-    out = []
-    for (arch, budget), group in groups.items():
-        done = [r for r in group if r["status"] == "completed"]
-        entry = {"arch": arch, "budget": budget, "params": group[0]["params"],
-                 "non_embedding_params": group[0]["non_embedding_params"], "train_flops": group[0]["train_flops"],
-                 "seeds": len(group), "completed": len(done), "diverged": sum(r["status"] == "diverged" for r in group),
-                 "diverged_seeds": [r["seed"] for r in group if r["status"] == "diverged"]}
-        for key in ("valid_loss", "test_loss", "valid_unigram_loss"):
-            seeds = noise.Seeds.of(r[key] for r in done if math.isfinite(r[key]))
-            entry[key], entry[key + "_std"], entry[key + "_seeds"] = seeds.mean, seeds.std, seeds.n
-        out.append(entry)
-    return sorted(out, key=lambda e: e["budget"])  # stable: architectures stay in run order
-
-
-def _pm(mean: float, std: float) -> str:
-    if math.isnan(mean):
-        return "-"
-    return f"{mean:.4f} ± {std:.4f}" if math.isfinite(std) else f"{mean:.4f}"
-
-
-def verdicts(groups: list[dict[str, Any]]) -> list[str]:
-    """Per budget: which architecture has the lowest mean validation loss, by how much, against seed noise."""
-    lines = []
-    for budget in sorted({g["budget"] for g in groups}):
-        here = [g for g in groups if g["budget"] == budget]
-        ranked = sorted((g for g in here if g["completed"]), key=lambda g: g["valid_loss"])
-        lost = [f"{g['arch']} (all {g['seeds']} seeds diverged)" for g in here if not g["completed"] and g["diverged"]]
-        note = f"; excluded: {', '.join(lost)}" if lost else ""
-        label = count_label(budget)
-        if not ranked:
-            lines.append(f"- {label}: no completed run{note}.")
-            continue
-        best = ranked[0]
-        if len(ranked) == 1:
-            lines.append(f"- {label}: {best['arch']} (valid {_pm(best['valid_loss'], best['valid_loss_std'])}) is the "
-                         f"only architecture with a completed run{note}.")
-            continue
-        second = ranked[1]
-        d = noise.difference(*(noise.Seeds(g["valid_loss"], g["valid_loss_std"], g["valid_loss_seeds"])
-                               for g in (second, best)))
-        margin = d.delta
-        if d.estimated:
-            judged = "larger than" if d.real else "within"
-            verdict = f" = {d.ratio:.2f}x the seed noise ({d.noise:.4f}): {judged} the seed noise"
-        else:
-            verdict = " (fewer than two completed seeds: no seed-noise estimate)"
-        partial = [g["arch"] for g in (best, second) if g["diverged"]]
-        if partial:
-            note += f"; means over completed seeds only for {', '.join(partial)}"
-        lines.append(f"- {label}: {best['arch']} has the lowest mean valid loss ({best['valid_loss']:.4f}), "
-                     f"{margin:.4f} nats below {second['arch']} ({second['valid_loss']:.4f}){verdict}{note}.")
-    return lines
-
-
-def markdown(rows: list[dict[str, Any]], spec: CompareSpec) -> str:
-    groups = aggregate(rows)
-    seeds = ", ".join(map(str, spec.seeds))
+def markdown(rows: list[dict[str, Any]], spec: CompareSpec, curves: list[dict[str, Any]] = ()) -> str:
+    """results.md (:func:`probformer.experiments.compare_report.render`) with where each lr came from."""
     sources = []
     for arch in spec.archs:
         lr = arch_settings(spec, arch)[1].get("lr", OptimConfig.lr)
-        where = (f"hparams_from {spec.hparams_from[arch]}" if arch in spec.hparams_from
-                 else "spec hparams" if arch in spec.hparams else "trainer defaults")
+        source = spec.hparams_from.get(arch, spec.hparams_source.get(arch))
+        where = (f"hparams_from {source}" if source else "spec hparams" if arch in spec.hparams
+                 else "trainer defaults")
         sources.append(f"{arch} lr {lr:g} ({where})")
-    lines = [
-        f"# {' vs '.join(a.upper() for a in spec.archs)} at equal parameter budgets",
-        "",
-        (f"Same data and {spec.token_budget:,} training tokens per run; seeds {seeds}. Each architecture runs "
-         "at its own hyperparameters, the same at every budget (muP transfer from its base width): "
-         f"{'; '.join(sources)}; all values in spec.yaml. They are only as good as their tuning at the base width. "
-         "Losses: masked-token cross-entropy (nats) on fixed validation / test batches, mean ± sample std over "
-         "completed seeds; diverged runs are counted, not averaged. Params: total (embeddings included; "
-         "non-embedding in the next column); FLOPs: training FLOPs per token x tokens (matrix products only, "
-         "probformer.sizing)."),
-        "",
-        ("| arch | budget | params | non-emb params | train FLOPs | valid loss | test loss | unigram loss "
-         "| completed | diverged |"),
-        "|---|---|---:|---:|---:|---|---|---|---:|---:|",
-    ]
-    for g in groups:
-        diverged = f"**{g['diverged']}** (seed {', '.join(map(str, g['diverged_seeds']))})" if g["diverged"] else "0"
-        lines.append(f"| {g['arch']} | {count_label(g['budget'])} | {g['params']:,} | {g['non_embedding_params']:,} "
-                     f"| {g['train_flops']:.3g} | {_pm(g['valid_loss'], g['valid_loss_std'])} "
-                     f"| {_pm(g['test_loss'], g['test_loss_std'])} | {_pm(g['valid_unigram_loss'], float('nan'))} "
-                     f"| {g['completed']}/{g['seeds']} | {diverged} |")
-    lines += ["", "## Lowest validation loss per budget", "", f"Seed noise: {noise.RULE}.", "", *verdicts(groups), ""]
-    return "\n".join(lines)
+    return render(rows, list(curves), spec, "; ".join(sources))
 
 
-def plot_loss(rows: list[dict[str, Any]], x_key: str, path: str | Path, spec: CompareSpec) -> dict[str, dict]:
-    """Mean valid loss (error bars: seed std) against ``x_key`` ('params' or 'train_flops'), one line per
-    architecture, log x. Diverged runs are drawn as crosses at the top edge. Returns what was drawn."""
-    plt = pyplot()
-    from matplotlib.transforms import blended_transform_factory
-
-    groups = aggregate(rows)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    top = blended_transform_factory(ax.transData, ax.transAxes)
-    drawn: dict[str, dict] = {}
-    for i, arch in enumerate(spec.archs):
-        mine = [g for g in groups if g["arch"] == arch]
-        if not mine:
-            continue
-        color = f"C{i}"
-        xs = [g[x_key] for g in mine]
-        means = [g["valid_loss"] for g in mine]  # nan where every seed diverged: the line breaks there
-        stds = [g["valid_loss_std"] if math.isfinite(g["valid_loss_std"]) else 0.0 for g in mine]
-        ax.errorbar(xs, means, yerr=stds, color=color, marker="o", ms=4, capsize=3, label=arch)
-        bad = [(g[x_key], g["diverged"]) for g in mine if g["diverged"]]
-        for x, k in bad:
-            ax.plot([x], [0.97], transform=top, marker="x", ms=9, mew=2, color=color, clip_on=False)
-            ax.annotate(f"{arch}: {k} diverged", (x, 0.97), xycoords=top, xytext=(5, -3 - 10 * i),
-                        textcoords="offset points", fontsize=7, color=color)
-        drawn[arch] = {"x": xs, "mean": means, "std": stds, "diverged": bad}
-    unigram = [g["valid_unigram_loss"] for g in groups if math.isfinite(g["valid_unigram_loss"])]
-    if unigram:
-        ax.axhline(float(np.mean(unigram)), color="gray", ls="--", lw=1, label="unigram baseline")
-    if any(d["diverged"] for d in drawn.values()):
-        ax.plot([], [], "x", color="black", mew=2, label="diverged run (top edge)")
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters (total)" if x_key == "params" else "training FLOPs")
-    ax.set_ylabel("validation MLM loss (nats)")
-    ax.set_title(f"{spec.token_budget:,} tokens per run, {len(spec.seeds)} seed(s): mean ± std", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-    return drawn
-
-
-def summary_table(rows: list[dict[str, Any]], spec: CompareSpec) -> str:
-    """The aggregated table and the per-budget verdicts (the markdown without its preamble)."""
-    text = markdown(rows, spec)
+def summary_table(out_dir: str | Path) -> str:
+    """results.md without its preamble: the table, the verdicts and the along-training tables."""
+    text = (Path(out_dir) / "results.md").read_text()
     return text[text.index("| arch"):]
 
 
@@ -483,8 +477,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``compare`` on an ``argparse`` subparsers object."""
     p = subparsers.add_parser("compare", help="PT vs BERT vs UT at equal parameter budgets (results table + plots)",
                               description=__doc__.splitlines()[0])
-    specs.add_spec_arguments(p, "compare", "budgets, token_budget, archs, seeds, train, models, hparams",
-                             "--set hparams.pt.optim.lr=3e-3 --set train.data.cache_dir=/tmp/c")
+    specs.add_spec_arguments(p, "compare", "budgets, token_budget, archs, seeds, train, models, hparams, "
+                             "hparams_from, eval_texts, curve_fractions",
+                             "--set hparams.pt.optim.lr=3e-3 --set eval_texts.ewt=path/to/en_ewt-ud-dev.conllu")
     p.add_argument("--budgets", help="comma-separated parameter budgets, e.g. 1M,4M,16M")
     p.add_argument("--archs", help="comma-separated architectures (pt,bert,ut)")
     p.add_argument("--seeds", help="comma-separated training seeds, e.g. 0,1")
@@ -517,11 +512,14 @@ def run_from_args(args: argparse.Namespace) -> int:
             print(f"{run.name:<16} {run.config.model['hidden_size']:>5} {run.counts['total']:>11,} "
                   f"{run.counts['non_embedding']:>11,} {run.flops_per_token:>12.3g} "
                   f"{run.flops_per_token * run.train_tokens:>12.3g} {run.config.total_steps}")
+        for name, path in spec.eval_texts.items():
+            print(f"eval_texts.{name}: {path} ({'found' if Path(path).exists() else 'NOT FOUND'})")
         return 0
     if args.rerender:
         record_command(spec.out_dir)
-        print(summary_table(rerender(spec), spec))
-        print(f"rewrote {Path(spec.out_dir)}/results.md from results.csv")
+        _, curves = rerender(spec)
+        print(summary_table(spec.out_dir))
+        print(f"rewrote {Path(spec.out_dir)}/results.md from results.csv" + (" and curves.csv" if curves else ""))
         return 0
     try:
         rows = compare(spec)
@@ -529,13 +527,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         print("interrupted: finished runs and the last checkpoint are kept; rerun the same command to continue",
               file=sys.stderr)
         return 130
-    print(summary_table(rows, spec))
+    print(summary_table(spec.out_dir))
     diverged = sum(r["status"] == "diverged" for r in rows)
     print(f"{len(rows)} runs ({diverged} diverged); results in {Path(spec.out_dir)}/results.md, results.csv, "
-          "loss_vs_params.png, loss_vs_flops.png")
+          "curves.csv, loss_vs_params.png, loss_vs_flops.png, learning_curves.png")
     return 0
 
 
-__all__ = ["CompareSpec", "PlannedRun", "add_parser", "aggregate", "compare", "count_label", "execute", "load_spec",
-           "markdown", "parse_count", "plan_runs", "plot_loss", "rerender", "run_from_args", "spec_from_dict",
-           "write_outputs"]
+__all__ = ["CompareSpec", "PlannedRun", "add_parser", "aggregate", "check_eval_texts", "compare", "count_label",
+           "execute", "load_spec", "markdown", "parse_count", "plan_runs", "plot_learning_curves", "plot_loss",
+           "rerender", "run_from_args", "spec_from_dict", "write_outputs"]

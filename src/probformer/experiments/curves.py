@@ -1,0 +1,191 @@
+"""Learning curves: validation loss against tokens seen, read from runs' ``metrics.jsonl``, and the point
+where a run leaves the unigram plateau.
+
+Every model starts on the unigram solution: the read-out bias is initialised to the log unigram
+frequencies of the training split (``unigram_bias_init``) and the rest of the read-out near zero, so at
+step 0 the masked-token loss *is* the unigram baseline, the loss of a model that ignores context. A run
+can sit on that plateau for a long time (BERT at the compare-cpu budget had barely left it after 80
+steps), and a final loss alone does not say whether a model is still there or just slow. So this reads
+a run's evaluations as a curve and reports the first token count at which its loss is below the
+unigram loss of the *same* masked targets by a margin (:func:`plateau_exit`).
+
+``probformer curves RUN_DIR...`` plots any runs together and prints that point per run; ``probformer
+compare`` uses the same reading for its learning-curve table and plot.
+
+Tokens seen at an evaluation after step s = s x batch_size x grad_accum x seq_len (what the trainer
+counts as ``tokens_seen``), from the run's ``train_config.json``; the ``tokens`` field of a ``valid``
+record is the number of *scored* targets, not this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from probformer.config import ConfigError
+from probformer.experiments.reports import pyplot, save_figure
+
+DEFAULT_MARGIN = 0.1  # nats below the unigram loss that count as "off the plateau"
+VALID = "valid"  # the in-domain validation split; any other name is an eval_texts entry
+
+__all__ = ["Curve", "DEFAULT_MARGIN", "add_parser", "loss_keys", "plateau_exit", "plot_curves", "read_evaluations",
+           "run_from_args"]
+
+
+def loss_keys(text: str) -> tuple[str, str]:
+    """The (loss, unigram loss) keys of ``text`` in an evaluation dict: ``valid_loss`` or ``eval_<name>_loss``."""
+    prefix = "valid" if text == VALID else f"eval_{text}"
+    return f"{prefix}_loss", f"{prefix}_unigram_loss"
+
+
+def _number(value: Any) -> float:
+    return float(value)  # the metrics log writes a non-finite loss as the string "nan" / "inf"
+
+
+def read_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
+    """One dict per evaluation of the run in ``run_dir``, by step: ``step``, ``tokens`` (seen so far),
+    ``valid_loss``, ``valid_unigram_loss`` and, per eval text, ``eval_<name>_loss`` and
+    ``eval_<name>_unigram_loss``. A step logged twice (a resumed run replays steps after its
+    checkpoint) keeps its last record."""
+    run = Path(run_dir)
+    metrics, config_path = run / "metrics.jsonl", run / "train_config.json"
+    if not metrics.is_file() or not config_path.is_file():
+        raise ConfigError(f"{run}: not a training run directory (needs metrics.jsonl and train_config.json)")
+    config = json.loads(config_path.read_text())
+    tokens_per_step = config["batch_size"] * config.get("grad_accum", 1) * config["data"]["seq_len"]
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in metrics.read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        kind = record.get("kind", "")
+        if kind != VALID and not kind.startswith("eval_"):
+            continue
+        step = int(record["step"])
+        entry = by_step.setdefault(step, {"step": step, "tokens": step * tokens_per_step})
+        entry[f"{kind}_loss"] = _number(record["loss"])
+        entry[f"{kind}_unigram_loss"] = _number(record["unigram_loss"])
+    return [by_step[s] for s in sorted(by_step)]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One run's loss on one text against tokens seen (evaluations without that text, or with a
+    non-finite loss, left out)."""
+
+    label: str
+    steps: tuple[int, ...]
+    tokens: tuple[int, ...]
+    loss: tuple[float, ...]
+    unigram: tuple[float, ...]  # the unigram baseline of the same targets (fixed masks: one value per run)
+
+    @classmethod
+    def of(cls, label: str, evaluations: Sequence[dict[str, Any]], text: str = VALID) -> Curve:
+        key, unigram_key = loss_keys(text)
+        points = [e for e in evaluations if key in e and math.isfinite(e[key])]
+        return cls(label, tuple(e["step"] for e in points), tuple(e["tokens"] for e in points),
+                   tuple(e[key] for e in points), tuple(e[unigram_key] for e in points))
+
+
+def plateau_exit(curve: Curve, margin: float = DEFAULT_MARGIN) -> int | None:
+    """Index of the first evaluation whose loss is below its unigram loss by more than ``margin`` (None:
+    never). The first such point, not the last crossing: a run that falls back is still reported as
+    having left (its curve shows the rest)."""
+    for i, (loss, unigram) in enumerate(zip(curve.loss, curve.unigram)):
+        if loss < unigram - margin:
+            return i
+    return None
+
+
+def plot_curves(curves: Sequence[Curve], path: str | Path, *, margin: float = DEFAULT_MARGIN,
+                title: str = "") -> dict[str, dict[str, Any]]:
+    """Loss against tokens seen (log x), one colour per curve, each with its unigram baseline dashed and
+    its plateau exit marked. Returns what was drawn, per label."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    drawn: dict[str, dict[str, Any]] = {}
+    for i, curve in enumerate(curves):
+        color = f"C{i % 10}"
+        ax.plot(curve.tokens, curve.loss, color=color, marker="o", ms=3, lw=1.5, label=curve.label)
+        if curve.unigram:
+            ax.axhline(curve.unigram[-1], color=color, ls="--", lw=0.8, alpha=0.7)
+        exit_at = plateau_exit(curve, margin)
+        if exit_at is not None:
+            ax.plot([curve.tokens[exit_at]], [curve.loss[exit_at]], marker="v", ms=9, color=color, mec="black")
+        drawn[curve.label] = {"tokens": list(curve.tokens), "loss": list(curve.loss),
+                              "exit": None if exit_at is None else curve.tokens[exit_at]}
+    ax.plot([], [], "k--", lw=0.8, label="unigram baseline (each run's colour)")
+    ax.plot([], [], "v", color="white", mec="black", ms=9, label=f"first point {margin:g} nats below it")
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("MLM loss (nats)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+    return drawn
+
+
+def exit_text(curve: Curve, margin: float) -> str:
+    i = plateau_exit(curve, margin)
+    if i is None:
+        return f"not within {curve.tokens[-1]:,} tokens" if curve.tokens else "no evaluation"
+    return f"after {curve.tokens[i]:,} tokens (step {curve.steps[i]})"
+
+
+def _status(run_dir: Path) -> str:
+    summary = run_dir / "summary.json"
+    return json.loads(summary.read_text()).get("status", "?") if summary.is_file() else "unfinished"
+
+
+def table(curves: Sequence[Curve], statuses: Sequence[str], text: str, margin: float) -> str:
+    width = max([len("run"), *(len(c.label) for c in curves)])
+    lines = [f"{'run':<{width}}  {'status':<10}  {'evals':>5}  {'tokens seen':>11}  {text + ' loss':>11}  "
+             f"{'unigram':>7}  leaves the unigram plateau ({text} loss < unigram - {margin:g})"]
+    for curve, status in zip(curves, statuses):
+        last = (f"{curve.tokens[-1]:>11,}  {curve.loss[-1]:>11.4f}  {curve.unigram[-1]:>7.4f}" if curve.tokens
+                else f"{'-':>11}  {'-':>11}  {'-':>7}")
+        lines.append(f"{curve.label:<{width}}  {status:<10}  {len(curve.tokens):>5}  {last}  {exit_text(curve, margin)}")
+    return "\n".join(lines)
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("curves", help="plot validation loss against tokens seen for training runs, and when "
+                                             "each leaves the unigram plateau",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories (metrics.jsonl)")
+    p.add_argument("--out", default="learning_curves.png", help="the plot (PNG; default learning_curves.png)")
+    p.add_argument("--labels", help="comma-separated legend labels, one per run (default: the run directory names)")
+    p.add_argument("--text", default=VALID,
+                   help="which evaluation: valid (default) or an eval_texts name of the runs, e.g. ewt")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help=f"nats below the unigram loss that count as off the plateau (default {DEFAULT_MARGIN:g})")
+    p.set_defaults(func=run_from_args)
+    return p
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    dirs = [Path(d) for d in args.run_dirs]
+    labels = [d.name for d in dirs] if args.labels is None else [s.strip() for s in args.labels.split(",")]
+    if len(labels) != len(dirs):
+        raise ConfigError(f"--labels: {len(labels)} labels for {len(dirs)} run directories")
+    if args.margin < 0:
+        raise ConfigError(f"--margin: expected a number >= 0, got {args.margin!r}")
+    curves = []
+    for label, run_dir in zip(labels, dirs):
+        curve = Curve.of(label, read_evaluations(run_dir), args.text)
+        if not curve.tokens:
+            raise ConfigError(f"{run_dir}: no finite '{args.text}' evaluation in metrics.jsonl"
+                              + ("" if args.text == VALID else " (is it one of the run's eval_texts?)"))
+        curves.append(curve)
+    plot_curves(curves, args.out, margin=args.margin, title=f"{args.text} loss against tokens seen")
+    print(table(curves, [_status(d) for d in dirs], args.text, args.margin))
+    print(f"plot: {args.out}")
+    return 0
