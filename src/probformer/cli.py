@@ -56,29 +56,54 @@ def parse_count(text: str) -> int:
     return int(round(value))
 
 
-def cmd_size(args: argparse.Namespace) -> int:
-    from probformer.config import model_fields, parse_model_overrides
-    from probformer.sizing import config_for_budget, count_parameters, training_flops_per_token
+def parse_device_memory(text: str) -> int:
+    from probformer.size_report import parse_memory
 
-    fields = model_fields(args.arch)
-    base = parse_model_overrides(args.arch, args.overrides)
     try:
-        config = config_for_budget(args.arch, args.params, vocab_size=args.vocab_size, base=base)
+        return parse_memory(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def cmd_size(args: argparse.Namespace) -> int:
+    from probformer.activation_memory import Precision
+    from probformer.config import model_config_class, model_fields, parse_model_overrides
+    from probformer.size_report import build_report, render
+    from probformer.sizing import config_for_budget
+
+    if args.params is None and args.preset is None:
+        raise ConfigError("size: give --params (a budget, e.g. 10M) or --preset (a training preset)")
+    train = load_config(preset=args.preset) if args.preset else None
+    if train and args.arch not in (None, train.model["arch"]):
+        raise ConfigError(f"size: --arch {args.arch} but preset {args.preset} is arch {train.model['arch']!r}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"size: --batch-size must be >= 1, got {args.batch_size}")
+    arch = train.model["arch"] if train else args.arch or "pt"
+    fields = model_fields(arch)
+    preset_model = {k: v for k, v in train.model.items() if k != "arch"} if train else {}
+    base = {**preset_model, **parse_model_overrides(arch, args.overrides)}
+    vocab_size = args.vocab_size or (train.data.vocab_size if train else 4096)
+    seq_len = args.seq_len or (train.data.seq_len if train else 128)
+    precision = args.precision or (train.precision if train else "auto")
+    precision = ("bf16" if args.device == "cuda" else "fp32") if precision == "auto" else precision
+    mask_prob = args.mask_prob if args.mask_prob is not None else (train.data.resolved_mask_prob if train else 0.15)
+    try:
+        if args.params is not None:
+            config = config_for_budget(arch, args.params, vocab_size=vocab_size, base=base,
+                                       width_multiple=args.width_multiple)
+            source = f"{arch} at a budget of {args.params:,} parameters"
+        else:
+            config = model_config_class(arch)(**base, vocab_size=vocab_size)
+            source = f"{arch}, preset {args.preset}"
+        report = build_report(
+            arch, config, seq_len=seq_len, precision=Precision(precision, args.device),
+            mask_fraction=mask_prob,
+            batch_size=args.batch_size or (train.batch_size if train else None), device_bytes=args.device_memory,
+            margin=args.memory_margin, budget=args.params, source=source, fields=tuple(sorted(fields)),
+        )
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    counts = count_parameters(args.arch, config)
-    flops = training_flops_per_token(args.arch, config, args.seq_len)
-    keys = sorted(set(fields) & set(config.to_dict()))
-    report = {
-        "arch": args.arch,
-        "budget": args.params,
-        "parameters": counts,
-        "relative_error": (counts["total"] - args.params) / args.params,
-        "training_flops_per_token": flops,
-        "seq_len": args.seq_len,
-        "model": {"arch": args.arch, **{k: getattr(config, k) for k in keys}},
-    }
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 
 
@@ -91,13 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in out_dir")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("size", help="the config of an architecture at a parameter budget (+-2%%), with counts and FLOPs")
-    p.add_argument("--arch", choices=("pt", "bert", "ut"), default="pt")
-    p.add_argument("--params", type=parse_count, required=True, help="budget, e.g. 10M, 400k, 0.4B (total incl. embeddings)")
-    p.add_argument("--vocab-size", type=int, default=4096)
-    p.add_argument("--seq-len", type=int, default=128, help="sequence length for the FLOPs estimate")
+    p = sub.add_parser("size", help="a model at a parameter budget (+-2%%) or from a preset: parameters, FLOPs/token, "
+                                     "activation memory, the micro-batch that fits a device")
+    p.add_argument("--arch", choices=("pt", "bert", "ut"), help="architecture (default: the preset's, else pt)")
+    p.add_argument("--params", type=parse_count, help="budget, e.g. 10M, 400k, 0.4B (total incl. embeddings)")
+    p.add_argument("--preset", help="report a training preset's model (with --params: the search starts from it)")
+    p.add_argument("--vocab-size", type=int, help="vocabulary size (default: the preset's, else 4096)")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence (default: the preset's, else 128)")
+    p.add_argument("--width-multiple", type=int, default=1, help="search only widths that are multiples of it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE",
                    help="fixed model fields and the base shape, e.g. --set model.num_iterations=5")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="device the memory is estimated for")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                   help="bf16 = bf16 autocast (default: the preset's, else auto = bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--mask-prob", type=float, help="fraction of tokens scored (default: the preset's, else 0.15)")
+    p.add_argument("--batch-size", type=int, help="sequences per micro-batch (default: the preset's)")
+    p.add_argument("--device-memory", type=parse_device_memory, metavar="SIZE",
+                   help="also the largest micro-batch that fits, e.g. 80GB (10^9 B) or 24GiB (2^30 B)")
+    p.add_argument("--memory-margin", type=float, default=0.10, help="fraction of the device memory kept free")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_size)
 
     from probformer.experiments import compare, coord_check, curves, lr_curves, sweep, transfer

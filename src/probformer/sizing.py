@@ -115,6 +115,7 @@ def config_for_budget(
     vocab_size: int,
     base: dict | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    width_multiple: int = 1,
 ) -> PretrainedConfig:
     """The member of ``arch``'s family whose *total* parameter count is within ``tolerance`` of ``params``.
 
@@ -124,7 +125,8 @@ def config_for_budget(
     M = 2N by PTConfig's defaults; BERT / UT: heads grow at fixed head_dim, 32 by default, and the FFN
     in proportion, 4N by default). Omitted fields take the config class's defaults.
 
-    Search: every width the family allows (BERT / UT: multiples of head_dim) up to twice the budget;
+    Search: every width the family allows (BERT / UT: multiples of head_dim; with ``width_multiple``
+    only multiples of it too, for GPU-friendly shapes) up to twice the budget;
     the width closest to the budget wins if it is within tolerance. Otherwise (the width grid is too
     coarse, or PT's channel count jumps) one secondary knob is set to land on the budget — the FFN
     size for BERT / UT, the latent size M for PT — at the width that needs the smallest relative
@@ -132,9 +134,11 @@ def config_for_budget(
     """
     if params < 1:
         raise ValueError(f"params must be a positive integer, got {params!r}")
+    if width_multiple < 1:
+        raise ValueError(f"width_multiple must be a positive integer, got {width_multiple!r}")
     config_cls, _ = model_classes(arch)
     ref = config_cls(**{**(base or {}), "vocab_size": vocab_size})
-    candidates = _family(arch, ref, params)
+    candidates = _family(arch, ref, params, width_multiple)
     if not candidates:
         raise ValueError(f"{arch}: no width fits a budget of {params} parameters (vocab_size={vocab_size})")
 
@@ -166,9 +170,9 @@ def config_for_budget(
                      f"(closest {count_parameters(arch, best)['total']})")
 
 
-def _family(arch: str, ref: PretrainedConfig, params: int) -> list[PretrainedConfig]:
+def _family(arch: str, ref: PretrainedConfig, params: int, width_multiple: int = 1) -> list[PretrainedConfig]:
     """``ref.with_width(N)`` for every allowed width N whose default-shape count is below 2 * params."""
-    step = ref.head_dim if arch in ("bert", "ut") else 1
+    step = math.lcm(ref.head_dim if arch in ("bert", "ut") else 1, width_multiple)
     out = []
     width = step
     while True:
