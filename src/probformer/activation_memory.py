@@ -226,10 +226,16 @@ def _pt_terms(c, n: int, p: Precision, f: float, kernel: str) -> tuple[tuple[Ter
             W = 2 * (D - 1)
             fixed += [Term("band index (int64, n x W)", 8 * n * W, "shared"),
                       Term("band-exists mask as fp32 (converted every iteration)", 4 * n * W)]
+        fixed.append(Term("effective U, V (fp32, held by the checkpoint)", 4 * 2 * KhNr, "kept_once"))
     else:
-        fixed = [Term("stacked [U|V] weights (projection and messages)", a * 2 * 2 * KhNr),
-                 Term("left-triangle mask (bool, n x n)", n * n, "shared")]
-    fixed.append(Term("effective U, V (fp32, held by the checkpoint)", 4 * 2 * KhNr, "kept_once"))
+        # The stacked [U|V] weight is built once per forward (kernel.weights) and used by both GEMMs
+        # of every iteration; under autocast each GEMM saves its own low-precision cast of it.
+        fixed = [Term("left-triangle mask (bool, n x n)", n * n, "shared")]
+        if a == 4:
+            fixed.append(Term("stacked [U|V] weights (built once per forward)", 4 * 2 * KhNr, "shared"))
+        else:
+            fixed += [Term("stacked [U|V] weight casts (projection and messages)", a * 2 * 2 * KhNr),
+                      Term("stacked [U|V] weights (fp32, held by the checkpoint)", 4 * 2 * KhNr, "kept_once")]
     if latent:
         if p.dtype == "bf16":
             fixed += [Term("B casts (B q and B^T g)", 2 * 2 * M * N),

@@ -53,15 +53,20 @@ Buckets = tuple[torch.Tensor, ...]  # K tensors, one per bucket k: (B, h, n, r),
 
 
 class BucketKernel(Protocol):
+    # The effective U, V are the same in all T iterations: a kernel lays them out once per forward
+    # (``weights``) and every iteration's projection and messages use that one copy.
+    def weights(self, U: torch.Tensor, V: torch.Tensor) -> tuple:
+        """U, V (K, h, N, r) in the layout ``project`` and ``messages`` take."""
+
     # Queries and keys travel as one tensor per bucket: indexing one big (K, ...) tensor per bucket
     # would make every backward of that index allocate and fill a K-times larger zero gradient.
-    def project(self, q: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> tuple[Buckets, Buckets]:
+    def project(self, q: torch.Tensor, weights: tuple) -> tuple[Buckets, Buckets]:
         """(qry, key): qry[k] = q U_k and key[k] = q V_k, in the kernel's own layout."""
 
     def scores(self, qry: Buckets, key: Buckets) -> torch.Tensor:
         """(B, h, n, n); the diagonal i = j is arbitrary (the caller masks it)."""
 
-    def messages(self, a: torch.Tensor, qry: Buckets, key: Buckets, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    def messages(self, a: torch.Tensor, qry: Buckets, key: Buckets, weights: tuple) -> torch.Tensor:
         """(B, n, N) from head marginals a (B, h, n, n) that are 0 on the diagonal."""
 
 
@@ -73,7 +78,11 @@ class ReferenceKernel:
         index = bucket_index(n, max_distance, device)
         self.masks = torch.stack([index == k for k in range(K)])[:, None, None]  # (K, 1, 1, n, n)
 
-    def project(self, q, U, V):
+    def weights(self, U, V):
+        return U, V
+
+    def project(self, q, weights):
+        U, V = weights
         # (1, B, 1, n, N) @ (K, 1, h, N, r): queries and keys of every bucket and channel.
         return (q[None, :, None] @ U[:, None]).unbind(0), (q[None, :, None] @ V[:, None]).unbind(0)
 
@@ -81,7 +90,8 @@ class ReferenceKernel:
         qry, key = torch.stack(qry), torch.stack(key)
         return ((qry @ key.transpose(-1, -2)) * self.masks).sum(0)
 
-    def messages(self, a, qry, key, U, V):
+    def messages(self, a, qry, key, weights):
+        U, V = weights
         qry, key = torch.stack(qry), torch.stack(key)
         a_k = a[None] * self.masks  # (K, B, h, n, n): each pair's mass in its own bucket only
         child = (a_k @ key) @ U.transpose(-1, -2)[:, None]  # (K, B, h, n, N): i as child of j
@@ -114,7 +124,11 @@ class BandedKernel:
             return F.pad(x[..., off:, :], (0, 0, 0, off))
         return F.pad(x[..., : n + off, :], (0, 0, -off, 0))
 
-    def project(self, q, U, V):
+    def weights(self, U, V):
+        return U, V
+
+    def project(self, q, weights):
+        U, V = weights
         return torch.einsum("bia,khar->kbhir", q, U).unbind(0), torch.einsum("bia,khar->kbhir", q, V).unbind(0)
 
     def scores(self, qry, key):
@@ -127,7 +141,8 @@ class BandedKernel:
         flat_index = self.band_index.flatten().expand(*band.shape[:2], -1)
         return e.flatten(-2).scatter_add(-1, flat_index, band.flatten(-2)).view_as(e)
 
-    def messages(self, a, qry, key, U, V):
+    def messages(self, a, qry, key, weights):
+        U, V = weights
         D = self.max_distance
         child: list[torch.Tensor] = [None] * (2 * D)  # type: ignore[list-item]
         head: list[torch.Tensor] = [None] * (2 * D)  # type: ignore[list-item]
@@ -147,12 +162,6 @@ class BandedKernel:
         return torch.einsum("kbhir,khar->bia", child_t, U) + torch.einsum("kbhir,khar->bia", head_t, V)
 
 
-def _stacked_weights(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-    """[N, 2*K*h*r]: columns ordered (U|V, bucket, channel, rank), the layout every fast GEMM uses."""
-    K, h, N, r = U.shape
-    return torch.stack([U, V]).permute(3, 0, 1, 2, 4).reshape(N, 2 * K * h * r)
-
-
 class FastKernel:
     """Stacked GEMMs, diagonals for the near buckets, one triangular-split product for the far ones.
 
@@ -169,10 +178,15 @@ class FastKernel:
         self.far = [D - 1, 2 * D - 1]  # off-band triangle (and the masked diagonal) is bucket 2D-1
         self.near = near_buckets(D)
 
-    def project(self, q, U, V):
+    def weights(self, U, V):
         K, h, N, r = U.shape
+        # [N, 2*K*h*r]: columns ordered (U|V, bucket, channel, rank), the layout both GEMMs use.
+        return torch.stack([U, V]).permute(3, 0, 1, 2, 4).reshape(N, 2 * K * h * r), U.shape
+
+    def project(self, q, weights):
+        W, (K, h, N, r) = weights
         B, n, _ = q.shape
-        proj = q @ _stacked_weights(U, V)  # (B, n, 2Khr): all queries and keys, ONE GEMM
+        proj = q @ W  # (B, n, 2Khr): all queries and keys, ONE GEMM
         # unbind (not indexing): its backward is one stack, not 2K zero-filled full-size gradients.
         buckets = proj.view(B, n, 2 * K, h, r).unbind(2)  # 2K x (B, n, h, r)
         return buckets[:K], buckets[K:]
@@ -195,8 +209,8 @@ class FastKernel:
             e.diagonal(off, -2, -1).copy_(band.transpose(1, 2))
         return e
 
-    def messages(self, a, qry, key, U, V):
-        K, h, N, r = U.shape
+    def messages(self, a, qry, key, weights):
+        W, (K, h, N, r) = weights
         B, n = a.shape[0], self.n
         D = self.max_distance
         # Far buckets: a split by triangle; both directions from the same materialised a.
@@ -215,7 +229,7 @@ class FastKernel:
         # Child contexts go back through U, head contexts through V: stacked straight into the GEMM's
         # layout (B, n, [U|V, bucket, channel, rank]) and ONE GEMM with the stacked weights.
         contexts = torch.stack(child + head, dim=2).view(B, n, 2 * K * h * r)
-        return contexts @ _stacked_weights(U, V).t()
+        return contexts @ W.t()
 
 
 KERNELS: dict[str, type] = {"reference": ReferenceKernel, "banded": BandedKernel, "fast": FastKernel}

@@ -147,8 +147,8 @@ class PTForMaskedLM(PTPreTrainedModel):
         unary = sc.input * self.unary(input_ids)  # (B, n, N)
         if self.position is not None:
             unary = unary + sc.input * self.position.weight[:n]
-        U = sc.ternary * self.ternary.U  # (K, h, N, r) effective weights
-        V = sc.ternary * self.ternary.V
+        # Effective U, V (K, h, N, r), laid out once for all T iterations.
+        weights = kernel.weights(sc.ternary * self.ternary.U, sc.ternary * self.ternary.V)
         B = sc.latent * self.latent.B if self.latent is not None else None  # (M, N)
         row_valid = valid[..., None].to(unary.dtype)
 
@@ -159,15 +159,15 @@ class PTForMaskedLM(PTPreTrainedModel):
         for t in range(c.num_iterations):
             taps = _NO_TAPS if self._compiled_iteration is not None else self.taps[t]
             if checkpointed:
-                s, a = checkpoint(iteration, s, unary, U, V, B, allowed, row_valid, kernel, taps, use_reentrant=False)
+                s, a = checkpoint(iteration, s, unary, weights, B, allowed, row_valid, kernel, taps, use_reentrant=False)
             else:
-                s, a = iteration(s, unary, U, V, B, allowed, row_valid, kernel, taps)
+                s, a = iteration(s, unary, weights, B, allowed, row_valid, kernel, taps)
             states.append(s)
             if output_attentions:
                 marginals.append(a.detach())
         return s, states, marginals
 
-    def _iteration(self, s, unary, U, V, B, allowed, row_valid, kernel: BucketKernel, taps):
+    def _iteration(self, s, unary, weights, B, allowed, row_valid, kernel: BucketKernel, taps):
         """One MFVI iteration, design note 2 (asynchronous schedule: heads, latents, then labels, all
         from the same q). Returns the new label logits s (B, n, N) and head marginals a (B, h, n, n)."""
         c = self.config
@@ -176,11 +176,11 @@ class PTForMaskedLM(PTPreTrainedModel):
         acc = torch.promote_types(unary.dtype, torch.float32)  # softmaxes in >= fp32 under autocast
         # q = N * Q(Z): Theta(1) coordinates at any width (design note 2); pad rows are 0.
         q = taps["q"](N * torch.softmax(s.to(acc) / c.label_temperature, dim=-1).to(s.dtype) * row_valid)
-        qry, key = kernel.project(q, U, V)  # K x (B, h, n, r) each: qry = q U_ck, key = q V_ck
+        qry, key = kernel.project(q, weights)  # K x (B, h, n, r) each: qry = q U_ck, key = q V_ck
         e = taps["head_logits"](sc.head_logit * kernel.scores(qry, key))  # (B, h, n, n)
         logits_h = (e.to(acc) / c.head_temperature).masked_fill(~allowed, torch.finfo(acc).min)
         a = torch.softmax(logits_h, dim=-1) * allowed  # rows with no candidate head are 0
-        m = kernel.messages(self.head_dropout(a.to(s.dtype)), qry, key, U, V)  # both directions
+        m = kernel.messages(self.head_dropout(a.to(s.dtype)), qry, key, weights)  # both directions
         if B is not None:
             g_logits = sc.latent_logit * (q @ B.t())  # (B, n, M)
             g = M * torch.softmax(g_logits.to(acc) / c.latent_temperature, dim=-1).to(s.dtype)
