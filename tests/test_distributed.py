@@ -34,7 +34,10 @@ def run_config(tmp_path: Path, name: str, corpus: Path, cache: Path, **overrides
                   "num_iterations": 2, "max_distance": 3, "head_dropout": 0.0, "label_dropout": 0.0,
                   "parametrization": "mup", "base_hidden_size": 16, "init_std_output": 0.1},
         "data": {"source": str(corpus), "vocab_size": 512, "seq_len": 32, "cache_dir": str(cache)},
-        "optim": {"lr": 1e-2, "warmup_fraction": 0.0},
+        # Adam divides by sqrt(v) + eps: at the default eps a weight whose gradient is ~0 moves by up to
+        # lr on float32 reduction noise alone, so the two runs would differ there by chance. eps 1e-4
+        # keeps the update proportional to the gradient where it is noise, and AdamW's elsewhere.
+        "optim": {"lr": 1e-2, "warmup_fraction": 0.0, "eps": 1e-4},
         "batch_size": 8, "grad_accum": 2, "steps": 3, "eval_interval": 3, "eval_batches": 2,
         "checkpoint_interval": 0, "log_interval": 1, "out_dir": str(tmp_path / name),
         "progress": False, "tensorboard": False, "test_eval": False, "threads": 1,

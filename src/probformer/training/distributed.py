@@ -88,7 +88,7 @@ def layer_units(module: nn.Module) -> list[nn.Module]:
 
 def unwrap(module: nn.Module) -> nn.Module:
     """The objective inside a DDP wrapper (FSDP2 keeps the module itself)."""
-    return module.module if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel) else module
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
 def all_reduce_sum(tensor: torch.Tensor, context: ProcessContext) -> torch.Tensor:

@@ -45,8 +45,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_eval: EvalCallback | 
     ``on_eval(step, valid_metrics)`` is called after each evaluation; it may raise to stop the run
     (a sweep's pruner does this). Under torchrun every process calls this; rank 0 logs and writes.
     """
-    device_type = "cuda" if config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
-    context = distributed.start(config.distributed, device_type)
+    context = distributed.start(config.distributed, resolve_device(config.device).type)
     try:
         return _train(config, context, resume, on_eval, log if context.is_main else (lambda *a, **k: None))
     finally:
@@ -106,8 +105,7 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, resume: boo
         stream.load_state_dict(state["data"])
         log(f"resumed from {checkpoint} at step {step}")
     metrics_log = MetricsLog(out_dir, step if checkpoint is not None else None, config.tensorboard, log) if context.is_main else None
-    n_params = sum(p.numel() for p in setup.model.parameters()) if context.mode != "fsdp" else \
-        sum(p.numel() for p in setup.wrapped.parameters())
+    n_params = sum(p.numel() for p in setup.model.parameters())  # FSDP2's DTensor shards report the full numel
     if context.is_main:
         (out_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
         if checkpoint is None:
@@ -131,15 +129,17 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, resume: boo
     window_first_step = step + 1
     grad_norm = torch.zeros((), device=device)
 
-    def diverged_since_last_read() -> bool:
-        """Read the window's loss and the last gradient norm to the host (all processes agree)."""
+    def read_window() -> float | None:
+        """The window's summed training loss, read to the host (one all-reduce; every process gets
+        the same value); None, with ``result`` set to diverged, when it or the gradient norm is not finite."""
         nonlocal result
-        check = distributed.all_reduce_sum(torch.stack([window_loss.float(), grad_norm.float()]).detach().clone(), context)
-        finite = bool(torch.isfinite(check).all())
-        if not finite:
+        loss_sum, norm = distributed.all_reduce_sum(
+            torch.stack([window_loss.detach(), grad_norm.detach().to(window_loss.dtype)]), context).tolist()
+        if not (math.isfinite(loss_sum) and math.isfinite(norm)):
             result = {"status": "diverged", "reason": f"non-finite training loss or gradient norm in steps "
                                                       f"{window_first_step}..{step}"}
-        return not finite
+            return None
+        return loss_sum
 
     try:
         while step < total_steps:
@@ -155,13 +155,15 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, resume: boo
             bar.update(1)
             evaluating = step % config.eval_interval == 0 or step == total_steps
             checkpointing = bool(config.checkpoint_interval) and step % config.checkpoint_interval == 0 and step < total_steps
-            if step % config.log_interval == 0 or step == total_steps or evaluating or checkpointing:
-                if diverged_since_last_read():
+            logging = step % config.log_interval == 0 or step == total_steps
+            if logging or evaluating or checkpointing:
+                window_loss_sum = read_window()
+                if window_loss_sum is None:
                     break
-            if step % config.log_interval == 0 or step == total_steps:
+            if logging:
                 elapsed = time.perf_counter() - window_start
                 tps = window_tokens / max(elapsed, 1e-9)
-                train_loss = float(distributed.all_reduce_sum(window_loss.detach().clone(), context)) / window_steps
+                train_loss = window_loss_sum / window_steps
                 write("train", {"loss": train_loss, "lr": setup.scheduler.get_last_lr()[0],
                                 "grad_norm": float(grad_norm), "tokens_per_second": tps, "tokens_seen": tokens_seen})
                 bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tps:,.0f}")
