@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +49,6 @@ from probformer.cli import parse_count
 from probformer.data.masking import IGNORE_INDEX, mask_tokens
 from probformer.models import model_classes
 from probformer.models.config_utils import replace_config
-from probformer.models.pt.modeling_pt import PTForMaskedLM
 from probformer.parametrization import build_optimizer
 from probformer.sizing import config_for_budget, count_parameters
 from report import markdown_report
@@ -145,26 +143,7 @@ def compile_regions(model, args) -> None:
         for layer in model.bert.encoder.layer:
             layer.compile(**kwargs)
         return
-    if isinstance(model, PTForMaskedLM):
-        _own_iteration_code(model)
     model.compile_regions(**kwargs)
-
-
-def _own_iteration_code(model: PTForMaskedLM) -> None:
-    """Give this model's MFVI iteration a code object of its own before it is compiled.
-
-    Dynamo keeps compiled graphs per code object. Two PT models with different kernels compiled in
-    one process share ``PTForMaskedLM._iteration``'s, and when the second one's call fails the
-    first one's guards, torch (2.11-2.13) crashes while *explaining* the recompile: it evaluates the
-    cached guard sources (``kernel.masks``) on the new kernel, which lacks them (AttributeError;
-    upstream fix pending, pytorch/pytorch#184793). A copy of the code object starts an empty cache.
-    """
-    method = getattr(type(model), "_iteration", None)
-    if method is None:  # the model no longer compiles a method of that name: nothing to separate
-        return
-    clone = types.FunctionType(method.__code__.replace(), method.__globals__, method.__name__,
-                               method.__defaults__, method.__closure__)
-    model._iteration = types.MethodType(clone, model)
 
 
 def shape_of(spec: Spec, config) -> dict:

@@ -131,6 +131,20 @@ def test_compiled_iteration_equals_eager():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_models_with_different_kernels_compile_in_one_process():
+    # Each model compiles its own copy of the iteration's code, so the second model's kernel never
+    # meets the first one's guards (that crashed torch 2.11-2.13, pytorch/pytorch#184793).
+    ids, mask = padded_batch()
+    for kernel in ("banded", "fast", "reference"):
+        eager = model_with(WIDTHS["base"], kernel, "mup").float()
+        compiled = model_with(WIDTHS["base"], kernel, "mup").float()
+        compiled.compile_regions()
+        s0, _ = loss_and_grads(eager, ids, mask)
+        s1, _ = loss_and_grads(compiled, ids, mask)
+        torch.testing.assert_close(s1, s0, rtol=1e-5, atol=1e-5)
+
+
 def test_unknown_kernel_is_a_config_error():
     with pytest.raises(ValueError, match="mfvi_kernel"):
         PTConfig(mfvi_kernel="flash")

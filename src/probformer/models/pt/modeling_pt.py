@@ -19,6 +19,8 @@ Width-dependent multipliers come from :mod:`probformer.parametrization` (design 
 
 from __future__ import annotations
 
+import types
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -125,8 +127,16 @@ class PTForMaskedLM(PTPreTrainedModel):
     def compile_regions(self, **compile_kwargs) -> None:
         """Regional compilation: compile ONE MFVI iteration and call it T times (compiling the
         unrolled loop makes compile time grow with T). Activation taps are skipped while compiled
-        (they are per-iteration modules, and a guard on them would recompile every iteration)."""
-        self._compiled_iteration = torch.compile(self._iteration, **compile_kwargs)
+        (they are per-iteration modules, and a guard on them would recompile every iteration).
+
+        Each model compiles its own copy of the iteration's code: dynamo keeps graphs and guards per
+        code object, so models sharing one would share a recompile budget, and two of them with
+        different kernels crash torch 2.11-2.13 while it explains the recompile (it evaluates the
+        first kernel's guard sources, e.g. ``kernel.masks``, on the other; pytorch/pytorch#184793)."""
+        method = type(self)._iteration
+        own = types.FunctionType(method.__code__.replace(), method.__globals__, method.__name__,
+                                 method.__defaults__, method.__closure__)
+        self._compiled_iteration = torch.compile(types.MethodType(own, self), **compile_kwargs)
 
     def encode(
         self,
