@@ -371,6 +371,20 @@ def test_cpu_2m_preset_and_its_sweeps():
             assert {"model.pre_layer_norm", "model.hidden_dropout", "model.attention_dropout"} <= set(sweep.search_space)
 
 
+def test_gpu_20m_preset_is_cpu_2m_at_ten_times_the_tokens():
+    """compare-gpu-20m: compare-cpu-2m's models, data and batch (so its sweeps' points apply) for 10 epochs,
+    reading those points from the committed sweep results."""
+    cpu = load_spec(preset="compare-cpu-2m", overrides=["hparams_from={}"])
+    gpu = load_spec(preset="compare-gpu-20m", overrides=["hparams_from={}"])
+    assert gpu.token_budget == 10 * cpu.token_budget
+    assert (gpu.budgets, gpu.archs, gpu.seeds, gpu.models) == (cpu.budgets, cpu.archs, cpu.seeds, cpu.models)
+    for key in ("data", "batch_size", "eval_batches"):
+        assert gpu.train[key] == cpu.train[key], key
+    assert {r.config.total_steps for r in plan_runs(gpu, 4096, "unused")} == {5000}
+    raw = read_yaml(resources.files("probformer.experiments.specs") / "compare-gpu-20m.yaml")
+    assert raw["hparams_from"] == {a: f"results/sweeps/{a}-2m/best.json" for a in ("pt", "bert", "ut")}
+
+
 def test_compare_reads_the_point_a_sweep_chose(tiny_spec, tmp_path, monkeypatch):
     """A BERT sweep over lr, warmup, pre-LN and dropout at the compare's base model writes best.json;
     compare reuses that point at every budget (trials scored by a stand-in: pre-LN without dropout wins)."""
