@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# issue 12: the three sweeps at the comparison's budget, then `probformer compare --preset compare-cpu-2m`,
+# then the committed copies (results/sweeps/<arch>-2m/, results/compare/cpu-2m/). Hours of CPU
+# (~1-1.8 h per sweep with two one-thread workers, ~5 h for the comparison on 2 cores); resumable:
+# run it again after an interruption and finished trials / runs are read back, interrupted ones resume.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+ARCHS=${ARCHS:-"bert ut pt"}
+mkdir -p runs/logs
+for arch in $ARCHS; do
+  out=runs/sweep-$arch-2m
+  # a finished study only rewrites trials.csv / best.json; the second worker starts once the first has
+  # enqueued the anchors
+  probformer sweep --preset "sweep-$arch-2m" --set train.threads=1 >> "runs/logs/sweep-$arch-w1.log" 2>&1 & sleep 30
+  probformer sweep --preset "sweep-$arch-2m" --set train.threads=1 >> "runs/logs/sweep-$arch-w2.log" 2>&1; wait
+  mkdir -p "results/sweeps/$arch-2m"
+  cp "$out"/{best.json,trials.csv,spec.yaml,command.txt} "results/sweeps/$arch-2m/"
+done
+probformer compare --preset compare-cpu-2m
+for f in runs/compare-cpu-2m/*; do [ -f "$f" ] && cp "$f" results/compare/cpu-2m/; done
+echo "done: results/sweeps/{bert,ut,pt}-2m and results/compare/cpu-2m"
