@@ -5,17 +5,25 @@
 # run it again after an interruption and finished trials / runs are read back, interrupted ones resume.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-ARCHS=${ARCHS:-"bert ut pt"}
+if [ -f .venv/bin/activate ]; then source .venv/bin/activate; fi  # the README's install puts probformer there
+ALL="bert ut pt"
+ARCHS=${ARCHS:-$ALL}
 mkdir -p runs/logs
 for arch in $ARCHS; do
   out=runs/sweep-$arch-2m
   # a finished study only rewrites trials.csv / best.json; the second worker starts once the first has
   # enqueued the anchors
-  probformer sweep --preset "sweep-$arch-2m" --set train.threads=1 >> "runs/logs/sweep-$arch-w1.log" 2>&1 & sleep 30
-  probformer sweep --preset "sweep-$arch-2m" --set train.threads=1 >> "runs/logs/sweep-$arch-w2.log" 2>&1; wait
+  probformer sweep --preset "sweep-$arch-2m" --set train.threads=1 >> "runs/logs/sweep-$arch-w1.log" 2>&1 &
+  first=$!
+  trap 'kill $first 2>/dev/null' EXIT  # an interrupted script leaves no worker behind
+  sleep 30
+  probformer sweep --preset "sweep-$arch-2m" --set train.threads=1 >> "runs/logs/sweep-$arch-w2.log" 2>&1
+  wait "$first"
+  trap - EXIT
   mkdir -p "results/sweeps/$arch-2m"
   cp "$out"/{best.json,trials.csv,spec.yaml,command.txt} "results/sweeps/$arch-2m/"
 done
+if [ "$ARCHS" != "$ALL" ]; then echo "done: sweeps $ARCHS (compare needs all three)"; exit 0; fi
 probformer compare --preset compare-cpu-2m
-for f in runs/compare-cpu-2m/*; do [ -f "$f" ] && cp "$f" results/compare/cpu-2m/; done
+for f in runs/compare-cpu-2m/*; do if [ -f "$f" ]; then cp "$f" results/compare/cpu-2m/; fi; done
 echo "done: results/sweeps/{bert,ut,pt}-2m and results/compare/cpu-2m"
