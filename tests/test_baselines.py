@@ -95,6 +95,48 @@ def test_sp_bert_matches_hf_bert(attn_implementation: str):
         torch.testing.assert_close(got.loss, ref.loss, rtol=0, atol=1e-5)
 
 
+def test_sp_bert_trains_and_initialises_like_hf_bert():
+    """The SP BERT is HF BertForMaskedLM in training too: from the same weights, 3 AdamW steps through
+    our optimizer groups (as the trainer builds them; gradient clipping at 1.0) give HF's weights after
+    3 plain AdamW steps; and a fresh SP model draws every tensor from HF's init distribution."""
+    from probformer.models.bert.modeling_bert import convert_hf_state_dict
+    from probformer.parametrization import build_optimizer
+
+    hf_config = transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    hf = transformers.BertForMaskedLM(hf_config).train()
+    ours = ProbformerBertForMaskedLM.from_hf_bert(hf).train()
+    hf_opt = torch.optim.AdamW(hf.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.0)
+    our_opt = build_optimizer(ours, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.98), eps=1e-8, scales=ours.config.scales())
+    for step in range(3):
+        ids, mask, labels = batch(seed=step)
+        for model, opt, kwargs in ((hf, hf_opt, {}), (ours, our_opt, {"scored_logits_only": True})):
+            loss = model(ids, attention_mask=mask, labels=labels, **kwargs).loss
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+    expected = convert_hf_state_dict(hf.state_dict())
+    for name, value in ours.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-6, msg=name)
+
+    wide = dict(vocab_size=2000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512)
+    torch.manual_seed(1)
+    hf_fresh = convert_hf_state_dict(transformers.BertForMaskedLM(transformers.BertConfig(**wide)).state_dict())
+    torch.manual_seed(2)
+    ours_fresh = build_model("bert", parametrization="sp", vocab_size=2000, hidden_size=256, num_layers=2, num_heads=4,
+                             intermediate_size=512, pad_token_id=0).state_dict()
+    assert sorted(ours_fresh) == sorted(hf_fresh)
+    for name, value in ours_fresh.items():
+        ref = hf_fresh[name]
+        assert value.shape == ref.shape, name
+        torch.testing.assert_close(value.mean(), ref.mean(), rtol=0, atol=2e-3, msg=name)
+        torch.testing.assert_close(value.std(), ref.std(), rtol=0.05, atol=1e-6, msg=name)
+
+
 # -- muP ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ENCODERS)
 def test_mup_equals_sp_at_base_width(arch: str):
