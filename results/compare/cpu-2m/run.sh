@@ -11,6 +11,9 @@ ARCHS=${ARCHS:-$ALL}
 mkdir -p runs/logs
 for arch in $ARCHS; do
   out=runs/sweep-$arch-2m
+  if [ -f "results/sweeps/$arch-2m/best.json" ] && [ -z "${RESWEEP:-}" ]; then
+    echo "sweep $arch: committed in results/sweeps/$arch-2m (RESWEEP=1 runs it again)"; continue
+  fi
   # a finished study only rewrites trials.csv / best.json; the second worker starts once the first has
   # enqueued the anchors
   probformer sweep --preset "sweep-$arch-2m" --set train.threads=1 >> "runs/logs/sweep-$arch-w1.log" 2>&1 &
@@ -24,6 +27,10 @@ for arch in $ARCHS; do
   cp "$out"/{best.json,trials.csv,spec.yaml,command.txt} "results/sweeps/$arch-2m/"
 done
 if [ "$ARCHS" != "$ALL" ]; then echo "done: sweeps $ARCHS (compare needs all three)"; exit 0; fi
-probformer compare --preset compare-cpu-2m
+# each arch's point from the committed copy of its sweep (the same file the sweep wrote in runs/)
+probformer compare --preset compare-cpu-2m \
+  --set hparams_from.pt=results/sweeps/pt-2m/best.json \
+  --set hparams_from.bert=results/sweeps/bert-2m/best.json \
+  --set hparams_from.ut=results/sweeps/ut-2m/best.json
 for f in runs/compare-cpu-2m/*; do if [ -f "$f" ]; then cp "$f" results/compare/cpu-2m/; fi; done
 echo "done: results/sweeps/{bert,ut,pt}-2m and results/compare/cpu-2m"
