@@ -6,6 +6,8 @@ the SP model at the base width, torch's FLOP counter and the instantiated models
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -13,8 +15,10 @@ import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
 from probformer.models import MODEL_CLASSES, build_model
+from probformer.models.bert.configuration_bert import ProbformerBertConfig
 from probformer.models.bert.modeling_bert import ProbformerBertForMaskedLM
-from probformer.parametrization import Role, named_roles, param_groups
+from probformer.models.config_utils import replace_config
+from probformer.parametrization import Role, build_optimizer, named_roles, param_groups
 from probformer.sizing import config_for_budget, count_parameters, training_flops_per_token
 
 VOCAB, BATCH, SEQ = 99, 3, 7
@@ -228,15 +232,59 @@ def test_roles_and_param_groups(arch: str, preset: str):
     roles = {name: role for name, _, role in named_roles(model)}  # raises on an untagged parameter
     assert len(roles) == len(list(model.parameters()))
     hidden = {n for n, r in roles.items() if r == Role.HIDDEN}
-    expected = {"query", "key", "value", "attn_out", "ffn_in", "ffn_out"}
-    assert {n.split(".")[-2] for n in hidden} == expected | {"dense"} and all(n.endswith("weight") for n in hidden)
+    ffn = {n for n, r in roles.items() if r == Role.FFN}
+    assert {n.split(".")[-2] for n in hidden} == {"query", "key", "value", "attn_out", "ffn_in", "dense"}
+    assert {n.split(".")[-2] for n in ffn} == {"ffn_out"} and all(n.endswith("weight") for n in hidden | ffn)
     assert roles["decoder.bias"] == Role.VECTOR
     assert roles.get("decoder.weight") == (Role.OUTPUT if preset == "mup" else None)  # SP: tied to the INPUT table
-    groups = param_groups(model, lr=1e-3, weight_decay=0.1, hidden_lr_mult=model.config.scales().hidden_lr_mult)
+    sc = model.config.scales()
+    groups = param_groups(model, lr=1e-3, weight_decay=0.1, hidden_lr_mult=sc.hidden_lr_mult, ffn_lr_mult=sc.ffn_lr_mult)
     by_role = {g["role"]: g for g in groups}
-    assert set(by_role["hidden"]["param_names"]) == hidden
-    assert by_role["hidden"]["lr_mult"] == (0.25 if preset == "mup" else 1.0)
-    assert all(g["lr_mult"] == 1.0 for role, g in by_role.items() if role != "hidden")
+    assert set(by_role["hidden"]["param_names"]) == hidden and set(by_role["ffn"]["param_names"]) == ffn
+    # the FFN grew with N (with_width), so its fan-in multiplier is N/N0 too
+    assert by_role["hidden"]["lr_mult"] == by_role["ffn"]["lr_mult"] == (0.25 if preset == "mup" else 1.0)
+    assert all(g["lr_mult"] == 1.0 for role, g in by_role.items() if role not in ("hidden", "ffn"))
+
+
+def ffn_output_std(model, x: torch.Tensor) -> float:
+    layer = model.layer_at(0)
+    return layer.ffn_out(torch.nn.functional.gelu(layer.ffn_in(x))).std().item()
+
+
+@pytest.mark.parametrize("arch", ENCODERS)
+def test_ffn_output_uses_its_own_fan_in_multiplier(arch: str):
+    """Design note 4's m is each matrix's fan-in multiplier: when the FFN width I is set apart from N
+    (`probformer size` does so to land on a budget), the FFN output projection is scaled by I/I0, so its
+    output keeps the base model's size at init and its Adam lr is eta * I0/I; every other hidden matrix
+    stays at N/N0."""
+    config_cls, model_cls = MODEL_CLASSES[arch]
+    base = config_cls(**{**TINY, "hidden_dropout": 0.0, "attention_dropout": 0.0}).with_width(64)  # N0 = 32 -> N = 64
+    assert base.base_intermediate_size == TINY["intermediate_size"]
+    x = torch.randn(64, 16, 64, generator=torch.Generator().manual_seed(0))
+    stds = {}
+    for factor in (1, 8):  # I = 4N (in proportion) and 8 times that
+        torch.manual_seed(0)
+        model = model_cls(replace_config(base, intermediate_size=base.intermediate_size * factor))
+        sc = model.config.scales()
+        m_ffn = 2 * factor  # I / I0
+        assert sc.ffn_init == pytest.approx(sc.init_std / math.sqrt(m_ffn)) and sc.ffn_lr_mult == pytest.approx(1 / m_ffn)
+        assert sc.hidden_lr_mult == pytest.approx(1 / 2) and sc.hidden_init == pytest.approx(sc.init_std / math.sqrt(2))
+        groups = {g["role"]: g for g in build_optimizer(model, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.98), eps=1e-8).param_groups}
+        assert groups["ffn"]["lr"] == pytest.approx(1e-3 / m_ffn) and groups["hidden"]["lr"] == pytest.approx(1e-3 / 2)
+        with torch.no_grad():
+            stds[factor] = ffn_output_std(model, x)
+    # fan-in 8x larger, init 1/sqrt(8) smaller: the same output scale (N/N0 for every matrix would give sqrt(8)x)
+    assert stds[8] == pytest.approx(stds[1], rel=0.1)
+
+
+def test_models_saved_without_base_intermediate_size_keep_their_parametrization():
+    """A config from before base_intermediate_size: I0 is I in proportion to N0, so the FFN output's
+    multiplier is N/N0 as it was."""
+    config = ProbformerBertConfig(**{**TINY, "hidden_size": 64, "num_heads": 2, "intermediate_size": 300,
+                                     "base_hidden_size": 32})
+    sc = config.scales()
+    assert config.base_intermediate_size is None
+    assert sc.ffn_lr_mult == pytest.approx(sc.hidden_lr_mult) and sc.ffn_init == pytest.approx(sc.hidden_init)
 
 
 # -- sizing ------------------------------------------------------------------------------------------

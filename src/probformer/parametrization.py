@@ -11,7 +11,8 @@ Roles are tagged when a layer is built (:func:`tag`), never guessed from paramet
 role       PT                                     BERT / UT
 =========  =====================================  ==========================================
 input      S (unary / embedding), P (positions)   word / position / timestep embeddings
-hidden     U, V (ternary), B (binary)             Q, K, V, O, FFN in/out
+hidden     U, V (ternary), B (binary)             Q, K, V, O, FFN in
+ffn        --                                     FFN out (its fan-in is the FFN width I)
 output     W (read-out)                           MLM decoder
 vector     biases                                 biases, LayerNorm
 =========  =====================================  ==========================================
@@ -19,7 +20,11 @@ vector     biases                                 biases, LayerNorm
 Adam lr: input / output / vector get eta; hidden gets ``eta * hidden_lr_mult`` where
 ``hidden_lr_mult = (N0/N)^(1 - beta)`` under muP (so beta = 1 keeps one lr for every stored
 weight, beta = 1/2 is textbook muP with its 1/sqrt(m) factor on the stored scale; see 4a) and 1
-under SP. Weight decay is decoupled (AdamW multiplies it by each group's own lr) and is *not*
+under SP. Design note 4's m is each matrix's fan-in multiplier: N/N0 for every hidden matrix but
+BERT / UT's FFN output projection, whose fan-in is the FFN width I, so its m is I/I0 (``ffn``: init
+sigma/sqrt(I/I0), lr eta * I0/I). The two agree while I grows in proportion to N (``with_width``);
+they part when I is set on its own, as ``probformer size`` does to land on a parameter budget.
+Weight decay is decoupled (AdamW multiplies it by each group's own lr) and is *not*
 rescaled with width: our choice, documented in the README; biases, norms and embeddings are
 excluded from decay.
 
@@ -50,6 +55,7 @@ PRESETS = ("sp", "mup")
 class Role(str, Enum):
     INPUT = "input"
     HIDDEN = "hidden"
+    FFN = "ffn"  # a hidden matrix whose fan-in is the FFN width, not N (module doc)
     OUTPUT = "output"
     VECTOR = "vector"
 
@@ -186,6 +192,8 @@ class TransformerScales:
     hidden_lr_mult: float
     eps_mult: float = 1.0  # Adam eps factor of every group (module doc): gradients are ~1/N under muP
     hidden_eps_mult: float = 1.0
+    ffn_init: float | None = None  # std of the FFN output projection (None: hidden_init)
+    ffn_lr_mult: float | None = None  # its Adam lr factor (None: hidden_lr_mult)
 
 
 def transformer_scales(
@@ -200,7 +208,11 @@ def transformer_scales(
     attn_mult: float,
     init_std: float,
     init_std_output: float,
+    intermediate_size: int | None = None,
+    base_intermediate_size: float | None = None,
 ) -> TransformerScales:
+    """``intermediate_size`` / ``base_intermediate_size``: I and I0, for the FFN output projection's own
+    fan-in multiplier (module doc); either left out, it takes N/N0 like every other hidden matrix."""
     check_preset(preset)
     if preset == "sp":
         return TransformerScales(
@@ -214,6 +226,7 @@ def transformer_scales(
             hidden_lr_mult=1.0,
         )
     m = hidden_size / base_hidden_size
+    m_ffn = intermediate_size / base_intermediate_size if intermediate_size and base_intermediate_size else m
     return TransformerScales(
         # attn_mult * sqrt(d0) / d equals SP's 1/sqrt(d) at the base head size (mup's "8/d" for d0=64).
         attention=attn_mult * math.sqrt(base_head_dim) / head_dim,
@@ -225,7 +238,9 @@ def transformer_scales(
         init_output=init_std_output,
         hidden_lr_mult=1.0 / m,
         eps_mult=1.0 / m,  # every gradient (embeddings, norms, hidden, decoder) is Theta(1/N): module doc
-        hidden_eps_mult=1.0 / m,
+        hidden_eps_mult=1.0 / m,  # also the FFN output's: its gradient is ~1/N whatever I (module doc)
+        ffn_init=init_std / math.sqrt(m_ffn),
+        ffn_lr_mult=1.0 / m_ffn,
     )
 
 
@@ -248,18 +263,22 @@ def param_groups(
     eps: float | None = None,
     eps_mult: float = 1.0,
     hidden_eps_mult: float = 1.0,
+    ffn_lr_mult: float | None = None,
 ) -> list[dict]:
     """The AdamW param groups for ``model``: one per role, each with its own lr (design note 4).
 
     Every group carries ``lr_mult`` and ``role`` so a schedule can scale each group's own lr and a
     reader of the optimizer state can see what was applied. With ``eps`` each group also gets its own
     Adam eps, ``eps * eps_mult`` (``hidden_eps_mult`` for the hidden group): pass the model's
-    ``scales().eps_mult`` / ``hidden_eps_mult`` for muP's eps rule (module doc).
+    ``scales().eps_mult`` / ``hidden_eps_mult`` for muP's eps rule (module doc). ``ffn_lr_mult``: the
+    FFN output projection's lr factor (None: ``hidden_lr_mult``); its eps factor is the hidden one.
     """
     specs = {
         Role.INPUT: GroupSpec(Role.INPUT, 1.0, 0.0, eps_mult),
         Role.VECTOR: GroupSpec(Role.VECTOR, 1.0, 0.0, eps_mult),
         Role.HIDDEN: GroupSpec(Role.HIDDEN, hidden_lr_mult, weight_decay, hidden_eps_mult),
+        Role.FFN: GroupSpec(Role.FFN, hidden_lr_mult if ffn_lr_mult is None else ffn_lr_mult, weight_decay,
+                            hidden_eps_mult),
         Role.OUTPUT: GroupSpec(Role.OUTPUT, 1.0, weight_decay, eps_mult),
     }
     buckets: dict[Role, list[nn.Parameter]] = {role: [] for role in specs}
@@ -295,6 +314,7 @@ def build_optimizer(
     hidden_lr_mult: float | None = None,
     eps_mult: float | None = None,
     hidden_eps_mult: float | None = None,
+    ffn_lr_mult: float | None = None,
     scales=None,
     fused: bool = False,
 ) -> torch.optim.AdamW:
@@ -308,7 +328,9 @@ def build_optimizer(
         scales = model.config.scales()
     def factor(explicit: float | None, name: str) -> float:
         return explicit if explicit is not None else (getattr(scales, name) if scales is not None else 1.0)
+    # The FFN output's own factor where the scales have one (BERT / UT), else the hidden factor.
+    own_ffn = ffn_lr_mult if ffn_lr_mult is not None else getattr(scales, "ffn_lr_mult", None)
     groups = param_groups(model, lr=lr, weight_decay=weight_decay, hidden_lr_mult=factor(hidden_lr_mult, "hidden_lr_mult"),
                           eps=eps, eps_mult=factor(eps_mult, "eps_mult"),
-                          hidden_eps_mult=factor(hidden_eps_mult, "hidden_eps_mult"))
+                          hidden_eps_mult=factor(hidden_eps_mult, "hidden_eps_mult"), ffn_lr_mult=own_ffn)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)

@@ -16,8 +16,11 @@ class ProbformerBertConfig(PretrainedConfig):
 
     The width is ``hidden_size`` (N). A wider member of the same family adds heads at a fixed
     ``head_dim`` and grows ``intermediate_size`` in proportion (:meth:`with_width`); the ``base_*``
-    fields fix the base model (N0, d_head0) the muP multipliers are relative to. Left as ``None``
-    the model is its own base, so muP and SP share every forward multiplier (design note 4a).
+    fields fix the base model (N0, d_head0, I0) the muP multipliers are relative to. Left as ``None``
+    the model is its own base, so muP and SP share every forward multiplier (design note 4a). The FFN
+    output projection's muP multiplier is I/I0, its own fan-in's (:mod:`probformer.parametrization`);
+    without ``base_intermediate_size`` (models saved before it existed) I0 is taken to be in proportion
+    to N0, which makes that multiplier N/N0 as for every other hidden matrix.
     """
 
     model_type = "probformer-bert"
@@ -37,6 +40,7 @@ class ProbformerBertConfig(PretrainedConfig):
         parametrization: Literal["sp", "mup"] = "mup",  # SP = HF BERT; muP = mutransformers (note 6)
         base_hidden_size: int | None = None,  # N0 (None: this model is its own base)
         base_head_dim: int | None = None,  # d_head at the base width (None: this model's head_dim)
+        base_intermediate_size: int | None = None,  # I0, the FFN width at the base (None: I * N0 / N)
         input_mult: float = 1.0,  # alpha_in on the normalised embeddings
         output_mult: float = 1.0,  # alpha_out on the decoder input
         attn_mult: float = 1.0,  # alpha_attn relative to 1/sqrt(d_head) at the base head size
@@ -59,6 +63,7 @@ class ProbformerBertConfig(PretrainedConfig):
         self.parametrization = parametrization
         self.base_hidden_size = base_hidden_size
         self.base_head_dim = base_head_dim
+        self.base_intermediate_size = base_intermediate_size
         self.input_mult = input_mult
         self.output_mult = output_mult
         self.attn_mult = attn_mult
@@ -88,7 +93,7 @@ class ProbformerBertConfig(PretrainedConfig):
             raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         if self.parametrization not in PRESETS:
             raise ValueError(f"parametrization must be one of {PRESETS}, got {self.parametrization!r}")
-        for name in ("base_hidden_size", "base_head_dim"):
+        for name in ("base_hidden_size", "base_head_dim", "base_intermediate_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
@@ -120,6 +125,13 @@ class ProbformerBertConfig(PretrainedConfig):
         """(N0, d_head0) the muP multipliers are relative to."""
         return self.base_hidden_size or self.hidden_size, self.base_head_dim or self.head_dim
 
+    @property
+    def resolved_base_intermediate_size(self) -> float:
+        """I0 the FFN output's muP multiplier is relative to: the field, else I in proportion to N0."""
+        if self.base_intermediate_size is not None:
+            return float(self.base_intermediate_size)
+        return self.intermediate_size * self.resolved_base[0] / self.hidden_size
+
     def scales(self) -> TransformerScales:
         n0, d0 = self.resolved_base
         return transformer_scales(
@@ -133,11 +145,13 @@ class ProbformerBertConfig(PretrainedConfig):
             attn_mult=self.attn_mult,
             init_std=self.init_std,
             init_std_output=self.init_std_output,
+            intermediate_size=self.intermediate_size,
+            base_intermediate_size=self.resolved_base_intermediate_size,
         )
 
     def with_width(self, hidden_size: int) -> ProbformerBertConfig:
         """The same family at width ``hidden_size``: heads grow at fixed head_dim, the FFN in proportion,
-        the base (N0, d_head0) stays put. ``hidden_size`` must be a multiple of ``head_dim``."""
+        the base (N0, d_head0, I0) stays put. ``hidden_size`` must be a multiple of ``head_dim``."""
         if hidden_size % self.head_dim:
             raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of head_dim ({self.head_dim})")
         n0, d0 = self.resolved_base
@@ -148,4 +162,5 @@ class ProbformerBertConfig(PretrainedConfig):
             intermediate_size=max(1, round(self.intermediate_size * hidden_size / self.hidden_size)),
             base_hidden_size=n0,
             base_head_dim=d0,
+            base_intermediate_size=self.base_intermediate_size or max(1, round(self.resolved_base_intermediate_size)),
         )

@@ -93,7 +93,9 @@ class BertLayer(nn.Module):
         self.query, self.key, self.value = hidden_linear(N, N), hidden_linear(N, N), hidden_linear(N, N)
         self.attn_out = hidden_linear(N, N)
         self.attn_norm = layer_norm(config)
-        self.ffn_in, self.ffn_out = hidden_linear(N, I), hidden_linear(I, N)
+        self.ffn_in = hidden_linear(N, I)
+        # fan-in I, not N: muP's own width multiplier I/I0 (probformer.parametrization)
+        self.ffn_out = tag(nn.Linear(I, N), weight=Role.FFN, bias=Role.VECTOR)
         self.ffn_norm = layer_norm(config)
         self.attn_dropout = nn.Dropout(config.attention_dropout)
         self.dropout = nn.Dropout(config.hidden_dropout)
@@ -233,6 +235,8 @@ class MLMEncoder(PreTrainedModel):
                 std = sc.init_output
             elif sc.zero_query and any(module is self.layer_at(t).query for t in range(self.config.num_layers)):
                 std = 0.0
+            elif sc.ffn_init is not None and any(module is self.layer_at(t).ffn_out for t in range(self.config.num_layers)):
+                std = sc.ffn_init
             else:
                 std = sc.hidden_init
             if std > 0:
