@@ -282,9 +282,46 @@ def test_models_saved_without_base_intermediate_size_keep_their_parametrization(
     multiplier is N/N0 as it was."""
     config = ProbformerBertConfig(**{**TINY, "hidden_size": 64, "num_heads": 2, "intermediate_size": 300,
                                      "base_hidden_size": 32})
-    sc = config.scales()
-    assert config.base_intermediate_size is None
-    assert sc.ffn_lr_mult == pytest.approx(sc.hidden_lr_mult) and sc.ffn_init == pytest.approx(sc.hidden_init)
+    for legacy in (config, config.with_width(96)):  # a wider member stays in proportion too
+        sc = legacy.scales()
+        assert legacy.base_intermediate_size is None
+        assert sc.ffn_lr_mult == pytest.approx(sc.hidden_lr_mult) and sc.ffn_init == pytest.approx(sc.hidden_init)
+
+
+def test_an_explicit_hidden_lr_factor_moves_the_ffn_output_by_the_same_ratio():
+    config_cls, model_cls = MODEL_CLASSES["bert"]
+    model = model_cls(replace_config(config_cls(**TINY).with_width(64), intermediate_size=37 * 8))  # m 2, m_ffn 8
+    groups = {g["role"]: g for g in build_optimizer(model, lr=1.0, weight_decay=0.0, betas=(0.9, 0.98), eps=1e-8,
+                                                    hidden_lr_mult=0.1).param_groups}
+    assert groups["hidden"]["lr"] == pytest.approx(0.1) and groups["ffn"]["lr"] == pytest.approx(0.1 * 2 / 8)
+
+
+def test_optimizer_state_from_before_the_ffn_group_resumes():
+    """Checkpoints of earlier versions hold 4 groups (the FFN output inside hidden): resuming one
+    regroups every parameter's Adam moments by name into this version's groups."""
+    from probformer.training.distributed import ProcessContext, load_optimizer_state
+
+    config_cls, model_cls = MODEL_CLASSES["bert"]
+    torch.manual_seed(0)
+    model = model_cls(config_cls(**{**TINY, "hidden_dropout": 0.0, "attention_dropout": 0.0}).with_width(64))
+    current = build_optimizer(model, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.98), eps=1e-8)
+    ffn = next(g for g in current.param_groups if g["role"] == "ffn")
+    earlier = []
+    for group in current.param_groups:
+        if group["role"] != "ffn":
+            group = dict(group)
+            if group["role"] == "hidden":
+                group["params"], group["param_names"] = group["params"] + ffn["params"], group["param_names"] + ffn["param_names"]
+            earlier.append(group)
+    old = torch.optim.AdamW(earlier, lr=1e-3, betas=(0.9, 0.98), eps=1e-8)
+    ids = torch.randint(5, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
+    model(input_ids=ids, labels=ids).loss.backward()
+    old.step()
+    load_optimizer_state(model, current, old.state_dict(), ProcessContext())
+    assert [g["role"] for g in current.param_groups] == ["input", "vector", "hidden", "ffn", "output"]
+    for name, param in model.named_parameters():
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(current.state[param][key], old.state[param][key]), name
 
 
 # -- sizing ------------------------------------------------------------------------------------------

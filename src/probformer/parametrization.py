@@ -328,9 +328,13 @@ def build_optimizer(
         scales = model.config.scales()
     def factor(explicit: float | None, name: str) -> float:
         return explicit if explicit is not None else (getattr(scales, name) if scales is not None else 1.0)
-    # The FFN output's own factor where the scales have one (BERT / UT), else the hidden factor.
-    own_ffn = ffn_lr_mult if ffn_lr_mult is not None else getattr(scales, "ffn_lr_mult", None)
-    groups = param_groups(model, lr=lr, weight_decay=weight_decay, hidden_lr_mult=factor(hidden_lr_mult, "hidden_lr_mult"),
+    hidden = factor(hidden_lr_mult, "hidden_lr_mult")
+    # The FFN output's factor (BERT / UT): explicit, else the model's own; an explicit hidden factor
+    # moves it by the same ratio, so that it keeps its own fan-in's relation to the other hidden matrices.
+    ffn = ffn_lr_mult
+    if ffn is None and getattr(scales, "ffn_lr_mult", None) is not None:
+        ffn = scales.ffn_lr_mult * (hidden / scales.hidden_lr_mult)
+    groups = param_groups(model, lr=lr, weight_decay=weight_decay, hidden_lr_mult=hidden,
                           eps=eps, eps_mult=factor(eps_mult, "eps_mult"),
-                          hidden_eps_mult=factor(hidden_eps_mult, "hidden_eps_mult"), ffn_lr_mult=own_ffn)
+                          hidden_eps_mult=factor(hidden_eps_mult, "hidden_eps_mult"), ffn_lr_mult=ffn)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)

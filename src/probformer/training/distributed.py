@@ -159,7 +159,38 @@ def load_optimizer_state(wrapped: nn.Module, optimizer: torch.optim.Optimizer, s
     if context.mode == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
+        saved = [g.get("role") for g in state["fsdp_full"]["param_groups"]]
+        if saved != [g.get("role") for g in optimizer.param_groups]:
+            raise ValueError(f"the checkpoint's optimizer groups ({', '.join(map(str, saved))}) are not this "
+                             "version's (a role was split off since: BERT / UT's FFN output, role ffn); resume it "
+                             "without distributed: fsdp, which regroups by parameter name, or start the run again")
         set_optimizer_state_dict(unwrap(wrapped), optimizer, state["fsdp_full"],
                                  options=StateDictOptions(full_state_dict=True))
     else:
-        optimizer.load_state_dict(state)
+        optimizer.load_state_dict(regroup_optimizer_state(state, optimizer))
+
+
+def regroup_optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """``state`` (an optimizer state dict) laid out in ``optimizer``'s groups, each parameter's moments
+    matched by name: a checkpoint written before a role was split off into its own group (BERT / UT's
+    FFN output projection, role ``ffn``) still resumes. The groups' hyperparameters are this
+    optimizer's (the trainer recomputes lr, eps and weight decay from the config on resume anyway)."""
+    current = optimizer.state_dict()
+    if [g.get("role") for g in state["param_groups"]] == [g.get("role") for g in current["param_groups"]]:
+        return state
+    saved: dict[str, int] = {}
+    for group in state["param_groups"]:
+        names = group.get("param_names")
+        if names is None or len(names) != len(group["params"]):
+            raise ValueError("the checkpoint's optimizer groups differ from this run's and carry no parameter "
+                             "names to match them by")
+        saved.update(zip(names, group["params"]))
+    moments = {}
+    for group in current["param_groups"]:
+        missing = [name for name in group["param_names"] if name not in saved]
+        if missing:
+            raise ValueError(f"the checkpoint's optimizer has no state for {', '.join(missing[:3])}")
+        for name, index in zip(group["param_names"], group["params"]):
+            if saved[name] in state["state"]:
+                moments[index] = state["state"][saved[name]]
+    return {"state": moments, "param_groups": current["param_groups"]}

@@ -162,5 +162,7 @@ class ProbformerBertConfig(PretrainedConfig):
             intermediate_size=max(1, round(self.intermediate_size * hidden_size / self.hidden_size)),
             base_hidden_size=n0,
             base_head_dim=d0,
-            base_intermediate_size=self.base_intermediate_size or max(1, round(self.resolved_base_intermediate_size)),
+            # a model that is its own base fixes I0 = its I; one saved without I0 keeps I in proportion to N
+            base_intermediate_size=self.base_intermediate_size or (self.intermediate_size if self.base_hidden_size is None
+                                                                   else None),
         )

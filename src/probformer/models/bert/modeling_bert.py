@@ -6,8 +6,9 @@ How it differs from a standard transformer encoder (HF ``BertForMaskedLM``):
   copied in (:meth:`ProbformerBertForMaskedLM.from_hf_bert`) give HF's logits. There is no pooler, no NSP head and
   only segment A's token-type row (MLM never uses segment B).
 - Under muP (as mutransformers): attention logits are multiplied by ``attn_mult * sqrt(d0) / d_head``
-  instead of ``1/sqrt(d_head)``; hidden matrices (Q, K, V, O, FFN in/out, head transform) start at
-  ``sigma / sqrt(m)`` and train at lr / m (:func:`probformer.parametrization.param_groups`); the
+  instead of ``1/sqrt(d_head)``; hidden matrices (Q, K, V, O, FFN in, head transform) start at
+  ``sigma / sqrt(m)`` and train at lr / m (:func:`probformer.parametrization.param_groups`), the FFN
+  output projection at ``sigma / sqrt(m_ffn)`` and lr / m_ffn with its own fan-in's m_ffn = I / I0; the
   query projection starts at zero; the decoder is untied, starts at ``init_std_output`` (0: zeros)
   and reads ``(alpha_out / m)`` times its input (MuReadout).
   At the base width (m = 1, d_head = d0) every multiplier equals SP's, so given the same weights the
