@@ -1,8 +1,9 @@
-"""A few optimizer steps of a preset through `probformer train` on this machine, recorded as JSON: the
-model builds, trains and evaluates to a finite loss; how long that takes and the process's peak memory.
-Issue 10 asks for this of the 0.4B PT preset on the project's 2-core, 24 GB CPU machine:
+"""One optimizer step (more with --set steps=K) of a preset through `probformer train` on this machine,
+recorded as JSON: the model builds, trains and evaluates to a finite loss; how long that takes and the
+process's peak memory. Issue 10 asks for this of the 0.4B PT preset on the project's 2-core, 24 GB CPU
+machine:
 
-    .venv/bin/python benchmarks/smoke_train.py --preset ladder-pt-400m     # ~8 min, ~7.5 GiB on 2 cores
+    .venv/bin/python benchmarks/smoke_train.py --preset ladder-pt-400m     # ~3 min, ~7.8 GiB on 2 cores
 
 The default overrides make it one AdamW step of one 64-token sequence on the CPU with activation
 checkpointing and a one-batch evaluation (the preset's shape, vocabulary and parametrization are kept;
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 from devices import device_name, resolve_device, slug
+from memory import _proc_status_bytes
 from probformer.config import ConfigError, load_config
 
 SMOKE_OVERRIDES = (
@@ -31,17 +33,6 @@ SMOKE_OVERRIDES = (
     "activation_checkpointing=true", "eval_batches=1", "test_eval=false", "checkpoint_interval=0",
     "progress=false", "tensorboard=false",
 )
-
-
-def peak_rss_bytes() -> int | None:
-    """The kernel's peak resident set of this process (VmHWM): weights, AdamW state, activations, data."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def smoke(preset: str, overrides: list[str], device: torch.device, out_dir: Path) -> dict:
@@ -56,7 +47,7 @@ def smoke(preset: str, overrides: list[str], device: torch.device, out_dir: Path
     summary = train(config, log=print)
     train_s = time.perf_counter() - start
     loss = float(summary.get("valid_loss", math.nan))
-    rss = peak_rss_bytes()
+    rss = _proc_status_bytes("VmHWM")  # the process's peak resident set: weights, AdamW state, activations
     return {
         "preset": preset, "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
         "threads": torch.get_num_threads(), "overrides": [*SMOKE_OVERRIDES, *overrides],

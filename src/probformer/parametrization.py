@@ -190,10 +190,10 @@ class TransformerScales:
     zero_query: bool  # muP zero-initialises the query projection
     init_output: float  # std of the (untied) decoder; SP ties it to the embedding
     hidden_lr_mult: float
+    ffn_init: float  # std of the FFN output projection (fan-in I: module doc)
+    ffn_lr_mult: float  # its Adam lr factor
     eps_mult: float = 1.0  # Adam eps factor of every group (module doc): gradients are ~1/N under muP
     hidden_eps_mult: float = 1.0
-    ffn_init: float | None = None  # std of the FFN output projection (None: hidden_init)
-    ffn_lr_mult: float | None = None  # its Adam lr factor (None: hidden_lr_mult)
 
 
 def transformer_scales(
@@ -208,11 +208,11 @@ def transformer_scales(
     attn_mult: float,
     init_std: float,
     init_std_output: float,
-    intermediate_size: int | None = None,
-    base_intermediate_size: float | None = None,
+    intermediate_size: int,
+    base_intermediate_size: float,
 ) -> TransformerScales:
     """``intermediate_size`` / ``base_intermediate_size``: I and I0, for the FFN output projection's own
-    fan-in multiplier (module doc); either left out, it takes N/N0 like every other hidden matrix."""
+    fan-in multiplier (module doc)."""
     check_preset(preset)
     if preset == "sp":
         return TransformerScales(
@@ -224,9 +224,11 @@ def transformer_scales(
             zero_query=False,
             init_output=init_std,
             hidden_lr_mult=1.0,
+            ffn_init=init_std,
+            ffn_lr_mult=1.0,
         )
     m = hidden_size / base_hidden_size
-    m_ffn = intermediate_size / base_intermediate_size if intermediate_size and base_intermediate_size else m
+    m_ffn = intermediate_size / base_intermediate_size
     return TransformerScales(
         # attn_mult * sqrt(d0) / d equals SP's 1/sqrt(d) at the base head size (mup's "8/d" for d0=64).
         attention=attn_mult * math.sqrt(base_head_dim) / head_dim,

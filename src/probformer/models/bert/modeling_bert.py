@@ -236,7 +236,7 @@ class MLMEncoder(PreTrainedModel):
                 std = sc.init_output
             elif sc.zero_query and any(module is self.layer_at(t).query for t in range(self.config.num_layers)):
                 std = 0.0
-            elif sc.ffn_init is not None and any(module is self.layer_at(t).ffn_out for t in range(self.config.num_layers)):
+            elif any(module is self.layer_at(t).ffn_out for t in range(self.config.num_layers)):
                 std = sc.ffn_init
             else:
                 std = sc.hidden_init
