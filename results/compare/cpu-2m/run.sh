@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # issue 12: the three sweeps at the comparison's budget, then `probformer compare --preset compare-cpu-2m`,
-# then the committed copies (results/sweeps/<arch>-2m/, results/compare/cpu-2m/). Hours of CPU
+# then the committed copies (results/sweeps/<arch>-2m/, results/compare/cpu-2m/, with each finished
+# run's records in results/compare/cpu-2m/runs/). Hours of CPU
 # (~1-1.8 h per sweep with two one-thread workers, ~3-4 h for the comparison on 2 cores); resumable:
 # run it again after an interruption and finished trials / runs are read back, interrupted ones resume.
 set -euo pipefail
@@ -36,6 +37,9 @@ COMPARE=(probformer compare --preset compare-cpu-2m --set train.threads=1
   --set hparams_from.pt=results/sweeps/pt-2m/best.json
   --set hparams_from.bert=results/sweeps/bert-2m/best.json
   --set hparams_from.ut=results/sweeps/ut-2m/best.json)
+# Runs finished in earlier sessions are committed as records (finished-runs.sh): put them back first,
+# so a fresh checkout reads them back instead of training them again.
+bash results/compare/cpu-2m/finished-runs.sh restore
 "${COMPARE[@]}" --dry-run
 "${COMPARE[@]}" --seeds 0 >> runs/logs/compare-cpu-2m-s0.log 2>&1 &
 seed0=$!
@@ -44,5 +48,6 @@ trap 'kill $seed0 2>/dev/null' EXIT
 wait "$seed0"
 trap - EXIT
 "${COMPARE[@]}"
+bash results/compare/cpu-2m/finished-runs.sh save
 for f in runs/compare-cpu-2m/*; do if [ -f "$f" ]; then cp "$f" results/compare/cpu-2m/; fi; done
 echo "done: results/sweeps/{bert,ut,pt}-2m and results/compare/cpu-2m"
