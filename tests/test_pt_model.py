@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from probformer.data.tokenization import MASK_ID
 from probformer.models.pt.configuration_pt import PTConfig
 from probformer.models.pt.modeling_pt import PTForMaskedLM, bucket_index
 from pt_reference import bucket, forward_2023, naive_label_logits
@@ -109,6 +110,29 @@ def test_masked_only_readout_equals_full_readout():
     hf_style = model(ids, attention_mask=mask, labels=labels)  # (B, n, V) logits even with labels, as HF
     torch.testing.assert_close(hf_style.logits, full)
     torch.testing.assert_close(hf_style.loss, expected)
+
+
+@pytest.mark.parametrize("kernel", ["reference", "banded", "fast"])
+def test_no_answer_reaches_a_masked_position(kernel):
+    """PT's one-epoch lead over BERT / UT is only meaningful if a masked token's logits see nothing but
+    the masked inputs of its own sequence: not the labels, not the other sequences of the batch."""
+    model = tiny_model("mup", mfvi_kernel=kernel).eval()
+    ids, mask = batch(n=7, pad_last=0)
+    inputs = ids.clone()
+    inputs[0, 3] = MASK_ID  # every model sees this input; the answer lives only in the labels
+    labels = torch.full_like(ids, -100)
+    labels[0, 3] = ids[0, 3]
+    logits = model(inputs, attention_mask=mask, labels=labels).logits[0, 3]
+    other_answer = labels.clone()
+    other_answer[0, 3] = (ids[0, 3] - 4) % 15 + 5
+    torch.testing.assert_close(model(inputs, attention_mask=mask, labels=other_answer).logits[0, 3], logits,
+                               rtol=0, atol=0)
+    other_sequence = inputs.clone()
+    other_sequence[1] = torch.randint(5, 20, (7,), generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(other_sequence[1], inputs[1])
+    together = model(inputs, attention_mask=mask).logits[0]
+    torch.testing.assert_close(model(other_sequence, attention_mask=mask).logits[0], together, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model(inputs[:1], attention_mask=mask[:1]).logits[0], together, rtol=1e-12, atol=1e-12)
 
 
 def test_ternary_norm_without_building_t():
