@@ -160,7 +160,8 @@ def test_compare_end_to_end_resume_cache_and_divergence(tiny_spec, ood_conllu, t
     assert "## Lowest ood loss per budget (out of domain)" in md and "Lowest mean ood loss: 20k " in md
     assert md.count("Along training: at 1,024 tokens (33%)") == 4  # valid and ood, each budget
     assert "## Loss along training: valid" in md and "## Loss along training: ood" in md
-    assert "| 33% (1,024 tokens) | 100% (3,072 tokens) |" in md  # the evaluations closest to 25% and 100% and "![learning curves](learning_curves.png)" in md
+    assert "| 33% (1,024 tokens) | 100% (3,072 tokens) |" in md  # the evaluations closest to 25% and 100%
+    assert "![learning curves](learning_curves.png)" in md
     # results.md is its re-rendering from the two CSVs
     md_before = md
     (out / "results.md").unlink()
