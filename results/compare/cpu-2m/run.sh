@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # issue 12: the three sweeps at the comparison's budget, then `probformer compare --preset compare-cpu-2m`,
 # then the committed copies (results/sweeps/<arch>-2m/, results/compare/cpu-2m/, with each finished
-# run's records in results/compare/cpu-2m/runs/). Hours of CPU
-# (~1-1.8 h per sweep with two one-thread workers; the comparison took 2.5 h on 2 cores, both seeds at once); resumable:
-# run it again after an interruption and finished trials / runs are read back, interrupted ones resume.
+# run's records in results/compare/cpu-2m/runs/). Hours of CPU (~1-1.8 h per sweep with two one-thread
+# workers; the comparison took 2.5 h on 2 cores, both seeds at once); resumable: run it again after an
+# interruption and finished trials / runs are read back, interrupted ones resume.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 if [ -f .venv/bin/activate ]; then source .venv/bin/activate; fi  # the README's install puts probformer there

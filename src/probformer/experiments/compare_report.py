@@ -312,8 +312,8 @@ def plot_loss(rows: list[dict[str, Any]], x_key: str, path, spec: CompareSpec) -
 
 
 def plot_learning_curves(curve_rows: list[dict[str, Any]], path, spec: CompareSpec) -> dict[tuple[str, int, str], dict]:
-    """Loss against tokens seen (linear x): one panel per (text, budget) (rows: valid, then each eval text; columns:
-    budgets), per architecture its seeds as thin lines and their mean as a thick one, the unigram
+    """Loss against tokens seen (linear x): one panel per (text, budget) (rows: valid, then each eval
+    text; columns: budgets), per architecture its seeds as thin lines and their mean as a thick one, the unigram
     baseline dashed. Returns what was drawn, keyed by (text, budget, arch)."""
     plt = pyplot()
     from matplotlib.ticker import FuncFormatter  # matplotlib is optional: imported only to draw
@@ -346,7 +346,7 @@ def plot_learning_curves(curve_rows: list[dict[str, Any]], path, spec: CompareSp
                 ax.axhline(float(np.mean(unigram)), color="gray", ls="--", lw=1, label="unigram")
             # linear: the evaluations are evenly spaced in tokens, and a log axis over one decade labels
             # its minor ticks on top of each other
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:g}M"))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: count_label(round(x))))
             ax.set_xlim(left=0)
             ax.set_title(f"{count_label(budget)} params: {text}", fontsize=9)
             ax.grid(True, which="both", alpha=0.3)
