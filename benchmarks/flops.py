@@ -20,7 +20,7 @@ from collections.abc import Callable
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import PretrainedConfig
 
-from probformer.sizing import training_flops_per_token
+from probformer.sizing.budget import training_flops_per_token
 
 
 def model_flops_per_token(arch: str, config: PretrainedConfig, seq_len: int, mask_fraction: float) -> float:

@@ -45,12 +45,12 @@ from transformers import BertConfig, BertForMaskedLM
 from devices import PeakFlops, autocast_for, device_name, peak_flops, resolve_device, slug, sync
 from flops import executed_flops, model_flops_per_token
 from memory import MemoryProbe, memory_cell
-from probformer.cli import parse_count
+from probformer.sizing.units import parse_count
 from probformer.data.masking import IGNORE_INDEX, mask_tokens
-from probformer.models import model_classes
+from probformer.models import architecture, model_classes
 from probformer.models.config_utils import replace_config
 from probformer.parametrization import build_optimizer
-from probformer.sizing import config_for_budget, count_parameters
+from probformer.sizing.budget import config_for_budget, count_parameters
 from report import markdown_report
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -147,20 +147,13 @@ def compile_regions(model, args) -> None:
 
 
 def shape_of(spec: Spec, config) -> dict:
-    if spec.arch == "pt":
-        keys = ("parametrization", "hidden_size", "num_channels", "rank", "latent_size", "num_iterations",
-                "max_distance", "mfvi_kernel")
-    else:
-        keys = ("parametrization", "hidden_size", "num_layers", "num_heads", "intermediate_size", "pre_layer_norm")
+    entry = architecture(spec.arch)
+    keys = ("parametrization", *entry.shape_fields, *entry.variant_fields)
     return {k: getattr(config, k) for k in keys}
 
 
 def short_shape(spec: Spec, config) -> str:
-    if spec.arch == "pt":
-        return (f"N={config.hidden_size} h={config.num_channels} r={config.rank} M={config.latent_size} "
-                f"T={config.num_iterations}")
-    name = "T" if spec.arch == "ut" else "L"
-    return f"N={config.hidden_size} {name}={config.num_layers} H={config.num_heads} I={config.intermediate_size}"
+    return architecture(spec.arch).short_shape(config)
 
 
 def param_counts(spec: Spec, config, model) -> dict:

@@ -15,7 +15,7 @@ import torch
 
 from devices import device_name, peak_flops
 from probformer.models import model_classes
-from probformer.sizing import training_flops_per_token
+from probformer.sizing.budget import training_flops_per_token
 
 
 def read_records(run_dir: Path) -> list[dict]:

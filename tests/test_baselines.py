@@ -19,7 +19,7 @@ from probformer.models.bert.configuration_bert import ProbformerBertConfig
 from probformer.models.bert.modeling_bert import ProbformerBertForMaskedLM
 from probformer.models.config_utils import replace_config
 from probformer.parametrization import Role, build_optimizer, named_roles, param_groups
-from probformer.sizing import config_for_budget, count_parameters, training_flops_per_token
+from probformer.sizing.budget import config_for_budget, count_parameters, training_flops_per_token
 
 VOCAB, BATCH, SEQ = 99, 3, 7
 TINY = dict(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37)

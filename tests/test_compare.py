@@ -5,7 +5,6 @@ hyperparameters read from a sweep; the bundled CPU specs and their sweeps."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -16,22 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-import probformer.experiments.compare as compare_mod
+import probformer.experiments.compare.run as compare_mod
 from probformer.cli import main
 from probformer.config import ConfigError, read_yaml
-from probformer.experiments.compare import (
-    COLUMNS,
-    CURVE_COLUMNS,
-    add_parser,
-    compare,
-    count_label,
-    load_spec,
-    plan_runs,
-    plot_loss,
-    rerender,
-    spec_from_dict,
-)
-from probformer.experiments.compare_report import along_training, checkpoint_steps, curve_tables, render
+from probformer.experiments.compare import compare, load_spec, plan_runs, plot_loss, rerender, spec_from_dict
+from probformer.experiments.compare.run import COLUMNS, CURVE_COLUMNS
+from probformer.sizing import units
+from probformer.experiments.compare.report import along_training, checkpoint_steps, curve_tables, render
 from probformer.experiments.sweep import load_sweep_spec
 
 PT_BASE = {"hidden_size": 16, "num_channels": 2, "rank": 8, "latent_size": 32, "num_iterations": 2, "max_distance": 2}
@@ -132,7 +122,7 @@ def test_compare_end_to_end_resume_cache_and_divergence(tiny_spec, ood_conllu, t
     rows = compare(spec, out)
     assert calls == [("bert-40k-s0", True)]
     for name in ("results.csv", "curves.csv", "results.md", "loss_vs_params.png", "loss_vs_flops.png",
-                 "learning_curves.png", "command.txt", "spec.yaml"):
+                 "learning_curves.png", "spec.yaml"):  # command.txt: written by the CLI (step 3)
         assert (out / name).stat().st_size > 0, name
     table = read_csv(out / "results.csv")
     ood = ("eval_ood_loss", "eval_ood_unigram_loss")
@@ -175,14 +165,11 @@ def test_compare_end_to_end_resume_cache_and_divergence(tiny_spec, ood_conllu, t
     monkeypatch.setattr(compare_mod, "train", no_training)
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(tiny))
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(["compare", "--config", str(spec_file), "--out-dir", str(out)])
-    assert args.func(args) == 0
+    assert main(["compare", "--config", str(spec_file), "--out-dir", str(out)]) == 0
     assert read_csv(out / "results.csv") == table and read_csv(out / "curves.csv") == curves
     printed = capsys.readouterr().out
     assert "| pt | 20k |" in printed and "Along training" in printed
-    assert len((out / "command.txt").read_text().splitlines()) == 6  # a comment + a command per invocation
+    assert len((out / "command.txt").read_text().splitlines()) == 2  # a comment + the command, per CLI invocation
 
     # 4. add an architecture whose runs diverge: only its runs train; reported and plotted as diverged,
     # and left out of the learning curves
@@ -247,17 +234,14 @@ def test_cpu_preset_sizes_every_run_within_two_percent():
     assert [r.name for r in runs[:3]] == ["pt-1M-s0", "bert-1M-s0", "ut-1M-s0"] and len(runs) == 9
     assert all(abs(r.counts["total"] - r.budget) <= 0.02 * r.budget for r in runs)
     assert {r.train_tokens for r in runs} == {spec.token_budget}
-    assert count_label(1_500_000) == "1.5M" and count_label(1_234_567) == "1234567" and count_label(40_000) == "40k"
+    assert units.count_label(1_500_000) == "1.5M" and units.count_label(1_234_567) == "1234567" and units.count_label(40_000) == "40k"
 
 
 def test_dry_run_prints_the_plan(tiny_spec, tmp_path, capsys):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_spec))
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(["compare", "--config", str(spec_file), "--budgets", "20k", "--archs", "bert",
-                              "--seeds", "0,1", "--dry-run"])
-    assert args.func(args) == 0
+    assert main(["compare", "--config", str(spec_file), "--budgets", "20k", "--archs", "bert", "--seeds", "0,1",
+                 "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "bert-20k-s0" in printed and "bert-20k-s1" in printed and "pt-" not in printed
 
@@ -344,9 +328,11 @@ def test_hparams_from_must_be_tuned_on_the_spec_base_model(tiny_spec, tmp_path):
     best.write_text(json.dumps({**tuned, "base_model": {"arch": "pt", **PT_BASE, "hidden_size": 32}}))
     with pytest.raises(ConfigError, match=r"tuned on another base model: head_dropout 0.1 \(models.pt: 0.0\), "
                                           r"hidden_size 32 \(models.pt: 16\)"):
-        spec_from_dict({**tiny_spec, "hparams_from": {"pt": str(best)}})
+        plan_runs(spec_from_dict({**tiny_spec, "hparams_from": {"pt": str(best)}}), 495, tmp_path)
+    # a spec is checked without reading the files it names; planning reads them
+    missing = spec_from_dict({**tiny_spec, "hparams_from": {"bert": str(tmp_path / "missing.json")}})
     with pytest.raises(ConfigError, match="hparams_from.bert: .*missing.json not found .* run the sweep first"):
-        spec_from_dict({**tiny_spec, "hparams_from": {"bert": str(tmp_path / "missing.json")}})
+        plan_runs(missing, 495, tmp_path)
 
 
 def test_cpu_2m_preset_and_its_sweeps():
@@ -357,7 +343,7 @@ def test_cpu_2m_preset_and_its_sweeps():
     assert len(runs) == 12 and sorted({r.budget for r in runs}) == [500_000, 1_000_000, 2_000_000, 4_000_000]
     assert all(abs(r.counts["total"] - r.budget) <= 0.02 * r.budget for r in runs)
     assert {(r.train_tokens, r.config.total_steps, r.config.eval_interval) for r in runs} == {(2_048_000, 500, 50)}
-    assert all(r.config.eval_texts == {"ewt": "../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu"} for r in runs)
+    assert all(r.config.eval_texts == {"ewt": "data/ud-english-ewt/en_ewt-ud-dev.conllu"} for r in runs)
     assert all(r.config.checkpoint_interval == 50 for r in runs)
     raw = read_yaml(resources.files("probformer.experiments.specs") / "compare-cpu-2m.yaml")  # before the sweeps
     for arch in spec.archs:

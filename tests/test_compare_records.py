@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from probformer.experiments.compare import load_spec, plan_runs
-from probformer.training.reuse import _identity
+from probformer.experiments.runs import _identity
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "results" / "compare" / "cpu-2m"

@@ -326,3 +326,36 @@ def test_cli_reports_config_errors_in_one_line():
     lines = result.stderr.strip().splitlines()
     assert lines == ["error: optim.lr: expected a number, got 'abc'"]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=inf", "optim.lr: expected a finite number, got inf"),
+        ("optim.eps=nan", "optim.eps: expected a finite number, got nan"),
+        ("data.source=", "data.source: expected 'sotu', a file or directory"),  # was: every file under the cwd
+        ("out_dir=", "out_dir: expected a directory path, got ''"),  # was: the current directory
+        (f"seed={2**70}", "seed: expected an integer in 0..2^63-1"),
+        ("threads=100000", "threads: expected null or an integer in 1..1024"),  # was: a segfault
+        (f"data.vocab_size={2**40}", "data.vocab_size: expected an integer in 64..16777216"),  # was: a Rust abort
+        ("device=foo", "device: expected auto, cpu, mps, cuda or cuda:N, got 'foo'"),
+        ("data.seq_len=1024", "data.seq_len: expected at most model.max_position_embeddings (512)"),
+    ],
+)
+def test_values_no_run_could_use_are_refused(override, message):
+    assert config_error(override).startswith(message)
+
+
+def test_bert_longer_than_its_position_table_is_refused():
+    assert config_error("model.arch=bert", "data.seq_len=600").startswith(
+        "data.seq_len: expected at most model.max_position_embeddings (512)")
+    assert load_config(overrides=["model.arch=bert", "data.seq_len=600", "model.max_position_embeddings=600"])
+
+
+def test_config_files_with_duplicate_keys_or_other_bytes_are_refused(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  lr: 1.0e-2\n  lr: 3.0e-2\n")  # PyYAML alone would keep the second silently
+    assert config_error(path=path) == f"config file {path} is not valid YAML: duplicate key 'lr' (line 3, column 3)"
+    path.write_bytes("optim:\n  lr: 1.0e-2  # caf\xe9\n".encode("latin-1"))
+    assert config_error(path=path).startswith(f"config file {path} is not UTF-8 text")
+    assert config_error(path=tmp_path).startswith(f"config file {tmp_path} is not a file")

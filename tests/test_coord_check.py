@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 
 import pytest
 
+from probformer.cli import main
 from probformer.experiments.coord_check import (
     CoordCheckReport,
     CoordRecord,
     activation_taps,
-    add_parser,
     compute_slopes,
     coord_check,
     corpus_batch,
@@ -100,11 +99,7 @@ def test_width_configs_scale_from_the_first_width():
     assert apart[64].init_std == pytest.approx(0.02 * math.sqrt(768 / 32))  # HF BERT-base's init at N = 768
 
 
-def test_cli_parser_and_overrides(tmp_path, monkeypatch):
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["coord-check", "--arch", "bert", "--param", "sp", "--widths", "32,64", "--steps", "1",
-                              "--seeds", "1", "--out", str(tmp_path), "--set", "model.num_layers=1", "--no-progress"])
+def test_cli_parser_and_overrides(tmp_path, monkeypatch, capsys):
     seen = {}
 
     def fake(arch, param, widths, steps, seeds, lr, overrides, **kw):
@@ -112,14 +107,12 @@ def test_cli_parser_and_overrides(tmp_path, monkeypatch):
                     base=kw["base_width"])
 
     monkeypatch.setattr("probformer.experiments.coord_check.run_coord_check", fake)
-    assert args.func(args) == 0
+    assert main(["coord-check", "--arch", "bert", "--param", "sp", "--widths", "32,64", "--steps", "1", "--seeds", "1",
+                 "--out", str(tmp_path), "--set", "model.num_layers=1", "--no-progress"]) == 0
     assert seen == dict(arch="bert", param="sp", widths=[32, 64], steps=1, lr=None, overrides={"num_layers": 1},
                         out=tmp_path / "bert-sp", base=32)  # lr None: the architecture's default
-    from probformer.config import ConfigError
-
-    bad = parser.parse_args(["coord-check", "--set", "model.no_such_field=1"])
-    with pytest.raises(ConfigError, match="no_such_field"):
-        bad.func(bad)
+    assert main(["coord-check", "--set", "model.no_such_field=1"]) == 2
+    assert "no_such_field" in capsys.readouterr().err
 
 
 # -- the measurement itself: muP passes and SP does not, on reduced checks ------------------------

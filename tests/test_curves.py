@@ -119,3 +119,22 @@ def test_curves_command_errors(tiny_runs, tmp_path, capsys):
     assert "1 labels for 2 run directories" in capsys.readouterr().err
     assert main(["curves", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.png")]) == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_curves_tolerates_a_torn_last_record_and_makes_the_plot_directory(tiny_runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "torn"
+    shutil.copytree(tiny_runs[0], run)
+    with (run / "metrics.jsonl").open("a") as handle:
+        handle.write('{"kind": "valid", "step": 16, "lo')  # a kill while appending
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert [e["step"] for e in read_evaluations(run)] == [4, 8, 12]
+    out = tmp_path / "new" / "dir" / "plot.png"
+    assert main(["curves", str(run), "--out", str(out)]) == 0 and out.stat().st_size > 0
+    assert main(["curves", str(run), "--out", str(tmp_path / "plot.jpg")]) == 2
+    assert "the plot is a PNG file" in capsys.readouterr().err
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join([lines[0], "{torn", *lines[1:]]) + "\n")
+    assert main(["curves", str(run), "--out", str(out)]) == 2
+    assert "metrics.jsonl:2: not a JSON record" in capsys.readouterr().err

@@ -17,7 +17,8 @@ from conftest import synthetic_documents, write_text_dir
 
 from probformer.data import prepared as prepared_module
 from probformer.data.batches import Batch, TrainStream, eval_batches
-from probformer.data.corpus import DataError, load_documents, split_documents
+from probformer.data.corpus import load_documents, split_documents
+from probformer.data.errors import DataError
 from probformer.data.masking import IGNORE_INDEX, mask_tokens
 from probformer.data.prepared import CorpusSpec, PreparedCorpus, cache_key, prepare_corpus, unigram_entropy_bound
 from probformer.data.tokenization import (

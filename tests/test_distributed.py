@@ -20,8 +20,8 @@ import yaml
 from safetensors.torch import load_file
 
 from probformer.config import load_config
-from probformer.training.metrics_log import read_metrics
 from probformer.training.build import corpus_for, init_bias_from_unigram, model_from_config
+from probformer.training.metrics_log import read_metrics
 from probformer.training.trainer import train
 
 WORKER = Path(__file__).with_name("distributed_worker.py")

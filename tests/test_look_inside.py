@@ -116,8 +116,9 @@ def test_a_directory_saved_before_the_tokenizer_config_still_loads(run_dir, tmp_
         (old / name).unlink()
     model = AutoModelForMaskedLM.from_pretrained(old)
     assert type(model).__name__ == "PTForMaskedLM"
-    loaded = load_model(old)  # what fill-mask / inspect / parse-eval open: adds the tokenizer files
-    assert (old / "tokenizer_config.json").is_file() and (old / "special_tokens_map.json").is_file()
+    before = {p.name: p.stat().st_mtime_ns for p in old.iterdir()}
+    loaded = load_model(old)  # what fill-mask / inspect / parse-eval open: they only read (the directory may
+    assert {p.name: p.stat().st_mtime_ns for p in old.iterdir()} == before  # be read-only, or someone else's)
     torch.testing.assert_close(loaded.model.unary.weight, model.unary.weight)
 
 
@@ -227,8 +228,65 @@ def test_parse_eval_along_the_run_scores_every_snapshot_and_the_final_model(run_
                  "--out-dir", str(out), "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert captured.out == table and captured.err.count("reusing") == 2
+    # A result torn by a kill mid-write is evaluated again, not a traceback.
+    (out / "step-000010" / "uas.json").write_text('{"inputs": {"fi')
+    assert main(["parse-eval", str(run_dir), str(FIXTURE), "--select-first", "1", "--snapshots", "all",
+                 "--out-dir", str(out), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == table and "damaged, evaluating that step again" in captured.err
+    assert json.loads((out / "step-000010" / "uas.json").read_text())["inputs"]["select_first"] == 1
     assert main(["parse-eval", str(run_dir), str(FIXTURE), "--select-first", "1", "--snapshots", "15",
                  "--no-progress"]) == 2
     assert "no snapshot for step(s) [15]" in capsys.readouterr().err
     assert main(["parse-eval", str(run_dir), str(FIXTURE), "--snapshots", "all", "--no-progress"]) == 2
     assert "--select-on or --select-first" in capsys.readouterr().err
+
+
+def test_a_model_directory_is_untrusted_input(run_dir, tmp_path, capsys):
+    """A config.json that is a list, or names sizes no model has, is refused before anything is built."""
+    import json
+    import shutil
+
+    bad = tmp_path / "bad-model"
+    shutil.copytree(run_dir / "model", bad)
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "num_iterations": 10_000_000}))
+    assert main(["inspect", str(bad), "kalo mine"]) == 2
+    assert "num_iterations = 10000000 is not a size" in capsys.readouterr().err
+    (bad / "config.json").write_text(json.dumps([config]))
+    assert main(["fill-mask", str(bad), TEXT]) == 2
+    assert "must hold a JSON object" in capsys.readouterr().err
+
+
+def test_inspect_arguments_are_checked_and_non_latin_sentences_get_their_own_folder(run_dir, capsys):
+    assert main(["inspect", str(run_dir), "kalo mine ruti", "--iteration", "0", "--no-plots"]) == 2
+    assert "--iteration must be between 1 and" in capsys.readouterr().err
+    assert main(["inspect", str(run_dir), "kalo mine ruti", "--labels", "-1", "--no-plots"]) == 2
+    assert "--labels and --label-words must be >= 0" in capsys.readouterr().err
+    from probformer.cli.inspect import _slug
+
+    assert _slug("The Congress shall") == "the-congress-shall"
+    assert _slug("กรุงเทพ มหานคร").startswith("sentence-") and _slug("กรุงเทพ มหานคร") != _slug("東京は首都")
+
+
+def test_word_head_marginals_of_a_long_sentence_are_fast():
+    """300 words (about 400 pieces), every iteration and channel: the 3-operand einsum is contracted
+    pairwise (unoptimised it took minutes) and equals the two products done by hand."""
+    import time
+
+    import numpy as np
+
+    from probformer.inspection.words import WordPieces, aggregate_heads
+
+    rng = np.random.default_rng(0)
+    owner = np.sort(np.concatenate([np.arange(300), rng.integers(0, 300, 100)]))
+    pieces = WordPieces([f"w{u}" for u in range(300)], list(range(len(owner))), owner.tolist())
+    marginals = rng.random((3, 2, len(owner), len(owner)))
+    start = time.perf_counter()
+    words, _ = aggregate_heads(marginals, pieces)
+    assert time.perf_counter() - start < 10.0
+    P = np.zeros((len(owner), 300))
+    P[np.arange(len(owner)), owner] = 1.0
+    by_hand = (P.T @ marginals @ P) / P.sum(axis=0)[:, None]
+    by_hand = by_hand * (1.0 - np.eye(300))
+    np.testing.assert_allclose(words, by_hand / by_hand.sum(axis=-1, keepdims=True), rtol=1e-10)

@@ -15,7 +15,7 @@ import transformers
 from probformer.models import MODEL_CLASSES
 from probformer.models.bert.modeling_bert import ProbformerBertForMaskedLM
 from probformer.parametrization import Role, named_roles
-from probformer.sizing import count_parameters
+from probformer.sizing.budget import count_parameters
 
 VOCAB, BATCH, SEQ = 99, 3, 7
 TINY = dict(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37)

@@ -1,6 +1,6 @@
 """Size ladder presets, the activation-memory estimate against autograd's saved tensors, and ``probformer size``.
 
-The estimate (probformer.activation_memory) books every tensor the current forward saves, so on CPU
+The estimate (probformer.sizing.activation_memory) books every tensor the current forward saves, so on CPU
 it must equal the measurement: per token as the slope between two batch sizes (which removes what
 does not grow with the batch), the fixed bytes as the intercept. The tolerance is 1%: the bookkeeping
 is exact today, and 1% is below the smallest term (an N-wide tensor is ~2% of a layer here), so a
@@ -17,14 +17,14 @@ from importlib import resources
 import pytest
 import torch
 
-from probformer.activation_memory import Precision, estimate_activation_memory, measure_saved_activation_bytes
+from probformer.sizing.activation_memory import Precision, estimate_activation_memory, measure_saved_activation_bytes
 from probformer.cli import main
 from probformer.config import load_config, model_config_class, model_fields, preset_names
 from probformer.data.batches import Batch
 from probformer.models import build_model
-from probformer.size_report import parse_memory
-from probformer.sizing import config_for_budget, count_parameters
-from probformer.training_memory import ADAMW_STATE_BYTES, fit_micro_batch
+from probformer.sizing.units import parse_memory
+from probformer.sizing.budget import config_for_budget, count_parameters
+from probformer.sizing.memory_fit import ADAMW_STATE_BYTES, fit_micro_batch
 
 VOCAB = 97
 TOLERANCE = 0.01

@@ -70,7 +70,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(cache_dir, tmp_path
     assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("tokens_per_second", "parameters")}  # noqa: E731
                           for r in rows if r["kind"] in ("train", "valid")]
-    assert strip(read_metrics(tmp_path / "cut" / "metrics.jsonl")) == strip(read_metrics(tmp_path / "full" / "metrics.jsonl"))
+    metrics = lambda run: strip(read_metrics(tmp_path / run / "metrics.jsonl"))  # noqa: E731
+    assert metrics("cut") == metrics("full")
 
 
 def test_diverging_run_reports_status_not_traceback(cache_dir, tmp_path):
@@ -78,14 +79,16 @@ def test_diverging_run_reports_status_not_traceback(cache_dir, tmp_path):
     assert result["status"] == "diverged" and "non-finite" in result["reason"]
     final = [r for r in read_metrics(tmp_path / "div" / "metrics.jsonl") if r["kind"] == "final"]
     assert final and final[0]["status"] == "diverged"
-    proc = run_cli("train", "--preset", "tiny", "--set", f"data.cache_dir={cache_dir}", "--out-dir", str(tmp_path / "d2"),
+    proc = run_cli("train", "--preset", "tiny", "--set", f"data.cache_dir={cache_dir}",
+                   "--out-dir", str(tmp_path / "d2"),
                    "--set", "optim.lr=1e12", "--set", "model.init_std_input=1e30", "--set", "progress=false")
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     assert '"status": "diverged"' in proc.stdout
 
 
 def test_missing_data_path_is_a_clear_error(tmp_path):
-    proc = run_cli("train", "--preset", "tiny", "--set", f"data.source={tmp_path / 'nope.txt'}", "--out-dir", str(tmp_path))
+    proc = run_cli("train", "--preset", "tiny", "--set", f"data.source={tmp_path / 'nope.txt'}",
+                   "--out-dir", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: data source") and "not found" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -117,7 +120,7 @@ def test_eval_texts_score_other_text_at_every_evaluation(synthetic_corpus_dir, t
     from conftest import synthetic_documents
 
     from probformer.config import ConfigError
-    from probformer.data.corpus import DataError
+    from probformer.data.errors import DataError
 
     # Out-of-domain text as a treebank: one sentence per document, its "# text =" line.
     lines = []
@@ -141,8 +144,8 @@ def test_eval_texts_score_other_text_at_every_evaluation(synthetic_corpus_dir, t
 
     (tmp_path / "short.conllu").write_text("1\tword\t_\tX\t_\t_\t0\troot\t_\t_\n\n")
     with pytest.raises(DataError, match="fewer than one block"):
-        train(load_config(preset="tiny", overrides=[*common, f"out_dir={tmp_path / 'short'}",
-                                                    f"eval_texts.ood={tmp_path / 'short.conllu'}"]), log=lambda *_: None)
+        short = [*common, f"out_dir={tmp_path / 'short'}", f"eval_texts.ood={tmp_path / 'short.conllu'}"]
+        train(load_config(preset="tiny", overrides=short), log=lambda *_: None)
     with pytest.raises(ConfigError, match="eval_texts"):
         load_config(preset="tiny", overrides=["eval_texts.a b=x"])
 
@@ -190,7 +193,7 @@ def test_objective_includes_the_ternary_norm_penalty():
     labels[:, 2] = ids[:, 2]
     mask = torch.ones_like(ids)
     plain, ce, _ = MaskedLMObjective(model)(ids, mask, labels)
-    penalised, ce2, _ = MaskedLMObjective(model, 0.5)(ids, mask, labels, penalty_share=0.5)
+    penalised, _, _ = MaskedLMObjective(model, 0.5)(ids, mask, labels, penalty_share=0.5)
     torch.testing.assert_close(plain, ce)
     torch.testing.assert_close(penalised - plain, 0.25 * model.ternary_norm())
     # The loss share: a micro-batch holding 1/4 of the step's scored tokens, one of 2 processes.
@@ -208,3 +211,66 @@ def test_a_global_micro_batch_splits_by_sample_index():
     assert sum(p.num_scored for p in parts) == batch.num_scored == 8
     with pytest.raises(ValueError, match="multiple of 4"):
         batch.shard(0, 4)
+
+
+def test_corpus_spec_from_the_data_config_keeps_the_cache_key():
+    # Existing caches and committed results name corpora by this key: the derived spec must hash
+    # exactly as the field-by-field one the trainer used to build.
+    from probformer.config import DataConfig
+    from probformer.data.prepared import CorpusSpec, cache_key
+
+    data = DataConfig(source="sotu", text_field="body", vocab_size=777, seq_len=64, valid_fraction=0.07,
+                      test_fraction=0.03, split_seed=5, lowercase=False, mask_style="pt2023", cache_dir="/x")
+    spec = CorpusSpec.from_data_config(data)
+    assert spec == CorpusSpec(source="sotu", text_field="body", vocab_size=777, valid_fraction=0.07,
+                              test_fraction=0.03, split_seed=5, lowercase=False)
+    assert cache_key(CorpusSpec.from_data_config(DataConfig())) == cache_key(CorpusSpec())
+
+
+def test_parallelize_applies_checkpointing_then_compile_then_the_wrapper():
+    from torch import nn
+
+    from probformer.config import ConfigError, TrainConfig
+    from probformer.training.distributed import ProcessContext
+    from probformer.training.objective import MaskedLMObjective
+    from probformer.training.parallelize import parallelize
+
+    class Hooked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls: list[str] = []
+
+        def enable_activation_checkpointing(self):
+            self.calls.append("checkpointing")
+
+        def compile_regions(self):
+            self.calls.append("compile")
+
+    model = Hooked()
+    objective = MaskedLMObjective(model)
+    config = TrainConfig(compile=True, activation_checkpointing=True)
+    assert parallelize(objective, config, ProcessContext(), torch.device("cpu")) is objective  # one process: no wrapper
+    assert model.calls == ["checkpointing", "compile"]
+    with pytest.raises(ConfigError, match="compile"):
+        parallelize(MaskedLMObjective(nn.Linear(2, 2)), TrainConfig(compile=True), ProcessContext(),
+                    torch.device("cpu"))
+
+
+def test_the_logger_off_rank_0_writes_and_prints_nothing(tmp_path):
+    from probformer.training.distributed import ProcessContext
+    from probformer.training.logger import NullLogger, RunLogger, logger_for
+
+    printed = []
+    out = tmp_path / "run"
+    logger = logger_for(ProcessContext(rank=1, world_size=2), out, printed.append)
+    assert type(logger) is NullLogger
+    logger.info("hello")
+    logger.open(load_config(preset="tiny"), None)
+    logger.begin(10, 0, show_bar=True)
+    logger.record("train", 1, {"loss": 1.0})
+    logger.note("step 1")
+    logger.advance()
+    logger.end()
+    logger.finish(1, {"status": "completed"})
+    assert not printed and not out.exists()
+    assert isinstance(logger_for(ProcessContext(), out, printed.append), RunLogger) and out.is_dir()

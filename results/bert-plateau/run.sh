@@ -5,7 +5,7 @@
 # Shape: `probformer size --arch bert --params 1.35M` (the default PT's budget).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-EWT=${EWT:-../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu}  # UD English EWT dev (out of domain)
+EWT=${EWT:-data/ud-english-ewt/en_ewt-ud-dev.conllu}  # UD English EWT dev (out of domain; universaldependencies.org)
 BERT="{arch: bert, hidden_size: 96, num_layers: 4, num_heads: 3, intermediate_size: 453, base_hidden_size: 128, base_head_dim: 32"
 train() {  # name, --set ...: the default run with evaluations every 25 steps (curves) and EWT scored
   local name=$1; shift

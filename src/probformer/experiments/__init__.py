@@ -9,7 +9,7 @@ Drivers (each a module with ``add_parser`` for the CLI and library functions a s
 - :mod:`~probformer.experiments.transfer`: ``probformer transfer``, a sweep's best point at larger widths
   against its perturbations;
 - :mod:`~probformer.experiments.compare`: ``probformer compare``, architectures at equal parameter budgets
-  (its report, verdicts and plots in :mod:`~probformer.experiments.compare_report`);
+  (its report, verdicts and plots in :mod:`~probformer.experiments.compare.report`);
 - :mod:`~probformer.experiments.curves`: ``probformer curves``, validation loss against tokens seen for any
   runs, and when each leaves the unigram plateau.
 

@@ -22,7 +22,6 @@ Outputs (``write_outputs``): ``records.csv`` (seed, width, step, activation, mea
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import math
 import time
@@ -39,28 +38,19 @@ from torch import nn
 
 from probformer.data.batches import Batch
 from probformer.data.masking import DEFAULT_MASK_PROB, mask_tokens
-from probformer.experiments.reports import pyplot, save_figure, write_csv
-from probformer.models import model_classes
+from probformer.figures import pyplot, save_figure
+from probformer.experiments.reports import write_csv
+from probformer.models import ARCHITECTURES, architecture, architecture_of, model_classes
 from probformer.parametrization import PRESETS, build_optimizer
 
-ARCHS = ("pt", "bert", "ut")
-# Defaults (design note 7, measured in results/coord_check and in the README's "Tune small, train large"):
-# - The muP base width N0 = 32 (the models tuned small; muP == SP there) but the widths measured are
-#   2 N0 .. 32 N0 = 64..1024, 16x as note 7 asks. The N0 = 32 members are finite-size outliers, not
-#   exponent errors: PT's 2-channel N = 32 model grows its iteration-0 head logits ~1.6x faster than
-#   every wider one (slope -0.175 over 32..512, flat over 64..1024), BERT's 2-head N = 32 model its
-#   attention logits; both families converge as N grows (BERT checked to N = 2048). mutransformers'
-#   own coordinate checks likewise use a base (256) apart from the widths (64..1024).
-# - lr per architecture, at or above each one's working lr: PT 1e-2; BERT / UT 3e-3 (3x the 1e-3 they
-#   train at). At 1e-2 with HF's init std the BERT loss spiked at step 7 at every width >= 128 (4.05 ->
-#   4.5-4.6), so per-step coordinates compared spike phases, not scalings; with the init std below,
-#   lr 1e-2 is borderline (worst slope -0.10 over 64..1024, 3 seeds).
-# - BERT / UT init std: see base_config_kwargs. Adam eps: muP's eps rule (parametrization module doc).
+# The muP base width N0 = 32 (the models tuned small; muP == SP there), but the widths measured are
+# 2 N0 .. 32 N0, 16x as design note 7 asks: the N0 members are finite-size outliers, not exponent
+# errors (docs/results/coord-check.md, "What it took"). Each family's base model and default lr (at
+# or above its working lr) live with the family: Architecture.coord_check_base / coord_check_lr.
 DEFAULT_BASE_WIDTH = 32
 DEFAULT_WIDTHS = (64, 128, 256, 512, 1024)
 DEFAULT_TOL = 0.1
-DEFAULT_LRS = {"pt": 1e-2, "bert": 3e-3, "ut": 3e-3}
-DEFAULT_LR = DEFAULT_LRS["pt"]  # kept for callers of the old single default
+DEFAULT_LRS = {name: entry.coord_check_lr for name, entry in ARCHITECTURES.items()}
 DEFAULT_SEQ_LEN = 64
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_VOCAB = 512
@@ -144,35 +134,16 @@ def corpus_batch(corpus, seq_len: int = DEFAULT_SEQ_LEN, batch_size: int = DEFAU
     return Batch(inputs, torch.ones_like(inputs), labels)
 
 
-def base_config_kwargs(arch: str, base_width: int, vocab_size: int, seq_len: int) -> dict[str, Any]:
-    """A tiny base model at width N0 = ``base_width`` with dropout off (overridable)."""
-    if arch == "pt":
-        # N0 = 32: channels 2, rank 16 (r_tot = N0), latent 64 (M = 2N), T = 3; wider models add channels.
-        return dict(vocab_size=vocab_size, hidden_size=base_width, num_channels=2, rank=max(1, base_width // 2),
-                    latent_size=2 * base_width, num_iterations=3, head_dropout=0.0, label_dropout=0.0,
-                    max_position_embeddings=max(512, seq_len))
-    if arch in ("bert", "ut"):
-        # N0 = 32: 2 heads of 16 (wider models add heads), FFN 4N, 2 layers / steps.
-        # init_std: the muP family through HF BERT-base's init (std 0.02 at N = 768): under muP the
-        # hidden std at width N is sigma * sqrt(N0 / N), so sigma = 0.02 * sqrt(768 / N0) (0.098 at
-        # N0 = 32). HF's 0.02 at N0 = 32 would make q, k, v ~5x smaller than in a real BERT and the
-        # attention logits of the first steps tiny (~0.01) and dominated by finite-width noise
-        # (measured: slope -0.2..-0.3 over 64..1024 at lr 3e-3 with 0.02, flat with 0.098).
-        return dict(vocab_size=vocab_size, hidden_size=base_width, num_heads=2, num_layers=2,
-                    intermediate_size=4 * base_width, max_position_embeddings=max(512, seq_len),
-                    hidden_dropout=0.0, attention_dropout=0.0, init_std=0.02 * math.sqrt(768 / base_width))
-    raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHS)}")
-
-
 def width_configs(arch: str, param: str, widths: Sequence[int], model_overrides: Mapping[str, Any] | None,
                   vocab_size: int, seq_len: int, base_width: int | None = None) -> dict[int, Any]:
-    """Config per width: the base config (width ``base_width``, default ``widths[0]``, overrides applied)
-    scaled by ``with_width``."""
-    config_cls, _ = model_classes(arch)
+    """Config per width: the family's ``coord_check_base`` (a tiny model at width ``base_width``, default
+    ``widths[0]``, dropout off; overrides applied) scaled by ``with_width``."""
+    entry = architecture(arch)
+    config_cls = entry.config_class
     n0 = int(base_width) if base_width is not None else int(widths[0])
     if n0 < 1:
         raise ValueError(f"the base width must be positive, got {n0}")
-    kwargs = base_config_kwargs(arch, n0, vocab_size, seq_len)
+    kwargs = entry.coord_check_base(n0, vocab_size, seq_len)
     overrides = {k: v for k, v in (model_overrides or {}).items() if k != "arch"}
     fields = set(inspect.signature(config_cls.__init__).parameters) - {"self", "kwargs"}
     unknown = sorted(set(overrides) - fields)
@@ -190,7 +161,7 @@ def width_configs(arch: str, param: str, widths: Sequence[int], model_overrides:
 
 def activation_taps(model: nn.Module) -> dict[str, nn.Module]:
     """Every identity tap of ``model`` by a distinct name (``it0.q``, ``layer1.ffn_output``, ``logits``)."""
-    prefix = "it" if model.config.model_type == "probformer-pt" else ("step" if "ut" in model.config.model_type else "layer")
+    prefix = architecture_of(model.config.model_type).tap_prefix
     taps: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
         if not isinstance(module, nn.Identity) or "tap" not in name:
@@ -227,18 +198,17 @@ def coord_check(
 
     ``batch`` defaults to :func:`real_batch` (bundled corpus, vocab 512); the model's vocabulary is
     the batch's (``vocab_size`` in ``model_overrides`` wins). ``lr`` defaults to the architecture's
-    ``DEFAULT_LRS`` entry; ``base_width`` is N0 (None: ``widths[0]``). ``timings`` (optional) receives the
+    ``coord_check_lr``; ``base_width`` is N0 (None: ``widths[0]``). ``timings`` (optional) receives the
     mean wall seconds per run at each width. ``num_threads`` sets torch's intra-op threads for the
     duration (restored after): the models are small, and on a busy machine 1 thread is often fastest.
     """
     from tqdm.auto import tqdm
 
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHS)}")
+    architecture(arch)  # an unknown name fails before any work
     if param not in PRESETS:
         raise ValueError(f"parametrization must be one of {PRESETS}, got {param!r}")
     widths = [int(w) for w in widths]
-    lr = DEFAULT_LRS[arch] if lr is None else lr
+    lr = architecture(arch).coord_check_lr if lr is None else lr
     if len(widths) < 2 or len(set(widths)) != len(widths) or min(widths) < 1:
         raise ValueError(f"need at least two distinct positive widths, got {widths}")
     if steps < 0 or seeds < 1 or lr <= 0:
@@ -481,7 +451,7 @@ def run_coord_check(
     """Run :func:`coord_check`, judge it, write outputs under ``out_dir`` (if given) and print a summary.
     ``report.passed`` is the verdict."""
     timings: dict[int, float] = {}
-    lr = DEFAULT_LRS.get(arch, DEFAULT_LR) if lr is None else lr
+    lr = architecture(arch).coord_check_lr if lr is None else lr
     records = coord_check(arch, param, widths, steps, seeds, lr, model_overrides, batch, base_width=base_width,
                           cache_dir=cache_dir, progress=progress, timings=timings, num_threads=num_threads)
     n0 = int(base_width) if base_width is not None else int(widths[0])
@@ -508,53 +478,5 @@ def summary(report: CoordCheckReport) -> str:
         lines.append(f"  {name}: {path}")
     return "\n".join(lines)
 
-
-# -- CLI ----------------------------------------------------------------------------------------
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``coord-check`` on an ``argparse`` subparsers object."""
-    p = subparsers.add_parser("coord-check", help="muP coordinate check: activation scale vs width over a few steps",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--arch", choices=ARCHS, default="pt")
-    p.add_argument("--param", choices=PRESETS, default="mup", help="parametrization preset")
-    p.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
-                   help="comma-separated widths to measure (default 2 N0 .. 32 N0; see DEFAULT_WIDTHS)")
-    p.add_argument("--base-width", type=int, default=DEFAULT_BASE_WIDTH,
-                   help="muP base width N0 (muP == SP there); 0: the first of --widths")
-    p.add_argument("--steps", type=int, default=10, help="AdamW steps on the fixed batch")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--lr", type=float, default=None,
-                   help="base lr (default per architecture, deliberately above its training lr: "
-                        + ", ".join(f"{a} {v:g}" for a, v in DEFAULT_LRS.items()) + ")")
-    p.add_argument("--tol", type=float, default=DEFAULT_TOL, help="max |log-log slope| counted as flat")
-    p.add_argument("--out", default="results/coord_check",
-                   help="output root; files go to <out>/<arch>-<param>/")
-    p.add_argument("--cache-dir", help="corpus cache (default: $PROBFORMER_CACHE or ~/.cache/probformer)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE",
-                   help="override a base-model field, e.g. --set model.hidden_exponent=1.0")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; 1 is often fastest here)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run_from_args)
-    return p
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    from probformer.config import ConfigError, parse_model_overrides
-
-    try:
-        widths = [int(w) for w in str(args.widths).split(",") if w.strip()]
-    except ValueError:
-        raise ConfigError(f"--widths {args.widths!r}: expected comma-separated integers, e.g. 32,64,128") from None
-    overrides = parse_model_overrides(args.arch, args.overrides)  # typed like `probformer train --set model.*`
-    base_width = getattr(args, "base_width", DEFAULT_BASE_WIDTH) or None
-    try:  # a bad width or model field is a usage error (one line), found before any training
-        width_configs(args.arch, args.param, widths, overrides, DEFAULT_VOCAB, DEFAULT_SEQ_LEN, base_width)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"coord-check: {err}") from None
-    run_coord_check(args.arch, args.param, widths, args.steps, args.seeds, args.lr, overrides, base_width=base_width,
-                    out_dir=Path(args.out) / f"{args.arch}-{args.param}", tol=args.tol,
-                    cache_dir=args.cache_dir, progress=not args.no_progress, num_threads=args.threads)
-    return 0
-
-
-__all__ = ["CoordCheckReport", "CoordRecord", "SlopeRow", "add_parser", "compute_slopes", "coord_check",
-           "corpus_batch", "loglog_slope", "real_batch", "run_coord_check", "run_from_args", "write_outputs"]
+__all__ = ["CoordCheckReport", "CoordRecord", "SlopeRow", "compute_slopes", "coord_check",
+           "corpus_batch", "loglog_slope", "real_batch", "run_coord_check", "write_outputs"]

@@ -19,22 +19,22 @@ record is the number of *scored* targets, not this.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from probformer.config import ConfigError
-from probformer.experiments.reports import pyplot, save_figure
+from probformer.figures import pyplot, save_figure
 
 DEFAULT_MARGIN = 0.1  # nats below the unigram loss that count as "off the plateau"
 VALID = "valid"  # the in-domain validation split; any other name is an eval_texts entry
 
-__all__ = ["Curve", "DEFAULT_MARGIN", "add_parser", "loss_keys", "plateau_exit", "plot_curves", "read_evaluations",
-           "run_from_args"]
+__all__ = ["Curve", "DEFAULT_MARGIN", "VALID", "loss_keys", "plateau_exit", "plot_curves", "read_evaluations",
+           "run_status", "table"]
 
 
 def loss_keys(text: str) -> tuple[str, str]:
@@ -59,10 +59,17 @@ def read_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
     config = json.loads(config_path.read_text())
     tokens_per_step = config["batch_size"] * config.get("grad_accum", 1) * config["data"]["seq_len"]
     by_step: dict[int, dict[str, Any]] = {}
-    for line in metrics.read_text().splitlines():
+    lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # a run killed while appending: its last record is torn, the rest stands
+                warnings.warn(f"{metrics}: ignored its torn last line {number}", stacklevel=2)
+                continue
+            raise ConfigError(f"{metrics}:{number}: not a JSON record; the file is damaged") from None
         kind = record.get("kind", "")
         if kind != VALID and not kind.startswith("eval_"):
             continue
@@ -139,7 +146,7 @@ def exit_text(curve: Curve, margin: float) -> str:
     return f"after {curve.tokens[i]:,} tokens (step {curve.steps[i]})"
 
 
-def _status(run_dir: Path) -> str:
+def run_status(run_dir: Path) -> str:
     summary = run_dir / "summary.json"
     return json.loads(summary.read_text()).get("status", "?") if summary.is_file() else "unfinished"
 
@@ -153,39 +160,3 @@ def table(curves: Sequence[Curve], statuses: Sequence[str], text: str, margin: f
                 else f"{'-':>11}  {'-':>11}  {'-':>7}")
         lines.append(f"{curve.label:<{width}}  {status:<10}  {len(curve.tokens):>5}  {last}  {exit_text(curve, margin)}")
     return "\n".join(lines)
-
-
-# -- CLI -------------------------------------------------------------------------------------------
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("curves", help="plot validation loss against tokens seen for training runs, and when "
-                                             "each leaves the unigram plateau",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories (metrics.jsonl)")
-    p.add_argument("--out", default="learning_curves.png", help="the plot (PNG; default learning_curves.png)")
-    p.add_argument("--labels", help="comma-separated legend labels, one per run (default: the run directory names)")
-    p.add_argument("--text", default=VALID,
-                   help="which evaluation: valid (default) or an eval_texts name of the runs, e.g. ewt")
-    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
-                   help=f"nats below the unigram loss that count as off the plateau (default {DEFAULT_MARGIN:g})")
-    p.set_defaults(func=run_from_args)
-    return p
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    dirs = [Path(d) for d in args.run_dirs]
-    labels = [d.name for d in dirs] if args.labels is None else [s.strip() for s in args.labels.split(",")]
-    if len(labels) != len(dirs):
-        raise ConfigError(f"--labels: {len(labels)} labels for {len(dirs)} run directories")
-    if args.margin < 0:
-        raise ConfigError(f"--margin: expected a number >= 0, got {args.margin!r}")
-    curves = []
-    for label, run_dir in zip(labels, dirs):
-        curve = Curve.of(label, read_evaluations(run_dir), args.text)
-        if not curve.tokens:
-            raise ConfigError(f"{run_dir}: no finite '{args.text}' evaluation in metrics.jsonl"
-                              + ("" if args.text == VALID else " (is it one of the run's eval_texts?)"))
-        curves.append(curve)
-    plot_curves(curves, args.out, margin=args.margin, title=f"{args.text} loss against tokens seen")
-    print(table(curves, [_status(d) for d in dirs], args.text, args.margin))
-    print(f"plot: {args.out}")
-    return 0

@@ -32,10 +32,8 @@ on it at once (each takes the next unfinished trial). Outputs: ``results.csv`` (
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +44,10 @@ import yaml
 from probformer.config import ConfigError, config_from_dict, model_config_class
 from probformer.experiments import noise
 from probformer.experiments import spec as specs
-from probformer.experiments.reports import add_rerender_argument, pyplot, read_rows, save_figure, write_csv
+from probformer.figures import pyplot, save_figure
+from probformer.experiments.reports import read_rows, write_csv
 from probformer.experiments.spec import merge, model_at_width
 from probformer.experiments.sweep import SweepSpec, open_study, run_sweep, trial_key
-from probformer.provenance import record_command
 
 COLUMNS = ("parametrization", "width", "lr", "seed", "state", "valid_loss", "fail_reason", "run_dir")
 ROW_TYPES = {"width": int, "lr": float, "seed": int, "valid_loss": float}  # results.csv read back
@@ -437,41 +435,3 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
         labelled.legend(fontsize=8, title="width (star: best lr)", title_fontsize=8)
     fig.suptitle(f"lr curves, {len(spec.seeds)} seed(s): mean ± std; x at top = diverged", fontsize=10)
     save_figure(fig, path)
-
-
-# -- CLI -------------------------------------------------------------------------------------------
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("lr-curves", help="validation loss vs lr at several widths, sp vs mup (plot + best-lr "
-                                                "table); resumable, several workers may share it",
-                              description=__doc__.splitlines()[0])
-    specs.add_spec_arguments(p, "lr-curves", "widths, lrs, seeds, parametrizations, train, reference",
-                             "--set 'widths=[32,64]' --set train.threads=1")
-    p.add_argument("--out-dir")
-    p.add_argument("--storage", help="SQLAlchemy URL shared by workers (default sqlite:///<out_dir>/studies.db)")
-    only = p.add_mutually_exclusive_group()
-    only.add_argument("--report-only", action="store_true", help="write the table and plot from what has finished")
-    add_rerender_argument(only, "best_lr.md")
-    p.set_defaults(func=run_from_args)
-    return p
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    spec = load_lr_curves_spec(args.config, args.preset, args.overrides, out_dir=args.out_dir, storage=args.storage)
-    out = Path(spec.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.rerender:
-        record_command(out)
-        rows = rerender(spec)
-    elif args.report_only:
-        rows = collect(spec)
-        write_outputs(rows, spec)
-    else:
-        record_command(out)
-        try:
-            rows = run_lr_curves(spec)
-        except KeyboardInterrupt:
-            print("interrupted: finished runs are stored; rerun the same command to continue", file=sys.stderr)
-            return 130
-    print(markdown(rows, spec))
-    print(f"results: {out}/results.csv, {out}/best_lr.md, {out}/lr_curves.png")
-    return 0

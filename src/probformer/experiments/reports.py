@@ -1,16 +1,14 @@
-"""What the experiment commands write: CSV tables (and reading them back), JSON, figures.
+"""What the experiment commands write: CSV tables (and reading them back) and JSON (figures:
+:mod:`probformer.figures`).
 
 One format for all of them: a CSV has a fixed column list and writes a missing number (NaN, None) as
 an empty cell (what a spreadsheet reads as missing); :func:`read_rows` types the columns back, so a
 report can be re-rendered from a committed ``results.csv`` without the runs that made it
-(``--rerender``, after a change to how verdicts are judged). Figures are PNGs at one dpi, laid out
-tight and saved without matplotlib's version in the metadata, so that the same data gives the same
-bytes on any matplotlib.
+(``--rerender``, after a change to how verdicts are judged).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -18,16 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-DPI = 110
-
-__all__ = ["DPI", "add_rerender_argument", "pyplot", "read_rows", "save_figure", "write_csv", "write_json"]
-
-
-def add_rerender_argument(parser: argparse._ActionsContainer, report: str) -> None:
-    """``--rerender`` on a parser or a mutually exclusive group: the report rewritten from ``results.csv``."""
-    parser.add_argument("--rerender", action="store_true",
-                        help=f"rewrite {report} from results.csv in the out dir (trains nothing, needs no run "
-                             "directories: how a committed result follows a change to the verdict rule)")
+__all__ = ["read_rows", "write_csv", "write_json"]
 
 
 def _cell(value: Any) -> Any:
@@ -66,21 +55,3 @@ def write_json(path: str | Path, value: Any) -> Path:
     path = Path(path)
     path.write_text(json.dumps(value, indent=2, default=str))
     return path
-
-
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (experiments run on machines without a display)."""
-    from probformer.inspection.render import pyplot as agg_pyplot
-
-    return agg_pyplot()
-
-
-def save_figure(fig, path: str | Path, *, rect: tuple[float, float, float, float] | None = None) -> Path:
-    """Lay ``fig`` out tight (within ``rect`` if given: room for a legend outside), save it and close it."""
-    from probformer.inspection.render import PNG_METADATA
-
-    plt = pyplot()
-    fig.tight_layout(rect=rect)
-    fig.savefig(path, dpi=DPI, metadata=PNG_METADATA)
-    plt.close(fig)
-    return Path(path)

@@ -14,7 +14,6 @@ says what made it.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
@@ -30,7 +29,7 @@ from probformer.config import merge_sections as merge  # one deep merge of secti
 SpecT = TypeVar("SpecT")
 SPECS_PACKAGE = "probformer.experiments.specs"
 
-__all__ = ["add_spec_arguments", "load_spec", "merge", "model_at_width", "preset_names", "read_spec",
+__all__ = ["load_spec", "merge", "model_at_width", "preset_names", "read_spec",
            "spec_from_values", "spec_values", "write_spec"]
 
 
@@ -38,14 +37,6 @@ def preset_names(command: str) -> list[str]:
     """Bundled specs of ``command`` (``sweep``, ``lr-curves`` ...): ``specs/<command>-*.yaml``, by name."""
     return sorted(p.name.removesuffix(".yaml") for p in resources.files(SPECS_PACKAGE).iterdir()
                   if p.name.startswith(f"{command}-") and p.name.endswith(".yaml"))
-
-
-def add_spec_arguments(parser: argparse.ArgumentParser, command: str, keys: str, example: str) -> None:
-    """``--config``, ``--preset`` and ``--set``, the same for every experiment command."""
-    parser.add_argument("--config", help=f"{command} spec (YAML): {keys}")
-    parser.add_argument("--preset", help=f"bundled spec ({', '.join(preset_names(command))})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override a spec value, e.g. {example}")
 
 
 def required_keys(cls: type) -> list[str]:

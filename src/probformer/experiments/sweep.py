@@ -29,13 +29,11 @@ reports its final ``valid_loss`` (minimised). A diverged run is a FAILED trial w
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import math
 import os
 import socket
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -46,7 +44,6 @@ from typing import Any
 from probformer.config import ConfigError, TrainConfig, config_from_dict
 from probformer.experiments import spec as specs
 from probformer.experiments.reports import write_csv, write_json
-from probformer.provenance import record_command
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median")
@@ -484,35 +481,3 @@ def summary(study) -> str:
     for r in (r for r in rows if r["fail_reason"]):
         lines.append(f"  trial {r['number']:>3}: FAILED ({r['fail_reason']})")
     return "\n".join(lines)
-
-
-# -- CLI -------------------------------------------------------------------------------------------
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("sweep", help="Optuna hyperparameter study; trials are training runs (resumable, "
-                                            "several workers may share one study)",
-                              description=__doc__.splitlines()[0])
-    specs.add_spec_arguments(p, "sweep", "search_space, train, sampler, n_trials, storage, ...",
-                             "--set train.model.hidden_size=64 --set n_trials=8")
-    p.add_argument("--n-trials", type=int, help="finished trials the study should hold")
-    p.add_argument("--storage", help="SQLAlchemy URL shared by workers (default sqlite:///<out_dir>/study.db)")
-    p.add_argument("--study-name")
-    p.add_argument("--out-dir")
-    p.set_defaults(func=run_from_args)
-    return p
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    spec = load_sweep_spec(args.config, args.preset, args.overrides, n_trials=args.n_trials, storage=args.storage,
-                           study_name=args.study_name, out_dir=args.out_dir)
-    out = Path(spec.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    record_command(out)
-    try:
-        study = run_sweep(spec)
-    except KeyboardInterrupt:
-        print("interrupted: finished trials are stored; rerun the same command to continue (the interrupted trial "
-              "resumes from its checkpoint)", file=sys.stderr)
-        return 130
-    print(summary(study))
-    print(f"results: {out}/trials.csv, {out}/best.json (storage {spec.storage_url})")
-    return 0

@@ -24,10 +24,8 @@ one line per hyperparameter, one panel per width, the benchmark in the middle of
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +35,11 @@ from tqdm.auto import tqdm
 from probformer.config import ConfigError, config_from_dict
 from probformer.experiments import noise
 from probformer.experiments import spec as specs
-from probformer.experiments.reports import add_rerender_argument, pyplot, read_rows, save_figure, write_csv
+from probformer.figures import pyplot, save_figure
+from probformer.experiments.reports import read_rows, write_csv
 from probformer.experiments.spec import merge, model_at_width
 from probformer.experiments.sweep import SweepSpec, set_dotted
-from probformer.provenance import record_command
-from probformer.training.reuse import train_or_reuse
+from probformer.experiments.runs import train_or_reuse
 
 COLUMNS = ("width", "variant", "param", "multiplier", "seed", "status", "valid_loss", "reason", "run_dir")
 ROW_TYPES = {"width": int, "multiplier": float, "seed": int, "valid_loss": float}  # results.csv read back
@@ -254,43 +252,3 @@ def plot(rows: list[dict[str, Any]], spec: TransferSpec, path: Path) -> None:
     fig.suptitle(f"transfer from N0 = {spec.sweep.train['model'].get('hidden_size')}: one hyperparameter "
                  f"perturbed at a time\n{len(spec.seeds)} seed(s), mean ± std", fontsize=10)
     save_figure(fig, path)
-
-
-# -- CLI -------------------------------------------------------------------------------------------
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("transfer", help="train target widths at a base-width sweep's best point and at x2 / /2 "
-                                               "perturbations of each hyperparameter (report + plot)",
-                              description=__doc__.splitlines()[0])
-    specs.add_spec_arguments(p, "transfer", "sweep_dir, widths, seeds, factor, perturb",
-                             "--set 'seeds=[0,1,2,3]'")
-    p.add_argument("--sweep-dir", help="a `probformer sweep` out_dir (best.json, spec.yaml)")
-    p.add_argument("--widths", help="comma-separated target widths, e.g. 128,256")
-    p.add_argument("--out-dir")
-    add_rerender_argument(p, "report.md")
-    p.set_defaults(func=run_from_args)
-    return p
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    try:
-        widths = None if args.widths is None else [int(w) for w in args.widths.split(",") if w.strip()]
-    except ValueError:
-        raise ConfigError(f"--widths {args.widths!r}: expected comma-separated integers") from None
-    spec = load_transfer_spec(args.config, args.preset, args.overrides, sweep_dir=args.sweep_dir, widths=widths,
-                              out_dir=args.out_dir)
-    out = Path(spec.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    record_command(out)
-    if args.rerender:
-        print("\n".join(report_lines(rerender(spec), spec)))
-        print(f"rewrote {out}/report.md from {out}/results.csv")
-        return 0
-    specs.write_spec(spec, out / "spec.yaml")
-    try:
-        rows = run_transfer(spec)
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are kept; rerun the same command to continue", file=sys.stderr)
-        return 130
-    print("\n".join(report_lines(rows, spec)))
-    print(f"results: {out}/results.csv, {out}/report.md, {out}/transfer.png")
-    return 0

@@ -11,7 +11,16 @@ from transformers import PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from probformer.inspection.errors import InspectionError
-from probformer.models.registry import TOKENIZER_FILE, Architecture, architecture_of, ensure_tokenizer_config
+from probformer.models.registry import TOKENIZER_FILE, Architecture, architecture_of
+
+# A model directory may come from anyone: before a model is built from its config.json, sizes beyond
+# these are refused (a config naming 10^7 MFVI iterations would make a command run without end). Each
+# is far above any model the project trains (the 1B ladder preset: N = 2048, T or L <= 24).
+SIZE_LIMITS = {
+    "num_iterations": 1_000, "num_layers": 1_000, "num_channels": 4_096, "num_heads": 4_096,
+    "hidden_size": 65_536, "rank": 65_536, "latent_size": 262_144, "intermediate_size": 262_144,
+    "vocab_size": 16_777_216, "max_position_embeddings": 1_048_576, "max_distance": 1_048_576,
+}
 
 
 @dataclass
@@ -35,12 +44,16 @@ def model_directory(run: str | Path) -> Path:
 
 
 def load_model(run: str | Path, *, require_arch: str | None = None) -> LoadedModel:
-    """Load a run's final model and tokenizer; an old directory gets its HF tokenizer files added."""
+    """Load a run's final model and tokenizer. Reads only: nothing is written into ``run`` (it may be
+    read-only, or someone else's)."""
     directory = model_directory(run)
     try:
-        config = json.loads((directory / "config.json").read_text())
-    except json.JSONDecodeError as err:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InspectionError(f"{directory / 'config.json'} is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise InspectionError(f"{directory / 'config.json'} must hold a JSON object, got a {type(config).__name__}")
+    check_sizes(config, directory / "config.json")
     try:
         arch = architecture_of(config.get("model_type"))
     except ValueError as err:
@@ -59,6 +72,16 @@ def load_model(run: str | Path, *, require_arch: str | None = None) -> LoadedMod
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
     except Exception as err:
         raise InspectionError(f"cannot read {directory / TOKENIZER_FILE}: {err}") from None
-    ensure_tokenizer_config(directory)
     return LoadedModel(model.eval(), tokenizer, directory, arch)
 
+
+
+def check_sizes(config: dict, where: Path) -> None:
+    """Refuse a config whose sizes are not positive integers within :data:`SIZE_LIMITS`."""
+    for key, limit in SIZE_LIMITS.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise InspectionError(f"{where}: {key} = {value!r} is not a size this command builds (an integer in "
+                                  f"1..{limit:,}); the file is damaged or not a probformer model")

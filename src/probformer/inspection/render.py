@@ -16,32 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from probformer.figures import pyplot, save_formats
 from probformer.inspection.trees import argmax_heads
 
-SVG_METADATA = {"Date": None, "Creator": None}
-PNG_METADATA = {"Software": None}
 MIN_ALPHA = 0.2  # arcs of improbable heads stay visible
-
-
-def pyplot():
-    """matplotlib's pyplot on the Agg backend, with the fixed SVG id salt (byte-stable files)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    matplotlib.rcParams["svg.hashsalt"] = "probformer"
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
-    paths = []
-    for fmt in formats:
-        path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, format=fmt, dpi=150, bbox_inches="tight",
-                    metadata=SVG_METADATA if fmt == "svg" else PNG_METADATA if fmt == "png" else None)
-        paths.append(path)
-    return paths
 
 
 def _max_span(heads: Sequence[int]) -> int:
@@ -91,7 +69,7 @@ def arc_diagram(words: Sequence[str], trees: Sequence[tuple[str, Sequence[int], 
                              gridspec_kw={"height_ratios": heights})
     for ax, (title, heads, probs) in zip(axes[:, 0], trees, strict=True):
         _draw_arcs(ax, words, heads, probs, title)
-    paths = _save(fig, stem, formats)
+    paths = save_formats(fig, stem, formats)
     plt.close(fig)
     return paths
 
@@ -124,6 +102,6 @@ def heatmap_grid(words: Sequence[str], heads: np.ndarray, stem: Path, formats: S
     fig.colorbar(image, ax=axes, shrink=0.6, label="P(head)")
     if title:
         fig.suptitle(title, fontsize=10)
-    paths = _save(fig, stem, formats)
+    paths = save_formats(fig, stem, formats)
     plt.close(fig)
     return paths

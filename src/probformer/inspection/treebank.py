@@ -19,7 +19,7 @@ from probformer.inspection.attachment import Row, best_row, find_row, score_base
 from probformer.data.conllu import Sentence, read_conllu
 from probformer.inspection.errors import InspectionError
 from probformer.inspection.loading import LoadedModel
-from probformer.inspection.render import PNG_METADATA, pyplot
+from probformer.figures import PICTURE_DPI, pyplot, save_figure
 from probformer.inspection.words import infer_word_marginals
 
 
@@ -165,10 +165,7 @@ def plot_uas(result: ParseEvalReport, path: Path) -> Path:
     ax.set_xticks(sorted({r.iteration for r in rows}))
     ax.set_title(f"PT trees vs gold heads: {Path(result.report.source.split(' [')[0]).name}", fontsize=9)
     ax.legend(fontsize=6, ncol=2, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=150, metadata=PNG_METADATA)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=PICTURE_DPI)
 
 
 # -- along a run: how the trees form with training ---------------------------------------------------
@@ -237,7 +234,4 @@ def plot_along_run(results: Sequence[tuple[int, ParseEvalReport]], path: Path) -
     ax.set_ylabel("attachment score, no punctuation")
     ax.set_title("PT trees along training (reading chosen on held-out sentences)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150, metadata=PNG_METADATA)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=PICTURE_DPI)

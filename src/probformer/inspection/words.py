@@ -79,7 +79,7 @@ def aggregate_heads(marginals: np.ndarray, pieces: WordPieces) -> tuple[np.ndarr
     (a one-word sentence has an all-zero row: its only head is ROOT)."""
     P = piece_to_word_matrix(pieces)
     counts = P.sum(axis=0)  # pieces per word
-    words = np.einsum("iu,...ij,jv->...uv", P, marginals, P) / counts[:, None]  # mean over sent, sum over received
+    words = np.einsum("iu,...ij,jv->...uv", P, marginals, P, optimize=True) / counts[:, None]  # mean over sent, sum over received
     within = np.diagonal(words, axis1=-2, axis2=-1).copy()
     W = pieces.num_words
     words = words * (1.0 - np.eye(W))
@@ -91,7 +91,7 @@ def aggregate_heads(marginals: np.ndarray, pieces: WordPieces) -> tuple[np.ndarr
 def aggregate_labels(label_marginals: np.ndarray, pieces: WordPieces) -> np.ndarray:
     """Token label marginals (..., n, N) -> word label marginals (..., W, N): mean over a word's pieces."""
     P = piece_to_word_matrix(pieces)
-    return np.einsum("iu,...ia->...ua", P, label_marginals) / P.sum(axis=0)[:, None]
+    return np.einsum("iu,...ia->...ua", P, label_marginals, optimize=True) / P.sum(axis=0)[:, None]
 
 
 @dataclass

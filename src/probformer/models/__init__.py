@@ -1,4 +1,5 @@
-"""Model families. :mod:`probformer.models.registry` owns them; these are its short forms."""
+"""Model families. :mod:`probformer.models.registry` owns them (one :class:`Architecture` entry per
+family, reached through :func:`architecture`); these are its short forms."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from probformer.data.masking import IGNORE_INDEX  # one label value for "not scored", set where masks are drawn
 
 
 def mlm_readout(

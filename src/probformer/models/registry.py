@@ -1,28 +1,48 @@
-"""The architecture registry: per ``arch`` name its config and model classes, its Hugging Face
-registration and its export (weights plus the tokenizer files transformers needs offline).
+"""The architecture registry: per ``arch`` name everything the rest of the package needs to know
+about a model family, reached through :func:`architecture` (or :func:`architecture_of` from a saved
+``model_type``).
 
-Everything that has to agree across the three model families lives here once, so a new family is
-one :class:`Architecture` entry. ``import probformer`` calls :func:`register_with_transformers`,
-after which ``AutoConfig``, ``AutoModelForMaskedLM``, ``AutoTokenizer`` and
-``transformers.pipeline("fill-mask", model=dir)`` load a run's ``model/`` directory, with no
-``trust_remote_code``: the classes are registered in-process.
+An :class:`Architecture` entry names its config and model classes (Hugging Face registration and
+export follow from them), its accounting (parameters, training FLOPs per token, activation-memory
+terms, the budget search's width grid and secondary knob: ``models/<family>/accounting.py``), its
+coordinate-check base model and lr (``models/<family>/coord_check.py``), and the names reports and
+taps use. Code outside ``models/`` asks the entry and never branches on the name, so a new family
+is one entry here plus its model package.
+
+``import probformer`` calls :func:`register_with_transformers`, after which ``AutoConfig``,
+``AutoModelForMaskedLM``, ``AutoTokenizer`` and ``transformers.pipeline("fill-mask", model=dir)``
+load a run's ``model/`` directory, with no ``trust_remote_code``: the classes are registered in-process.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from transformers import (AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PretrainedConfig, PreTrainedModel,
-                          PreTrainedTokenizerFast)
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
 from probformer.data.tokenization import SPECIAL_TOKENS
+from probformer.models.accounting import ActivationTerms, Precision
+from probformer.models.bert import accounting as bert_accounting
+from probformer.models.bert import coord_check as bert_coord_check
 from probformer.models.bert.configuration_bert import ProbformerBertConfig
 from probformer.models.bert.modeling_bert import ProbformerBertForMaskedLM
+from probformer.models.pt import accounting as pt_accounting
+from probformer.models.pt import coord_check as pt_coord_check
 from probformer.models.pt.configuration_pt import PTConfig
 from probformer.models.pt.modeling_pt import PTForMaskedLM
+from probformer.models.ut import accounting as ut_accounting
 from probformer.models.ut.configuration_ut import UniversalTransformerConfig
 from probformer.models.ut.modeling_ut import UniversalTransformerForMaskedLM
 
@@ -36,15 +56,41 @@ _SPECIAL_TOKEN_ROLES = dict(zip(("pad_token", "unk_token", "cls_token", "sep_tok
 
 @dataclass(frozen=True)
 class Architecture:
-    """One model family: what ``model.arch`` names, and how it is built, registered and exported."""
+    """One model family: what ``model.arch`` names, how it is built, registered and exported, what it
+    costs, how its coordinate check starts, and what reports call its parts."""
 
     name: str
     config_class: type[PretrainedConfig]
     model_class: type[PreTrainedModel]
+    # Accounting from a config alone (tests hold each to the built model / torch / autograd).
+    count_parameters: Callable[[PretrainedConfig], dict[str, int]]  # total / embedding / non_embedding
+    flops_per_token: Callable[[PretrainedConfig, int, float], float]  # (config, seq_len, mask_fraction)
+    activation_terms: Callable[[PretrainedConfig, int, Precision, float], ActivationTerms]  # (.., precision, ..)
+    # The budget search (sizing.budget.config_for_budget): widths are multiples of width_step(config);
+    # budget_knob is the one field it then tunes to land on a budget, unless budget_knob_absent(config)
+    # says why the config has none (a phrase: "without the latent factor").
+    width_step: Callable[[PretrainedConfig], int]
+    budget_knob: str
+    budget_knob_absent: Callable[[PretrainedConfig], str | None]
+    # The coordinate check's base model at width N0: config fields from (base_width, vocab_size, seq_len).
+    coord_check_base: Callable[[int, int, int], dict[str, Any]]
+    coord_check_lr: float
+    # Names. The model's per-application identity taps ``taps.<i>.<kind>`` are labelled
+    # ``<tap_prefix><i>.<kind>``; depth_name is one application (layer, step, iteration) in reports.
+    tap_prefix: str
+    depth_name: str
+    shape_fields: tuple[str, ...]  # width and depth, in reading order
+    base_fields: tuple[str, ...]  # the muP base the multipliers are relative to
+    variant_fields: tuple[str, ...]  # implementation choices that keep the shape and the count
+    shape_symbols: tuple[tuple[str, str], ...]  # (field, symbol) for a one-line shape: N=128 L=4 ...
 
     @property
     def model_type(self) -> str:
         return self.config_class.model_type
+
+    def short_shape(self, config: PretrainedConfig) -> str:
+        """The shape on one line in the design note's symbols, e.g. ``N=128 L=4 H=4 I=512``."""
+        return " ".join(f"{symbol}={getattr(config, field)}" for field, symbol in self.shape_symbols)
 
     def build(self, **config_kwargs) -> PreTrainedModel:
         """A freshly initialised model built from config fields."""
@@ -63,17 +109,71 @@ class Architecture:
         return directory
 
 
+_ENCODER_SHAPE = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+_ENCODER_BASE = ("base_hidden_size", "base_head_dim")
+
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
-        Architecture("pt", PTConfig, PTForMaskedLM),
-        Architecture("bert", ProbformerBertConfig, ProbformerBertForMaskedLM),
-        Architecture("ut", UniversalTransformerConfig, UniversalTransformerForMaskedLM),
+        Architecture(
+            "pt", PTConfig, PTForMaskedLM,
+            count_parameters=pt_accounting.count_parameters,
+            flops_per_token=pt_accounting.training_flops_per_token,
+            activation_terms=pt_accounting.activation_terms,
+            width_step=pt_accounting.width_step,
+            budget_knob=pt_accounting.BUDGET_KNOB,
+            budget_knob_absent=pt_accounting.budget_knob_absent,
+            coord_check_base=pt_coord_check.coord_check_base,
+            coord_check_lr=pt_coord_check.COORD_CHECK_LR,
+            tap_prefix="it",
+            depth_name="iteration",
+            shape_fields=("hidden_size", "num_channels", "rank", "latent_size", "num_iterations", "max_distance"),
+            base_fields=("base_hidden_size",),
+            variant_fields=("mfvi_kernel",),
+            shape_symbols=(("hidden_size", "N"), ("num_channels", "h"), ("rank", "r"), ("latent_size", "M"),
+                           ("num_iterations", "T")),
+        ),
+        Architecture(
+            "bert", ProbformerBertConfig, ProbformerBertForMaskedLM,
+            count_parameters=bert_accounting.count_parameters,
+            flops_per_token=bert_accounting.training_flops_per_token,
+            activation_terms=bert_accounting.activation_terms,
+            width_step=bert_accounting.width_step,
+            budget_knob=bert_accounting.BUDGET_KNOB,
+            budget_knob_absent=bert_accounting.budget_knob_absent,
+            coord_check_base=bert_coord_check.coord_check_base,
+            coord_check_lr=bert_coord_check.COORD_CHECK_LR,
+            tap_prefix="layer",
+            depth_name="layer",
+            shape_fields=_ENCODER_SHAPE,
+            base_fields=_ENCODER_BASE,
+            variant_fields=("pre_layer_norm",),
+            shape_symbols=(("hidden_size", "N"), ("num_layers", "L"), ("num_heads", "H"), ("intermediate_size", "I")),
+        ),
+        # BERT's layer shared across T steps: BERT's base model, lr and knobs, its own count and memory.
+        Architecture(
+            "ut", UniversalTransformerConfig, UniversalTransformerForMaskedLM,
+            count_parameters=ut_accounting.count_parameters,
+            flops_per_token=ut_accounting.training_flops_per_token,
+            activation_terms=ut_accounting.activation_terms,
+            width_step=ut_accounting.width_step,
+            budget_knob=ut_accounting.BUDGET_KNOB,
+            budget_knob_absent=ut_accounting.budget_knob_absent,
+            coord_check_base=bert_coord_check.coord_check_base,
+            coord_check_lr=bert_coord_check.COORD_CHECK_LR,
+            tap_prefix="step",
+            depth_name="step",
+            shape_fields=_ENCODER_SHAPE,
+            base_fields=_ENCODER_BASE,
+            variant_fields=("pre_layer_norm",),
+            shape_symbols=(("hidden_size", "N"), ("num_layers", "T"), ("num_heads", "H"), ("intermediate_size", "I")),
+        ),
     )
 }
 
 
 def architecture(name: str) -> Architecture:
+    """The registered family ``name`` (what ``model.arch`` holds); ValueError naming the known ones."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[name]
@@ -106,17 +206,6 @@ def write_tokenizer_config(directory: Path, model_max_length: int) -> None:
     }
     (directory / TOKENIZER_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     (directory / SPECIAL_TOKENS_MAP_FILE).write_text(json.dumps(_SPECIAL_TOKEN_ROLES, indent=2) + "\n")
-
-
-def ensure_tokenizer_config(directory: Path) -> bool:
-    """Add the HF tokenizer files to a model directory saved before they were written (older
-    probformer versions saved only tokenizer.json). Returns whether anything was written."""
-    directory = Path(directory)
-    if (directory / TOKENIZER_CONFIG_FILE).exists() or not (directory / TOKENIZER_FILE).exists():
-        return False
-    config = json.loads((directory / "config.json").read_text())
-    write_tokenizer_config(directory, model_max_length=int(config.get("max_position_embeddings", 512)))
-    return True
 
 
 _registered = False

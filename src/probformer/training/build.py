@@ -1,9 +1,9 @@
-"""Everything a run needs before its first step: corpus, model, wrapped objective, optimizer, schedule.
+"""The model side of a run: corpus, model, parallelized objective, optimizer, schedule.
 
 Order matters for muP under DDP/FSDP: the model is built (same seed on every process, so every
-shard starts from the same weights), wrapped, and only then is the optimizer built, from the
-wrapped module's parameters by name, with each group's lr and eps factors from the model's own
-``config.scales()``.
+shard starts from the same weights), parallelized (training/parallelize.py), and only then is the
+optimizer built, from the wrapped module's parameters by name, with each group's lr and eps factors
+from the model's own ``config.scales()``. training/run.py adds the data side.
 """
 
 from __future__ import annotations
@@ -19,22 +19,22 @@ from probformer.data.prepared import CorpusSpec, PreparedCorpus, prepare_corpus
 from probformer.data.tokenization import MASK_ID, PAD_ID
 from probformer.models import build_model
 from probformer.parametrization import build_optimizer
-from probformer.training.distributed import ProcessContext, wrap
+from probformer.training.distributed import ProcessContext
 from probformer.training.objective import MaskedLMObjective
+from probformer.training.parallelize import parallelize
 from probformer.training.schedule import build_scheduler
 
 
 def corpus_for(config: TrainConfig, log=print) -> PreparedCorpus:
+    """The prepared corpus of ``config.data`` (built and cached on first use)."""
     d = config.data
-    spec = CorpusSpec(source=d.source, text_field=d.text_field, vocab_size=d.vocab_size,
-                      valid_fraction=d.valid_fraction, test_fraction=d.test_fraction, split_seed=d.split_seed,
-                      lowercase=d.lowercase)
-    return prepare_corpus(spec, Path(d.cache_dir) if d.cache_dir else None, log=log)
+    return prepare_corpus(CorpusSpec.from_data_config(d), Path(d.cache_dir) if d.cache_dir else None, log=log)
 
 
 def model_from_config(config: TrainConfig, vocab_size: int):
     kwargs = {k: v for k, v in config.model.items() if k != "arch"}
-    return build_model(config.model["arch"], vocab_size=vocab_size, pad_token_id=PAD_ID, mask_token_id=MASK_ID, **kwargs)
+    return build_model(config.model["arch"], vocab_size=vocab_size, pad_token_id=PAD_ID, mask_token_id=MASK_ID,
+                       **kwargs)
 
 
 @torch.no_grad()
@@ -55,15 +55,8 @@ class TrainingSetup:
     group_hyperparameters: list[dict]  # per group, as computed from this config (re-applied on resume)
 
 
-def _apply_speed_options(model: nn.Module, config: TrainConfig) -> None:
-    for option, method in (("activation_checkpointing", "enable_activation_checkpointing"), ("compile", "compile_regions")):
-        if getattr(config, option):
-            if not hasattr(model, method):
-                raise ConfigError(f"{option}: {type(model).__name__} does not support it")
-            getattr(model, method)()
-
-
-def build_training(config: TrainConfig, corpus: PreparedCorpus, context: ProcessContext, device: torch.device) -> TrainingSetup:
+def build_training(config: TrainConfig, corpus: PreparedCorpus, context: ProcessContext,
+                   device: torch.device) -> TrainingSetup:
     o = config.optim
     if o.ternary_norm_penalty > 0 and config.model["arch"] != "pt":
         raise ConfigError(f"optim.ternary_norm_penalty: the 2023 regulariser is PT's; arch "
@@ -74,8 +67,7 @@ def build_training(config: TrainConfig, corpus: PreparedCorpus, context: Process
         init_bias_from_unigram(model, corpus)
     model = model.to(device)
     model.train()
-    _apply_speed_options(model, config)
-    wrapped = wrap(MaskedLMObjective(model, o.ternary_norm_penalty), context, device)
+    wrapped = parallelize(MaskedLMObjective(model, o.ternary_norm_penalty), config, context, device)
     # Built after wrapping, by name; factors from the bare model's config (the wrapper has none).
     optimizer = build_optimizer(wrapped, lr=o.lr, weight_decay=o.weight_decay, betas=(o.beta1, o.beta2), eps=o.eps,
                                 scales=model.config.scales(), fused=device.type == "cuda")
@@ -97,13 +89,13 @@ def reapply_group_hyperparameters(setup: TrainingSetup) -> None:
 
     if len(groups) != len(setup.group_hyperparameters) or any(
             "param_names" in g and names(g["param_names"]) != names(h["param_names"])
-            for g, h in zip(groups, setup.group_hyperparameters)):
+            for g, h in zip(groups, setup.group_hyperparameters, strict=True)):
         raise ValueError("the checkpoint's optimizer groups hold other parameters than this model's")
-    for group, fresh in zip(groups, setup.group_hyperparameters):
+    for group, fresh in zip(groups, setup.group_hyperparameters, strict=True):
         group.update(fresh)
     scheduler.base_lrs = [h["initial_lr"] for h in setup.group_hyperparameters]
     step = scheduler.last_epoch
-    for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
+    for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
         group["lr"] = base * factor(step)
     scheduler._last_lr = [g["lr"] for g in groups]
 

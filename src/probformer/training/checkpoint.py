@@ -112,7 +112,8 @@ def read_checkpoint(path: Path, rank: int = 0) -> CheckpointContents:
         rng_path = path / rng_file(rank) if (path / rng_file(rank)).exists() else path / rng_file(0)
         rng = torch.load(rng_path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt: "
+                              f"{type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
     return CheckpointContents(model_state, opt["optimizer"], opt["scheduler"], rng, trainer_state)
 
 

@@ -8,7 +8,8 @@ state-dict helpers are PyTorch's. What this module decides is *how the trainer u
 - NCCL on CUDA, gloo on CPU (the CPU tests run two gloo processes);
 - the wrapper goes around :class:`~probformer.training.objective.MaskedLMObjective`, so the loss and
   the ternary-norm penalty run inside one wrapped forward; the optimizer is built AFTER wrapping,
-  by parameter name (FSDP2 replaces the parameters by DTensor shards);
+  by parameter name (FSDP2 replaces the parameters by DTensor shards). Wrapping itself is the last
+  part of training/parallelize.py;
 - state dicts are gathered to full tensors (``full_state_dict``) so that checkpoints and exported
   models are one plain safetensors file, whichever way the run was sharded.
 """
@@ -16,6 +17,8 @@ state-dict helpers are PyTorch's. What this module decides is *how the trainer u
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -51,7 +54,8 @@ def start(mode: str, device_type: str) -> ProcessContext:
         return ProcessContext()
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(minutes=int(os.environ.get("PROBFORMER_DIST_TIMEOUT_MIN", "30"))))
+        minutes = int(os.environ.get("PROBFORMER_DIST_TIMEOUT_MIN", "30"))
+        dist.init_process_group(backend, timeout=timedelta(minutes=minutes))
     return ProcessContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
                           local_rank=int(os.environ.get("LOCAL_RANK", "0")), mode="ddp" if mode == "auto" else mode)
 
@@ -59,31 +63,6 @@ def start(mode: str, device_type: str) -> ProcessContext:
 def stop(context: ProcessContext) -> None:
     if context.distributed and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def wrap(objective: nn.Module, context: ProcessContext, device: torch.device) -> nn.Module:
-    if context.mode == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
-    if context.mode == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
-        # Per-layer units where a model has distinct layers (BERT: only one layer's weights are
-        # gathered at a time), then the root for the rest (embeddings, read-out, tied weights).
-        # PT and UT reuse one set of weights at every iteration, so for them the root is the only
-        # unit: their weights are gathered once per forward and once per backward.
-        for layer in layer_units(objective):
-            fully_shard(layer)
-        fully_shard(objective)
-        return objective
-    return objective
-
-
-def layer_units(module: nn.Module) -> list[nn.Module]:
-    """The members of every ModuleList that hold parameters (a deep model's layers)."""
-    return [child for m in module.modules() if isinstance(m, nn.ModuleList)
-            for child in m if any(True for _ in child.parameters())]
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -100,6 +79,16 @@ def all_reduce_sum(tensor: torch.Tensor, context: ProcessContext) -> torch.Tenso
 def barrier(context: ProcessContext) -> None:
     if context.distributed:
         dist.barrier()
+
+
+@contextmanager
+def main_process_first(context: ProcessContext) -> Iterator[None]:
+    """Rank 0 runs the block first, the others after it (e.g. rank 0 builds a cache the others then read)."""
+    if not context.is_main:
+        barrier(context)
+    yield
+    if context.is_main:
+        barrier(context)
 
 
 def broadcast_object(value, context: ProcessContext):
@@ -184,13 +173,13 @@ def regroup_optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> di
         if names is None or len(names) != len(group["params"]):
             raise ValueError("the checkpoint's optimizer groups differ from this run's and carry no parameter "
                              "names to match them by")
-        saved.update(zip(names, group["params"]))
+        saved.update(zip(names, group["params"], strict=True))
     moments = {}
     for group in current["param_groups"]:
         missing = [name for name in group["param_names"] if name not in saved]
         if missing:
             raise ValueError(f"the checkpoint's optimizer has no state for {', '.join(missing[:3])}")
-        for name, index in zip(group["param_names"], group["params"]):
+        for name, index in zip(group["param_names"], group["params"], strict=True):
             if saved[name] in state["state"]:
                 moments[index] = state["state"][saved[name]]
     return {"state": moments, "param_groups": current["param_groups"]}

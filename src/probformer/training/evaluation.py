@@ -18,13 +18,14 @@ from probformer.training.distributed import ProcessContext, all_reduce_sum, unwr
 @torch.no_grad()
 def evaluate(wrapped: nn.Module, batches: list[Batch], device: torch.device,
              autocast: Callable[[], AbstractContextManager], unigram_logp: np.ndarray,
-             context: ProcessContext = ProcessContext()) -> dict[str, float]:
+             context: ProcessContext | None = None) -> dict[str, float]:
     """Masked-token loss (nats), accuracy and perplexity; ``unigram_loss`` scores the same targets
     with train-split unigram frequencies (the context-free baseline).
 
     ``wrapped`` is the (possibly DDP/FSDP-wrapped) training objective. Each process scores every
     K-th batch and the sums are all-reduced; under FSDP every process runs every batch instead
     (a sharded forward is collective, so all processes must run the same number of them)."""
+    context = context or ProcessContext()  # None: one process
     # Not through DDP's forward: it would sync buffers, a collective the uneven batch split cannot meet.
     module = wrapped if context.mode == "fsdp" else unwrap(wrapped)
     was_training = module.training

@@ -31,7 +31,8 @@ class MetricsLog:
 
                 self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step)
             except ImportError:
-                log("tensorboard is not installed: metrics go to metrics.jsonl only (pip install 'probformer[tensorboard]')")
+                log("tensorboard is not installed: metrics go to metrics.jsonl only "
+                    "(pip install 'probformer[tensorboard]')")
 
     def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
         record = {"kind": kind, "step": step, **{k: _clean(v) for k, v in values.items()}}

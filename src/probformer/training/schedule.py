@@ -9,7 +9,7 @@ import torch
 
 def lr_factor(step: int, total_steps: int, warmup_fraction: float, decay: str, min_ratio: float) -> float:
     """Linear warmup over ``warmup_fraction`` of the steps, then cosine / linear decay to ``min_ratio``."""
-    warmup = int(round(warmup_fraction * total_steps))
+    warmup = round(warmup_fraction * total_steps)
     if step < warmup:
         return (step + 1) / warmup
     if decay == "constant":

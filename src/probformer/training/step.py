@@ -34,7 +34,8 @@ def _gradient_sync(wrapped: nn.Module, context: ProcessContext, enabled: bool) -
     return contextlib.nullcontext()
 
 
-def global_scored_tokens(micro_batches: list[Batch], context: ProcessContext, device: torch.device) -> float | torch.Tensor:
+def global_scored_tokens(micro_batches: list[Batch], context: ProcessContext,
+                         device: torch.device) -> float | torch.Tensor:
     """How many tokens the whole step scores, over every process (all-reduced, kept on the device)."""
     local = sum(b.num_scored for b in micro_batches)
     if not context.distributed:

@@ -370,6 +370,3 @@ class ProbformerBertForMaskedLM(MLMEncoder):
         model = cls(config)
         model.load_state_dict(convert_hf_state_dict(hf_model.state_dict(), hc.model_type), strict=True)
         return model.train(hf_model.training)
-
-
-BertForMLM = ProbformerBertForMaskedLM  # the name before the registry; kept so old imports still work

@@ -39,6 +39,3 @@ class UniversalTransformerForMaskedLM(MLMEncoder):
 
     def step_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
         return x + self.timestep.weight[step]  # (B, n, N) + (N,)
-
-
-UniversalTransformerForMLM = UniversalTransformerForMaskedLM  # the name before the registry; kept for old imports

@@ -15,30 +15,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from probformer.config import OptimConfig
 from probformer.experiments import noise
+from probformer.experiments.compare.spec import CompareSpec, arch_settings
 from probformer.experiments.curves import DEFAULT_MARGIN, VALID, Curve, loss_keys, plateau_exit
-from probformer.experiments.reports import pyplot, save_figure
+from probformer.figures import pyplot, save_figure
+from probformer.sizing.units import count_label
 
-if TYPE_CHECKING:
-    from probformer.experiments.compare import CompareSpec
 
 __all__ = ["aggregate", "along_training", "checkpoint_steps", "curve_tables", "plot_learning_curves", "plot_loss",
            "render", "verdicts"]
 
 HALF = 0.5  # the point along training the end-of-training ranking is checked against
-
-
-def count_label(n: int) -> str:
-    """1000000 -> '1M', 1500000 -> '1.5M', 40000 -> '40k'; exact, else the plain integer."""
-    for suffix, scale in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
-        text = f"{n / scale:g}"
-        if n >= scale and "e" not in text and round(float(text) * scale) == n:
-            return text + suffix
-    return str(n)
 
 
 def loss_key(text: str) -> str:
@@ -360,3 +353,21 @@ def plot_learning_curves(curve_rows: list[dict[str, Any]], path, spec: CompareSp
                  fontsize=10)
     save_figure(fig, path)
     return drawn
+
+
+def markdown(rows: list[dict[str, Any]], spec: CompareSpec, curves: list[dict[str, Any]] = ()) -> str:
+    """results.md (:func:`probformer.experiments.compare.report.render`) with where each lr came from."""
+    sources = []
+    for arch in spec.archs:
+        lr = arch_settings(spec, arch)[1].get("lr", OptimConfig.lr)
+        source = spec.hparams_from.get(arch, spec.hparams_source.get(arch))
+        where = (f"hparams_from {source}" if source else "spec hparams" if arch in spec.hparams
+                 else "trainer defaults")
+        sources.append(f"{arch} lr {lr:g} ({where})")
+    return render(rows, list(curves), spec, "; ".join(sources))
+
+
+def summary_table(out_dir: str | Path) -> str:
+    """results.md without its preamble: the table, the verdicts and the along-training tables."""
+    text = (Path(out_dir) / "results.md").read_text()
+    return text[text.index("| arch"):]

@@ -3,7 +3,7 @@
 The static state is what AdamW training holds whatever the batch: fp32 weights, fp32 gradients and
 AdamW's two fp32 moments, 4 + 4 + 8 = 16 bytes per parameter. bf16 autocast keeps the fp32 master
 weights (it casts on the fly), so that is the same in both precisions; the casts themselves are the
-activation estimate's fixed terms (:mod:`probformer.activation_memory`).
+activation estimate's fixed terms (:mod:`probformer.sizing.activation_memory`).
 
 On top of the saved activations, backward needs the gradients of the layer it is differentiating:
 counted as one more layer's (iteration's) activations per token. A ``margin`` of the device memory
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from probformer.activation_memory import ActivationEstimate
+from probformer.sizing.activation_memory import ActivationEstimate
 
 ADAMW_STATE_BYTES = 16  # per parameter: fp32 weight 4 + fp32 gradient 4 + AdamW exp_avg, exp_avg_sq 4 + 4
 DEFAULT_MARGIN = 0.10

@@ -7,32 +7,15 @@ training preset as it stands; :func:`build_report` gathers the numbers into one 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from transformers import PretrainedConfig
 
-from probformer.activation_memory import Precision, estimate_activation_memory
-from probformer.sizing import count_parameters, training_flops_per_token
-from probformer.training_memory import ADAMW_STATE_BYTES, fit_micro_batch
-
-SHAPE_FIELDS = {
-    "pt": ("hidden_size", "num_channels", "rank", "latent_size", "num_iterations", "max_distance", "base_hidden_size"),
-    "bert": ("hidden_size", "num_layers", "num_heads", "intermediate_size", "base_hidden_size", "base_head_dim"),
-    "ut": ("hidden_size", "num_layers", "num_heads", "intermediate_size", "base_hidden_size", "base_head_dim"),
-}
-DEPTH_NAME = {"pt": "iteration", "bert": "layer", "ut": "step"}
-_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-_MEMORY = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?)?b?\s*", re.IGNORECASE)
-
-
-def parse_memory(text: str) -> int:
-    """'80GB' (10^9 bytes), '24GiB' (2^30), '512MiB', '80G' or a plain byte count -> bytes."""
-    match = _MEMORY.fullmatch(text)
-    if match is None or float(match.group(1)) <= 0:
-        raise ValueError(f"expected a memory size like 80GB, 24GiB or 512MiB, got {text!r}")
-    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
+from probformer.models import architecture
+from probformer.sizing.activation_memory import Precision, estimate_activation_memory
+from probformer.sizing.budget import count_parameters, training_flops_per_token
+from probformer.sizing.memory_fit import ADAMW_STATE_BYTES, fit_micro_batch
+from probformer.sizing.units import format_bytes
 
 
 def build_report(
@@ -51,6 +34,7 @@ def build_report(
 ) -> dict[str, Any]:
     """Counts, FLOPs/token and the activation estimate (with and without checkpointing); with
     ``device_bytes`` also the largest micro-batch that fits. ``fields`` name the model section keys."""
+    depth_name = architecture(arch).depth_name
     counts = count_parameters(arch, config)
     estimate = estimate_activation_memory(arch, config, seq_len=seq_len, precision=precision,
                                           mask_fraction=mask_fraction)
@@ -83,7 +67,7 @@ def build_report(
         report["device_memory"] = {
             "bytes": device_bytes, "margin": margin, "static_bytes": fits["none"].static_bytes,
             "assumes": (f"{ADAMW_STATE_BYTES} B/param: fp32 weights 4 + fp32 grads 4 + AdamW moments 8; plus one "
-                        f"more {DEPTH_NAME[arch]}'s activations as the backward working set; {margin:.0%} of the "
+                        f"more {depth_name}'s activations as the backward working set; {margin:.0%} of the "
                         "device kept free"),
             "max_batch_size": {m: f.max_batch_size for m, f in fits.items()},
             "bytes_at_max": {m: f.bytes_at(f.max_batch_size) for m, f in fits.items()},
@@ -91,18 +75,13 @@ def build_report(
     return report
 
 
-def _mib(nbytes: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(nbytes) >= scale:
-            return f"{nbytes / scale:.3g} {unit}"
-    return f"{nbytes:.0f} B"
-
-
 def render(report: dict[str, Any]) -> str:
     """The report as a few aligned lines and two small tables (plain text)."""
     arch, p, act = report["arch"], report["parameters"], report["activation_memory"]
+    entry = architecture(arch)
+    depth_name, shape_fields = entry.depth_name, (*entry.shape_fields, *entry.base_fields)
     lines = [report["source"] + ("" if report["budget"] is None else f": within {report['relative_error']:+.2%}")]
-    shape = ", ".join(f"{k} {report['model'][k]}" for k in SHAPE_FIELDS[arch] if k in report["model"])
+    shape = ", ".join(f"{k} {report['model'][k]}" for k in shape_fields if k in report["model"])
     lines += [
         f"  shape         {shape}",
         f"  parameters    {p['total']:,} total = {p['embedding']:,} embedding + {p['non_embedding']:,} non-embedding",
@@ -117,25 +96,25 @@ def render(report: dict[str, Any]) -> str:
     if "batch_size" in act:
         header.append(f"micro-batch of {act['batch_size']}")
     rows = [header]
-    ckpt = f"per-{DEPTH_NAME[arch]} checkpointing"
-    for mode, label in (("none", f"all {act['depth']} {DEPTH_NAME[arch]}s kept"), ("checkpointing", ckpt)):
-        row = [label, _mib(act["per_token_bytes"][mode]), _mib(act["per_token_bytes"][mode] * report["seq_len"]),
-               _mib(act["fixed_bytes"][mode])]
+    ckpt = f"per-{depth_name} checkpointing"
+    for mode, label in (("none", f"all {act['depth']} {depth_name}s kept"), ("checkpointing", ckpt)):
+        row = [label, format_bytes(act["per_token_bytes"][mode]), format_bytes(act["per_token_bytes"][mode] * report["seq_len"]),
+               format_bytes(act["fixed_bytes"][mode])]
         if "batch_size" in act:
-            row.append(_mib(act["micro_batch_bytes"][mode]))
+            row.append(format_bytes(act["micro_batch_bytes"][mode]))
         rows.append(row)
     lines += _table(rows)
     largest = sorted((t for t in act["token_terms"] if t["scope"] == "repeat"), key=lambda t: -t["bytes"])[:4]
-    lines.append(f"  largest per-token terms, one {DEPTH_NAME[arch]}: "
-                 + "; ".join(f"{t['name']} {_mib(t['bytes'])}" for t in largest))
+    lines.append(f"  largest per-token terms, one {depth_name}: "
+                 + "; ".join(f"{t['name']} {format_bytes(t['bytes'])}" for t in largest))
     if "device_memory" in report:
         dm = report["device_memory"]
-        lines += ["", f"  fit in {_mib(dm['bytes'])}: static {_mib(dm['static_bytes'])} ({dm['assumes']})"]
+        lines += ["", f"  fit in {format_bytes(dm['bytes'])}: static {format_bytes(dm['static_bytes'])} ({dm['assumes']})"]
         rows = [["", "largest micro-batch", "memory at it"]]
-        for mode, label in (("none", f"all {act['depth']} {DEPTH_NAME[arch]}s kept"), ("checkpointing", ckpt)):
+        for mode, label in (("none", f"all {act['depth']} {depth_name}s kept"), ("checkpointing", ckpt)):
             b = dm["max_batch_size"][mode]
             fits = f"{b} x {report['seq_len']} tokens" if b else "does not fit"
-            rows.append([label, fits, _mib(dm["bytes_at_max"][mode])])
+            rows.append([label, fits, format_bytes(dm["bytes_at_max"][mode])])
         lines += _table(rows)
     return "\n".join(lines)
 

@@ -1,0 +1,21 @@
+"""What one ``probformer`` subcommand is: its name, its one-line help, its arguments and the plain
+typed function that runs it."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str  # the one line `probformer --help` shows
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    # Called with the parsed arguments as keywords (argparse's dests are its parameter names), so it is
+    # also a plain Python function: ``run(run="runs/pt-mlm", text="the [MASK] of the union")``.
+    run: Callable[..., int]
+    # What Ctrl-C leaves behind and how to go on, said once by the handler in main.
+    on_interrupt: str = ""
+    description: str | None = None

@@ -1,0 +1,30 @@
+"""``probformer size`` (probformer.cli.size): out-of-range flags are usage errors, not silently replaced."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from probformer.cli import main
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--seq-len", "0"], "--seq-len must be >= 1, got 0"),  # 0 used to become the default 128
+    (["--vocab-size", "0"], "--vocab-size must be >= 1, got 0"),
+    (["--mask-prob", "1.5"], "--mask-prob must be in (0, 1]"),
+    (["--mask-prob", "0"], "--mask-prob must be in (0, 1]"),
+    (["--memory-margin", "1"], "--memory-margin must be in [0, 1)"),
+    (["--memory-margin", "-0.1"], "--memory-margin must be in [0, 1)"),
+    (["--width-multiple", "0"], "--width-multiple must be >= 1"),
+])
+def test_out_of_range_flags_are_usage_errors(args, message, capsys):
+    assert main(["size", "--params", "1M", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_given_sizes_are_used(capsys):
+    assert main(["size", "--params", "1M", "--seq-len", "64", "--vocab-size", "1000", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    N = report["model"]["hidden_size"]
+    assert report["seq_len"] == 64 and report["parameters"]["embedding"] == 2 * N * 1000 + 1000  # S, W, b at V = 1000
