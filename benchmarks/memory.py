@@ -15,7 +15,6 @@ import gc
 from pathlib import Path
 
 import torch
-
 from devices import sync
 
 

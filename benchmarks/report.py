@@ -56,7 +56,8 @@ def budget_table(size: dict, device_type: str) -> str:
         mfu_cell = f"{m['mfu']:.1%}" if m.get("mfu") is not None else "–"
         lines.append(
             f"| {m['label']} | {m['shape_short']} | {p['total'] / 1e6:.3f}M / {p['non_embedding'] / 1e6:.3f}M "
-            f"| {f['model'] / 1e6:.1f} / {f['executed'] / 1e6:.1f} | {t['median']:,.0f} | {t['min']:,.0f} – {t['max']:,.0f} "
+            f"| {f['model'] / 1e6:.1f} / {f['executed'] / 1e6:.1f} | {t['median']:,.0f} "
+            f"| {t['min']:,.0f} – {t['max']:,.0f} "
             f"| {ratio} | {g['model']:.1f} / {g['executed']:.1f} | {mfu_cell} "
             f"| {ph['forward']:.0%} / {ph['backward']:.0%} / {ph['optimizer']:.0%} | {memory_cell(m.get('memory'))} |"
         )

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import torch
-
 from devices import device_name, resolve_device, slug
 from memory import _proc_status_bytes
+
 from probformer.config import ConfigError, load_config
 
 SMOKE_OVERRIDES = (
@@ -49,7 +49,8 @@ def smoke(preset: str, overrides: list[str], device: torch.device, out_dir: Path
     loss = float(summary.get("valid_loss", math.nan))
     rss = _proc_status_bytes("VmHWM")  # the process's peak resident set: weights, AdamW state, activations
     return {
-        "preset": preset, "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+        "preset": preset, "device": device_name(device), "torch": torch.__version__,
+        "python": platform.python_version(),
         "threads": torch.get_num_threads(), "overrides": [*SMOKE_OVERRIDES, *overrides],
         "model": config.model, "seq_len": config.data.seq_len, "batch_size": config.batch_size,
         "parameters": summary.get("parameters"), "steps": summary.get("step"), "status": summary.get("status"),

@@ -17,7 +17,8 @@ in an order rotated every round, so that background load hits every model alike;
 the median (and min / max) tokens/s over rounds. Tokens = batch x seq_len input tokens per step.
 
 Peak memory: see :mod:`memory`. Writes ``benchmarks/results/throughput-<device-slug>.json`` after
-every budget (``"complete": false`` until the last) and prints markdown tables (README.md).
+every budget (``"complete": false`` until the last) and prints markdown tables (benchmarks/README.md,
+docs/results/throughput.md).
 """
 
 from __future__ import annotations
@@ -40,18 +41,18 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import BertConfig, BertForMaskedLM
-
 from devices import PeakFlops, autocast_for, device_name, peak_flops, resolve_device, slug, sync
 from flops import executed_flops, model_flops_per_token
 from memory import MemoryProbe, memory_cell
-from probformer.sizing.units import parse_count
+from report import markdown_report
+from transformers import BertConfig, BertForMaskedLM
+
 from probformer.data.masking import IGNORE_INDEX, mask_tokens
 from probformer.models import architecture, model_classes
 from probformer.models.config_utils import replace_config
 from probformer.parametrization import build_optimizer
 from probformer.sizing.budget import config_for_budget, count_parameters
-from report import markdown_report
+from probformer.sizing.units import parse_count
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HF_KEY = "hf-bert"
@@ -279,7 +280,7 @@ def measure(runs: dict, args, device: torch.device, batch, autocast, log) -> dic
             "min": min(rates[key]),
             "max": max(rates[key]),
             "rounds": rates[key],
-            "phase_fraction": {name: statistics.median(p[i] / t for p, t in zip(phases[key], total))
+            "phase_fraction": {name: statistics.median(p[i] / t for p, t in zip(phases[key], total, strict=True))
                                for i, name in enumerate(("forward", "backward", "optimizer"))},
         }
     return out
@@ -370,7 +371,7 @@ def run_budget(params: int, keys: list[str], args, device: torch.device, peak: P
         spec = SPEC_BY_KEY[key]
         try:
             entry, runs[key] = prepare(spec, params, args, device, batch, log)
-        except Exception as err:  # noqa: BLE001 - one model failing (compile, OOM) must not lose the others
+        except Exception as err:
             entry = {"key": key, "label": spec.label, "compiled": spec.compiled,
                      "error": f"{type(err).__name__}: {err}"[:800]}
             log(f"  {key}: FAILED during build / warmup: {entry['error'][:300]}")

@@ -12,8 +12,8 @@ import statistics
 from pathlib import Path
 
 import torch
-
 from devices import device_name, peak_flops
+
 from probformer.models import model_classes
 from probformer.sizing.budget import training_flops_per_token
 
@@ -91,7 +91,8 @@ def main() -> int:
     util = f"{summary['model_tflop_per_s']:.1f} model TFLOP/s, MFU {mfu:.1%}" if mfu is not None else "MFU n/a"
     print(f"train: status {summary['status']}, {summary['wall_s']:.0f}s wall, {rate}, {util}, "
           f"peak GPU memory used {summary['peak_gpu_memory_used_mib'] or 'n/a'} MiB, "
-          f"last train loss {summary.get('train_loss_last', 'n/a')}, valid loss {summary.get('valid_loss_last', 'n/a')}")
+          f"last train loss {summary.get('train_loss_last', 'n/a')}, "
+          f"valid loss {summary.get('valid_loss_last', 'n/a')}")
     print(f"wrote {args.out}")
     return 0
 

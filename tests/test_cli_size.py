@@ -1,4 +1,5 @@
-"""``probformer size`` (probformer.cli.size): out-of-range flags are usage errors, not silently replaced."""
+"""``probformer size`` (probformer.cli.size): out-of-range flags and bad input are usage errors (exit code 2),
+not silently replaced."""
 
 from __future__ import annotations
 
@@ -28,3 +29,20 @@ def test_given_sizes_are_used(capsys):
     report = json.loads(capsys.readouterr().out)
     N = report["model"]["hidden_size"]
     assert report["seq_len"] == 64 and report["parameters"]["embedding"] == 2 * N * 1000 + 1000  # S, W, b at V = 1000
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["size", "--arch", "gpt", "--params", "10M"], "invalid choice: 'gpt'"),
+    (["size", "--params", "10M", "--device-memory", "lots"], "expected a memory size like 80GB"),
+    (["size", "--params", "10M", "--device-memory", "0GB"], "expected a memory size like 80GB"),
+    (["size"], "give --params"),
+    (["size", "--preset", "ladder-pt-10m", "--arch", "bert"], "preset ladder-pt-10m is arch 'pt'"),
+    (["size", "--preset", "no-such-preset"], "preset 'no-such-preset' not found"),
+])
+def test_size_rejects_bad_input(args: list[str], message: str, capsys):
+    try:
+        code = main(args)
+    except SystemExit as exit_:  # argparse
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err

@@ -135,3 +135,18 @@ def test_the_checks_catch_what_they_are_for():
     assert layer_of("probformer.cli.main") > layer_of("probformer.training.trainer") > layer_of("probformer.models")
     assert layer_of("probformer") == layer_of("probformer.models.registry")
     assert "probformer.data.errors" in GRAPH["probformer.data.conllu"]
+
+
+def test_the_inspection_library_imports_only_models_and_data():
+    import ast
+
+    import probformer.inspection as package
+
+    allowed = ("probformer.models", "probformer.data", "probformer.inspection", "probformer.figures")
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("probformer"):
+                assert node.module.startswith(allowed), f"{path.name} imports {node.module}"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("probformer") or alias.name.startswith(allowed), path.name

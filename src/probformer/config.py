@@ -114,7 +114,8 @@ class TrainConfig:
     token_budget: int | None = None  # if set: steps = token_budget // (batch_size * grad_accum * seq_len)
     eval_interval: int = 100  # evaluate every this many steps (and at the end)
     eval_batches: int | None = 16  # validation batches per evaluation (null: the whole split)
-    eval_texts: dict[str, str] = field(default_factory=dict)  # name -> other text (.txt/.jsonl/.conllu/dir), scored whole at every evaluation
+    # name -> other text (.txt/.jsonl/.conllu/dir), scored whole at every evaluation
+    eval_texts: dict[str, str] = field(default_factory=dict)
     checkpoint_interval: int = 100  # write a resumable checkpoint every this many steps (0: only at the end)
     snapshot_interval: int = 0  # also export the model (HF directory) to snapshots/step-NNNNNN every this many steps
     log_interval: int = 10  # training metrics every this many steps

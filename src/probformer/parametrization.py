@@ -1,6 +1,6 @@
 """SP and muP in one place: parameter roles, per-role init / lr / forward multipliers, AdamW groups.
 
-Design note section 4 gives the table; section 4a how we implement it: every stored weight keeps a
+docs/design.md §4 gives the table; section 4a how we implement it: every stored weight keeps a
 width-independent (SP-scale) init and the width dependence lives in forward multipliers
 ``c_role(N)`` and in per-group learning-rate factors, chosen so that at the base width N0 the muP
 model *is* the SP model, in forward and under Adam (tests check both).
@@ -20,12 +20,12 @@ vector     biases                                 biases, LayerNorm
 Adam lr: input / output / vector get eta; hidden gets ``eta * hidden_lr_mult`` where
 ``hidden_lr_mult = (N0/N)^(1 - beta)`` under muP (so beta = 1 keeps one lr for every stored
 weight, beta = 1/2 is textbook muP with its 1/sqrt(m) factor on the stored scale; see 4a) and 1
-under SP. Design note 4's m is each matrix's fan-in multiplier: N/N0 for every hidden matrix but
+under SP. docs/design.md §4's m is each matrix's fan-in multiplier: N/N0 for every hidden matrix but
 BERT / UT's FFN output projection, whose fan-in is the FFN width I, so its m is I/I0 (``ffn``: init
 sigma/sqrt(I/I0), lr eta * I0/I). The two agree while I grows in proportion to N (``with_width``);
 they part when I is set on its own, as ``probformer size`` does to land on a parameter budget.
 Weight decay is decoupled (AdamW multiplies it by each group's own lr) and is *not*
-rescaled with width: our choice, documented in the README; biases, norms and embeddings are
+rescaled with width: our choice, documented in docs/parametrization.md; biases, norms and embeddings are
 excluded from decay.
 
 Adam epsilon: under muP every width-dependent parameter's gradient shrinks with width (entries of
@@ -45,6 +45,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -63,7 +64,10 @@ class Role(str, Enum):
 _ROLE_ATTR = "_probformer_param_roles"
 
 
-def tag(module: nn.Module, **roles: Role) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)  # tag() hands back the module it was given, typed as such
+
+
+def tag(module: ModuleT, **roles: Role) -> ModuleT:
     """Record the role of ``module``'s own parameters, e.g. ``tag(linear, weight=Role.HIDDEN, bias=Role.VECTOR)``.
 
     Roles live on the module (not on the tensors) so they survive ``.to()``, ``load_state_dict``,
@@ -100,9 +104,9 @@ def check_preset(preset: str) -> None:
 
 @dataclass(frozen=True)
 class PTScales:
-    """Numbers the PT forward and init need, derived from width and preset (design note 2, 4, 4a).
+    """Numbers the PT forward and init need, derived from width and preset (docs/design.md §2, 4, 4a).
 
-    The forward always works in scaled coordinates q = N * Q (design note 2); the 2023 SP model is
+    The forward always works in scaled coordinates q = N * Q (docs/design.md §2); the 2023 SP model is
     recovered by the multipliers below (``ternary = 1/sqrt(N)``, head factor 1, ``latent = 1/M``).
     """
 
@@ -158,7 +162,7 @@ def pt_scales(
             hidden_lr_mult=1.0,
         )
     n0, r0, m0 = base_hidden_size, base_rank, base_latent_size
-    shrink = (n0 / n) ** hidden_exponent  # (N0/N)^beta, design note 4a
+    shrink = (n0 / n) ** hidden_exponent  # (N0/N)^beta, docs/design.md §4a
     return PTScales(
         ternary=shrink / math.sqrt(n0),
         latent=shrink / m0,
@@ -180,7 +184,7 @@ def pt_scales(
 
 @dataclass(frozen=True)
 class TransformerScales:
-    """Numbers the BERT / UT forward and init need (design note 4, 6; mutransformers conventions)."""
+    """Numbers the BERT / UT forward and init need (docs/design.md §4, 6; mutransformers conventions)."""
 
     attention: float  # multiplies q.k: 1/sqrt(d_head) in SP, attn_mult / d_head in muP
     input: float  # alpha_in on the embedding sum
@@ -267,7 +271,7 @@ def param_groups(
     hidden_eps_mult: float = 1.0,
     ffn_lr_mult: float | None = None,
 ) -> list[dict]:
-    """The AdamW param groups for ``model``: one per role, each with its own lr (design note 4).
+    """The AdamW param groups for ``model``: one per role, each with its own lr (docs/design.md §4).
 
     Every group carries ``lr_mult`` and ``role`` so a schedule can scale each group's own lr and a
     reader of the optimizer state can see what was applied. With ``eps`` each group also gets its own

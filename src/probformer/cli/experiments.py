@@ -243,14 +243,17 @@ COORD_CHECK = Command("coord-check", "muP coordinate check: activation scale vs 
 SWEEP = Command("sweep", "Optuna hyperparameter study over training runs (resumable)", add_sweep_arguments, sweep,
                 on_interrupt="finished trials are stored; rerun the same command to continue (the interrupted "
                              "trial resumes from its checkpoint)", description=_doc_line(sweep_lib))
-LR_CURVES = Command("lr-curves", "validation loss vs lr at several widths, SP vs muP (resumable)", add_lr_curves_arguments, lr_curves,
+LR_CURVES = Command("lr-curves", "validation loss vs lr at several widths, SP vs muP (resumable)",
+                    add_lr_curves_arguments, lr_curves,
                     on_interrupt="finished runs are stored; rerun the same command to continue",
                     description=_doc_line(lr_lib))
-TRANSFER = Command("transfer", "a sweep's best point at larger widths vs x2 and /2 perturbations", add_transfer_arguments, transfer,
+TRANSFER = Command("transfer", "a sweep's best point at larger widths vs x2 and /2 perturbations",
+                   add_transfer_arguments, transfer,
                    on_interrupt="finished runs are kept; rerun the same command to continue",
                    description=_doc_line(transfer_lib))
 COMPARE = Command("compare", "PT vs BERT vs UT at equal parameter budgets (results table + plots)",
                   add_compare_arguments, compare,
                   on_interrupt="finished runs and the last checkpoint are kept; rerun the same command to continue",
                   description=_doc_line(compare_lib))
-CURVES = Command("curves", "validation loss against tokens seen, and when runs leave the plateau", add_curves_arguments, curves, description=_doc_line(curves_lib))
+CURVES = Command("curves", "validation loss against tokens seen, and when runs leave the plateau",
+                 add_curves_arguments, curves, description=_doc_line(curves_lib))

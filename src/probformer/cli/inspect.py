@@ -130,7 +130,8 @@ def parse_eval(run: str, file: str, select_on: str | None = None, select_first: 
         print(text)
         return 0
     from probformer.inspection.loading import load_model
-    from probformer.inspection.treebank import markdown, parse_eval as evaluate, plot_uas
+    from probformer.inspection.treebank import markdown, plot_uas
+    from probformer.inspection.treebank import parse_eval as evaluate
 
     result = evaluate(load_model(run, require_arch="pt"), file, select_on, select_first, batch_size,
                       progress=not no_progress)

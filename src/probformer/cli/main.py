@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=_OneLinePerCommand)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
-        p = sub.add_parser(command.name, help=command.help, description=command.description or command.help.replace("%%", "%"))
+        p = sub.add_parser(command.name, help=command.help,
+                           description=command.description or command.help.replace("%%", "%"))
         command.add_arguments(p)
         p.set_defaults(_command=command)
     return parser

@@ -75,7 +75,8 @@ class TrainStream:
     batches the interrupted one would have seen.
     """
 
-    def __init__(self, blocks: np.ndarray, batch_size: int, style: MaskStyle, mask_prob: float, vocab_size: int, seed: int):
+    def __init__(self, blocks: np.ndarray, batch_size: int, style: MaskStyle, mask_prob: float, vocab_size: int,
+                 seed: int):
         if len(blocks) < batch_size:
             raise ValueError(f"only {len(blocks)} training blocks, fewer than batch_size={batch_size}")
         self.blocks, self.batch_size = blocks, batch_size
@@ -116,5 +117,6 @@ def eval_batches(
     for b, start in enumerate(range(0, len(blocks), batch_size)):
         if max_batches is not None and b >= max_batches:
             break
-        out.append(_masked_batch(blocks[start : start + batch_size], style, mask_prob, vocab_size, eval_mask_seed(seed, b)))
+        out.append(_masked_batch(blocks[start : start + batch_size], style, mask_prob, vocab_size,
+                                 eval_mask_seed(seed, b)))
     return out

@@ -1,8 +1,8 @@
 """CoNLL-U reading (gold trees) and writing (predicted trees), https://universaldependencies.org/format.html.
 
 Used by the trainer (the sentences of a treebank as evaluation text) and by
-:mod:`probformer.inspection` (gold trees). Only syntactic words enter a tree: multiword-token lines (``1-2``) and empty nodes (``8.1``) are
-skipped, as UD's evaluation does. Heads are 1-based word indices with 0 for the root.
+:mod:`probformer.inspection` (gold trees). Only syntactic words enter a tree: multiword-token lines (``1-2``) and
+empty nodes (``8.1``) are skipped, as UD's evaluation does. Heads are 1-based word indices with 0 for the root.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def read_conllu(path: str | Path) -> list[Sentence]:
         with path.open(encoding="utf-8") as f:
             sentences = list(_sentences(enumerate(f, start=1), str(path)))
     except UnicodeDecodeError as err:
-        raise ConlluError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); CoNLL-U files are UTF-8") from None
+        raise ConlluError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                          "CoNLL-U files are UTF-8") from None
     if not sentences:
         raise ConlluError(f"{path}: no sentences")
     return sentences
@@ -106,5 +107,6 @@ def format_conllu(words: Sequence[str], heads: Sequence[int], head_probs: Sequen
     for i, (word, head) in enumerate(zip(words, heads, strict=True), start=1):
         prob = head_probs[i - 1] if head_probs is not None else None
         misc = f"HeadProb={prob:.3f}" if prob is not None else "_"
-        lines.append("\t".join([str(i), word, "_", "_", "_", "_", str(head), "root" if head == 0 else "dep", "_", misc]))
+        lines.append("\t".join([str(i), word, "_", "_", "_", "_", str(head), "root" if head == 0 else "dep", "_",
+                                misc]))
     return "\n".join(lines) + "\n\n"

@@ -49,7 +49,8 @@ def load_documents(source: str, text_field: str = "text") -> list[str]:
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(
-            f"data source {source!r} not found: give 'sotu', an existing .txt/.jsonl/.parquet/.conllu file or directory, "
+            f"data source {source!r} not found: give 'sotu', an existing .txt/.jsonl/.parquet/.conllu file "
+            "or directory, "
             "or 'hf:<dataset id>'"
         )
     if path.is_dir():

@@ -1,4 +1,4 @@
-"""Coordinate check (design note section 7; microsoft/mup's ``get_coord_data`` / ``plot_coord_data``).
+"""Coordinate check (docs/design.md §7; microsoft/mup's ``get_coord_data`` / ``plot_coord_data``).
 
 For each seed and width N in ``widths``, build the model at N from the base model at width
 ``base_width`` (N0, where muP equals SP; default 32) with the architecture config's ``with_width``,
@@ -38,13 +38,13 @@ from torch import nn
 
 from probformer.data.batches import Batch
 from probformer.data.masking import DEFAULT_MASK_PROB, mask_tokens
-from probformer.figures import pyplot, save_figure
 from probformer.experiments.reports import write_csv
+from probformer.figures import pyplot, save_figure
 from probformer.models import ARCHITECTURES, architecture, architecture_of, model_classes
 from probformer.parametrization import PRESETS, build_optimizer
 
 # The muP base width N0 = 32 (the models tuned small; muP == SP there), but the widths measured are
-# 2 N0 .. 32 N0, 16x as design note 7 asks: the N0 members are finite-size outliers, not exponent
+# 2 N0 .. 32 N0, 16x as docs/design.md §7 asks: the N0 members are finite-size outliers, not exponent
 # errors (docs/results/coord-check.md, "What it took"). Each family's base model and default lr (at
 # or above its working lr) live with the family: Architecture.coord_check_base / coord_check_lr.
 DEFAULT_BASE_WIDTH = 32
@@ -121,7 +121,8 @@ def real_batch(
     return corpus_batch(corpus, seq_len, batch_size, seed=seed)
 
 
-def corpus_batch(corpus, seq_len: int = DEFAULT_SEQ_LEN, batch_size: int = DEFAULT_BATCH_SIZE, *, seed: int = 0) -> Batch:
+def corpus_batch(corpus, seq_len: int = DEFAULT_SEQ_LEN, batch_size: int = DEFAULT_BATCH_SIZE, *,
+                 seed: int = 0) -> Batch:
     """A fixed BERT-masked batch (15%, 80/10/10) of a prepared corpus: ``batch_size`` blocks of
     ``seq_len`` tokens spread evenly over the train split, masks from a generator seeded ``seed``."""
     blocks = corpus.blocks("train", seq_len)
@@ -264,7 +265,8 @@ def _one_run(model_cls, config, batch: Batch, steps: int, lr: float, seed: int, 
                          scored_logits_only=True).loss
             out.extend(CoordRecord(seed, width, t, label, value) for label, value in current.items())
             if not torch.isfinite(loss):  # diverged: a result, not an error; later steps stay missing (not flat)
-                warnings.warn(f"coord check: loss {loss.item()} at step {t} (width {width}, seed {seed}); run stopped")
+                warnings.warn(f"coord check: loss {loss.item()} at step {t} (width {width}, seed {seed}); run stopped",
+                              stacklevel=2)
                 break
             if t < steps:
                 optimizer.zero_grad(set_to_none=True)
@@ -363,7 +365,8 @@ def markdown_table(report: CoordCheckReport) -> str:
     lines = [
         f"# Coordinate check: {report.arch} / {report.param}",
         "",
-        f"widths {report.widths} (base width N0 = {report.base_width or report.widths[0]}), {report.steps} AdamW steps at lr {report.lr:g} on one "
+        f"widths {report.widths} (base width N0 = {report.base_width or report.widths[0]}), "
+        f"{report.steps} AdamW steps at lr {report.lr:g} on one "
         f"fixed batch, {report.seeds} seed(s); slope of log2(mean|x|) vs log2(width), seed-averaged; "
         f"pass = |slope| <= {report.tol:g} at every step t = 0..{report.steps}.",
         "",
@@ -397,7 +400,7 @@ def plot_report(report: CoordCheckReport, path: Path | str) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 2.8, 3.4 * rows), squeeze=False, sharey=True)
     for ax in axes.flat[len(shown):]:
         ax.set_visible(False)
-    for ax, step in zip(axes.flat, shown):
+    for ax, step in zip(axes.flat, shown, strict=False):  # the grid may have more cells than steps
         for act in acts:
             by_width = means.get((act, step), {})
             ws = [w for w in sorted(by_width) if by_width[w] > 0]
@@ -417,7 +420,7 @@ def plot_report(report: CoordCheckReport, path: Path | str) -> Path:
         ax.set_ylabel("mean |x| (seed mean)")
     handles, labels = [], []
     for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)

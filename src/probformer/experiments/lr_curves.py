@@ -1,4 +1,4 @@
-"""Learning-rate curves across widths, SP against muP (design note section 4b; muP paper Fig. 1 left).
+"""Learning-rate curves across widths, SP against muP (docs/design.md §4b; muP paper Fig. 1 left).
 
 For every parametrization and width, one grid study (:mod:`probformer.experiments.sweep`) over
 ``lr x seed`` trains the base model grown to that width with ``with_width`` (muP multipliers relative to
@@ -44,10 +44,10 @@ import yaml
 from probformer.config import ConfigError, config_from_dict, model_config_class
 from probformer.experiments import noise
 from probformer.experiments import spec as specs
-from probformer.figures import pyplot, save_figure
 from probformer.experiments.reports import read_rows, write_csv
 from probformer.experiments.spec import merge, model_at_width
 from probformer.experiments.sweep import SweepSpec, open_study, run_sweep, trial_key
+from probformer.figures import pyplot, save_figure
 
 COLUMNS = ("parametrization", "width", "lr", "seed", "state", "valid_loss", "fail_reason", "run_dir")
 ROW_TYPES = {"width": int, "lr": float, "seed": int, "valid_loss": float}  # results.csv read back
@@ -377,7 +377,8 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
         ref_seeds = sorted({r["seed"] for r in rows if r["parametrization"] not in spec.parametrizations})
         if ref_seeds != sorted(spec.seeds):  # the verdicts' noise then compares stds over other seed sets
             reused += f" (seeds {', '.join(map(str, ref_seeds))}; here {', '.join(map(str, spec.seeds))})"
-        lines += [(f"{reused} rows from the reference run `{spec.reference}` (same data, budget, optimiser and model at each shared width); "
+        lines += [(f"{reused} rows from the reference run `{spec.reference}` "
+                   "(same data, budget, optimiser and model at each shared width); "
                    f"model settings that differ here: {changed}."), ""]
     lines += ["| width | " + " | ".join(f"{p} best lr | {p} loss" for p in shown) + " |",
               "|---|" + "---|---|" * len(shown)]
@@ -404,7 +405,7 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
     finite = [r["valid_loss"] for r in rows if math.isfinite(r["valid_loss"])]
     best = min(finite) if finite else 0.0
     worst = max(finite) if finite else 1.0
-    for ax, param in zip(axes[0], params):
+    for ax, param in zip(axes[0], params, strict=True):
         for i, width in enumerate(spec.widths):
             pts = curve_points(rows, param, width)
             if not pts:

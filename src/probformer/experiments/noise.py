@@ -17,13 +17,7 @@ seed std sqrt((s_a^2 + s_b^2) / 2), and more seeds shrink it. It is a convention
 significance level: an std from 2 seeds is itself uncertain (1 degree of freedom), so a ratio near 2 is
 a weak call either way; the reports print the ratio so that a reader can tell.
 
-It replaced three rules: lr-curves called a difference real beyond 1x the larger of the two seed
-stds, transfer the same one-sided, and compare graded the margin against the pooled std (within < 1x,
-comparable 1-2x, larger > 2x). The one-std rules passed differences of 1 to 1.4 standard errors, and
-with one seed they called every difference real (their noise became 0). On the committed results the
-change turned one verdict: lr-curves ``pt-cpu-beta1`` at N = 256 (+0.033, 1.5x its noise) went from
-"SP better" to "within seed noise". The coordinate check compares slopes with a tolerance, not seeds,
-and does not use this rule.
+Its history (the three rules it replaced, and the one verdict that changed) is in docs/experiments.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps: an Optuna study whose trials are training runs (design note section 7).
+"""Hyperparameter sweeps: an Optuna study whose trials are training runs (docs/design.md §7).
 
 A sweep spec (YAML, see ``experiments/specs/sweep-*.yaml``) names a partial
 :class:`~probformer.config.TrainConfig` (``train``: the model at the width being tuned, the data, a

@@ -1,4 +1,4 @@
-"""Hyperparameter transfer with a perturbation test (design note section 7; the paper's Fig. 1).
+"""Hyperparameter transfer with a perturbation test (docs/design.md §7; the paper's Fig. 1).
 
 Take the best trial of a sweep at the base width (``probformer sweep``'s ``best.json`` and ``spec.yaml``
 in ``sweep_dir``), grow the model to each target width with ``with_width`` (muP multipliers relative
@@ -35,11 +35,11 @@ from tqdm.auto import tqdm
 from probformer.config import ConfigError, config_from_dict
 from probformer.experiments import noise
 from probformer.experiments import spec as specs
-from probformer.figures import pyplot, save_figure
 from probformer.experiments.reports import read_rows, write_csv
+from probformer.experiments.runs import train_or_reuse
 from probformer.experiments.spec import merge, model_at_width
 from probformer.experiments.sweep import SweepSpec, set_dotted
-from probformer.experiments.runs import train_or_reuse
+from probformer.figures import pyplot, save_figure
 
 COLUMNS = ("width", "variant", "param", "multiplier", "seed", "status", "valid_loss", "reason", "run_dir")
 ROW_TYPES = {"width": int, "multiplier": float, "seed": int, "valid_loss": float}  # results.csv read back
@@ -233,7 +233,7 @@ def plot(rows: list[dict[str, Any]], spec: TransferSpec, path: Path) -> None:
     if not widths:
         return
     fig, axes = plt.subplots(1, len(widths), figsize=(max(6.4, 5.0 * len(widths)), 4.4), squeeze=False, sharey=True)
-    for ax, width in zip(axes[0], widths):
+    for ax, width in zip(axes[0], widths, strict=True):
         bench = agg[(width, "benchmark")]
         for i, key in enumerate(spec.perturb):
             pts = [(math.log2(a["multiplier"]), a) for (w, _), a in agg.items() if w == width and a["param"] == key]

@@ -16,8 +16,15 @@ from pathlib import Path
 
 from probformer.inspection.errors import InspectionError
 from probformer.inspection.loading import load_model
-from probformer.inspection.treebank import (ParseEvalReport, along_run_markdown, markdown, parse_eval,
-                                            plot_along_run, report_from_dict, run_models)
+from probformer.inspection.treebank import (
+    ParseEvalReport,
+    along_run_markdown,
+    markdown,
+    parse_eval,
+    plot_along_run,
+    report_from_dict,
+    run_models,
+)
 from probformer.training.metrics_log import read_metrics
 
 

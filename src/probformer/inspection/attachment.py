@@ -43,7 +43,8 @@ class Counts:
     def add(self, predicted: np.ndarray, sentence: Sentence) -> None:
         gold = np.asarray(sentence.heads)
         if predicted.shape != gold.shape:
-            raise InspectionError(f"sentence {sentence.sent_id}: {len(predicted)} predicted heads for {len(gold)} words")
+            raise InspectionError(f"sentence {sentence.sent_id}: {len(predicted)} predicted heads "
+                                  f"for {len(gold)} words")
         scored = np.asarray([tag != PUNCT for tag in sentence.upos])
         hit = predicted == gold
         # gold_head_of[v] for v = 0..W (ROOT has none): the word u is the gold head of its predicted head.

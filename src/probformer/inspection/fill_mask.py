@@ -27,8 +27,18 @@ def fill_mask(model, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[Ma
     positions = [i for i, t in enumerate(ids) if t == MASK_ID]
     if not positions:
         raise InspectionError(f"no [MASK] in {text!r}; write the token to predict as [MASK]")
+    check_length(model, len(ids))
     logits = model(torch.tensor([ids])).logits[0, positions].double()  # (masks, V)
     probs = torch.softmax(logits, dim=-1)
     top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
     return [MaskPrediction(pos, [(tokenizer.id_to_token(int(t)), float(p)) for p, t in zip(ps, ts, strict=True)])
             for pos, ps, ts in zip(positions, top.values, top.indices, strict=True)]
+
+
+def check_length(model, num_pieces: int) -> None:
+    """A text longer than the model's position table cannot be read (BERT / UT index it; PT's P has the
+    same rows): a one-line error instead of an index error deep in the forward."""
+    limit = int(model.config.max_position_embeddings)
+    if num_pieces > limit:
+        raise InspectionError(f"the text is {num_pieces} word pieces, longer than the model's "
+                              f"max_position_embeddings ({limit}); shorten it")

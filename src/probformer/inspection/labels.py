@@ -2,7 +2,7 @@
 
 A label value is read through the unary factor: the vocabulary words whose unary S (alone, before
 any message) puts the most probability on it, ``P_S(a | w) = softmax_a(alpha_in S[w, :] / lambda_Z)``
-(design note 2: that is q at the start of inference, divided by N)."""
+(docs/design.md §2: that is q at the start of inference, divided by N)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,8 @@ def model_directory(run: str | Path) -> Path:
         if (candidate / "config.json").is_file():
             return candidate
     if not path.exists():
-        raise InspectionError(f"{str(path)!r} not found: pass a run directory (e.g. runs/pt-mlm) or its model/ directory")
+        raise InspectionError(f"{str(path)!r} not found: "
+                              "pass a run directory (e.g. runs/pt-mlm) or its model/ directory")
     raise InspectionError(f"{str(path)!r} holds no saved model (no config.json in it or in its model/ subdirectory); "
                           "a run writes model/ when it completes")
 

@@ -68,7 +68,8 @@ class SentenceInspection:
         blocks = []
         for c in channels:
             tree = self.tree(iteration, c, decoder)
-            comments = [f"# text = {' '.join(self.words)}", f"# probformer = iteration {iteration}, channel {c}, {decoder}"]
+            comments = [f"# text = {' '.join(self.words)}",
+                        f"# probformer = iteration {iteration}, channel {c}, {decoder}"]
             blocks.append(format_conllu(self.words, tree.heads, tree.probabilities, comments))
         return "".join(blocks)
 

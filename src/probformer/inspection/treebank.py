@@ -15,11 +15,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from probformer.inspection.attachment import Row, best_row, find_row, score_baselines, score_model
 from probformer.data.conllu import Sentence, read_conllu
+from probformer.figures import PICTURE_DPI, pyplot, save_figure
+from probformer.inspection.attachment import Row, best_row, find_row, score_baselines, score_model
 from probformer.inspection.errors import InspectionError
 from probformer.inspection.loading import LoadedModel
-from probformer.figures import PICTURE_DPI, pyplot, save_figure
 from probformer.inspection.words import infer_word_marginals
 
 
@@ -130,7 +130,8 @@ def markdown(result: ParseEvalReport) -> str:
                   f"**{result.selected.name}** ({result.selected_on.uas:.3f} there). On the report sentences:", ""]
         lines += _table([result.selected, *r.baselines])
         by_undirected, reported = result.chosen("undirected")
-        lines += ["", f"Chosen the same way by undirected UAS: **{reported.name}** ({by_undirected.undirected:.3f} there), "
+        lines += ["", f"Chosen the same way by undirected UAS: **{reported.name}** "
+                      f"({by_undirected.undirected:.3f} there), "
                       f"undirected {reported.undirected:.3f} on the report sentences (baselines: "
                       + ", ".join(f"{b.name} {b.undirected:.3f}" for b in r.baselines) + ")."]
     else:
@@ -218,7 +219,8 @@ def plot_along_run(results: Sequence[tuple[int, ParseEvalReport]], path: Path) -
 
     steps = [step for step, _ in results]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    ax.plot(steps, [r.selected.uas for _, r in results], marker="o", color="C0", label="PT: UAS (reading chosen by UAS)")
+    ax.plot(steps, [r.selected.uas for _, r in results], marker="o", color="C0",
+            label="PT: UAS (reading chosen by UAS)")
     ax.plot(steps, [r.chosen("undirected")[1].undirected for _, r in results], marker="s", color="C1",
             label="PT: undirected (reading chosen by undirected)")
     baselines = results[0][1].report.baselines

@@ -79,7 +79,8 @@ def aggregate_heads(marginals: np.ndarray, pieces: WordPieces) -> tuple[np.ndarr
     (a one-word sentence has an all-zero row: its only head is ROOT)."""
     P = piece_to_word_matrix(pieces)
     counts = P.sum(axis=0)  # pieces per word
-    words = np.einsum("iu,...ij,jv->...uv", P, marginals, P, optimize=True) / counts[:, None]  # mean over sent, sum over received
+    # mean over sent, sum over received
+    words = np.einsum("iu,...ij,jv->...uv", P, marginals, P, optimize=True) / counts[:, None]
     within = np.diagonal(words, axis1=-2, axis2=-1).copy()
     W = pieces.num_words
     words = words * (1.0 - np.eye(W))

@@ -48,6 +48,8 @@ from transformers import PretrainedConfig
 from probformer.models import architecture
 from probformer.models.accounting import DEVICES, DTYPES, ID_BYTES, LN_STATS_BYTES, Precision, Scope, Term
 
+DEFAULT_PRECISION = Precision()  # frozen: one shared default instance is safe
+
 
 @dataclass(frozen=True)
 class ActivationEstimate:
@@ -93,7 +95,7 @@ def estimate_activation_memory(
     config: PretrainedConfig,
     *,
     seq_len: int,
-    precision: Precision = Precision(),
+    precision: Precision = DEFAULT_PRECISION,
     mask_fraction: float = 0.15,
 ) -> ActivationEstimate:
     """The saved-for-backward bytes of ``arch`` at ``config`` for sequences of ``seq_len`` tokens,

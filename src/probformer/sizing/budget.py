@@ -1,4 +1,4 @@
-"""Parameter counts, training FLOPs per token, and configs at a parameter budget (design note 6).
+"""Parameter counts, training FLOPs per token, and configs at a parameter budget (docs/design.md §6).
 
 Which count a budget matches: the *total*, embeddings included — the paper compares models at "the
 same parameter budget", and PT's embedding-like tables (S and the read-out W) are a large share of

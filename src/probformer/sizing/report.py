@@ -98,8 +98,8 @@ def render(report: dict[str, Any]) -> str:
     rows = [header]
     ckpt = f"per-{depth_name} checkpointing"
     for mode, label in (("none", f"all {act['depth']} {depth_name}s kept"), ("checkpointing", ckpt)):
-        row = [label, format_bytes(act["per_token_bytes"][mode]), format_bytes(act["per_token_bytes"][mode] * report["seq_len"]),
-               format_bytes(act["fixed_bytes"][mode])]
+        row = [label, format_bytes(act["per_token_bytes"][mode]),
+               format_bytes(act["per_token_bytes"][mode] * report["seq_len"]), format_bytes(act["fixed_bytes"][mode])]
         if "batch_size" in act:
             row.append(format_bytes(act["micro_batch_bytes"][mode]))
         rows.append(row)
@@ -109,7 +109,8 @@ def render(report: dict[str, Any]) -> str:
                  + "; ".join(f"{t['name']} {format_bytes(t['bytes'])}" for t in largest))
     if "device_memory" in report:
         dm = report["device_memory"]
-        lines += ["", f"  fit in {format_bytes(dm['bytes'])}: static {format_bytes(dm['static_bytes'])} ({dm['assumes']})"]
+        lines += ["", f"  fit in {format_bytes(dm['bytes'])}: "
+                      f"static {format_bytes(dm['static_bytes'])} ({dm['assumes']})"]
         rows = [["", "largest micro-batch", "memory at it"]]
         for mode, label in (("none", f"all {act['depth']} {depth_name}s kept"), ("checkpointing", ckpt)):
             b = dm["max_batch_size"][mode]
@@ -121,5 +122,7 @@ def render(report: dict[str, Any]) -> str:
 
 def _table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+    # every row has the header's cells (the callers build them so)
+    return ["  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                             for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
             for r in rows]

@@ -27,7 +27,6 @@ from probformer.experiments.curves import DEFAULT_MARGIN, VALID, Curve, loss_key
 from probformer.figures import pyplot, save_figure
 from probformer.sizing.units import count_label
 
-
 __all__ = ["aggregate", "along_training", "checkpoint_steps", "curve_tables", "plot_learning_curves", "plot_loss",
            "render", "verdicts"]
 
@@ -201,7 +200,8 @@ def curve_tables(curve_rows: list[dict[str, Any]], archs: Sequence[str], fractio
                 cells.append(_pm(seeds.mean, seeds.std) if seeds else "-")
             exits = []
             for seed in sorted({r["seed"] for r in mine}):
-                curve = Curve.of(f"s{seed}", sorted((r for r in mine if r["seed"] == seed), key=lambda r: r["step"]), text)
+                seed_rows = sorted((r for r in mine if r["seed"] == seed), key=lambda r: r["step"])
+                curve = Curve.of(f"s{seed}", seed_rows, text)
                 i = plateau_exit(curve, margin)
                 exits.append(f"s{seed}: " + ("not reached" if i is None else f"{curve.tokens[i]:,}"))
             lines.append(f"| {arch} | {count_label(budget)} | {' | '.join(cells)} | {', '.join(exits)} |")
@@ -217,7 +217,8 @@ def render(rows: list[dict[str, Any]], curve_rows: list[dict[str, Any]], spec: C
     seeds = ", ".join(map(str, spec.seeds))
     curves = len(checkpoint_steps(curve_rows, (HALF, 1.0))) == 2  # more than one evaluation per run
     ood = "".join(f" Out of domain: {name} ({path}), every token of it scored with fixed masks at every evaluation; "
-                  f"its unigram baseline uses the training split's frequencies." for name, path in spec.eval_texts.items())
+                  f"its unigram baseline uses the training split's frequencies."
+                  for name, path in spec.eval_texts.items())
     lines = [
         f"# {' vs '.join(a.upper() for a in spec.archs)} at equal parameter budgets",
         "",

@@ -1,4 +1,4 @@
-"""Running a comparison (design note section 7, the paper's Fig. 2): PT vs BERT vs UT at equal parameter budgets.
+"""Running a comparison (docs/design.md §7, the paper's Fig. 2): PT vs BERT vs UT at equal parameter budgets.
 
 For every parameter budget, architecture and seed, train one masked LM on the same data (same corpus,
 split, tokenizer and, per seed, the same batch order and masks) for the same number of tokens, and

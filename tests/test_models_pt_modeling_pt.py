@@ -1,14 +1,15 @@
-"""PTForMaskedLM against naive references (design note sections 2-3), plus HF conventions."""
+"""probformer.models.pt.modeling_pt: PTForMaskedLM against naive references (design note sections 2-3), plus
+HF conventions."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from pt_reference import bucket, forward_2023, naive_label_logits
 
 from probformer.data.tokenization import MASK_ID
 from probformer.models.pt.configuration_pt import PTConfig
 from probformer.models.pt.modeling_pt import PTForMaskedLM, bucket_index
-from pt_reference import bucket, forward_2023, naive_label_logits
 
 TINY = dict(vocab_size=20, hidden_size=6, num_channels=2, rank=3, latent_size=4, num_iterations=2, max_distance=4,
             head_dropout=0.0, label_dropout=0.0, init_std_output=0.1)

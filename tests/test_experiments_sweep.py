@@ -1,5 +1,5 @@
-"""probformer sweep: spec validation, grid coverage, failed trials, resume after Ctrl-C and after a kill,
-and two worker processes sharing one SQLite study."""
+"""probformer.experiments.sweep (``probformer sweep``): spec validation, grid coverage, failed trials, resume
+after Ctrl-C and after a kill, and two worker processes sharing one SQLite study."""
 
 from __future__ import annotations
 
@@ -27,13 +27,10 @@ PT_TINY = {"arch": "pt", "hidden_size": 16, "num_channels": 2, "rank": 8, "laten
 
 
 @pytest.fixture
-def train_section(prepared_synthetic, synthetic_corpus_dir) -> dict:
-    return {"model": dict(PT_TINY),
-            "data": {"source": str(synthetic_corpus_dir), "vocab_size": 512, "seq_len": 32, "valid_fraction": 0.1,
-                     "test_fraction": 0.1, "cache_dir": str(prepared_synthetic.root.parent)},
-            "steps": 6, "batch_size": 8, "eval_interval": 3, "eval_batches": 2, "checkpoint_interval": 2,
-            "log_interval": 2, "tensorboard": False, "progress": False, "test_eval": False, "device": "cpu",
-            "threads": 1}
+def train_section(tiny_data_section) -> dict:
+    return {"model": dict(PT_TINY), "data": tiny_data_section, "steps": 6, "batch_size": 8, "eval_interval": 3,
+            "eval_batches": 2, "checkpoint_interval": 2, "log_interval": 2, "tensorboard": False, "progress": False,
+            "test_eval": False, "device": "cpu", "threads": 1}
 
 
 def spec_of(train_section: dict, tmp_path: Path, **kw) -> SweepSpec:

@@ -1,4 +1,4 @@
-"""command.txt records the command a user would type, once per invocation."""
+"""probformer.cli.provenance: command.txt records the command a user would type, once per invocation."""
 
 from __future__ import annotations
 

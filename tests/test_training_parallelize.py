@@ -1,43 +1,20 @@
-"""Training hooks of the BERT and UT baselines (issues 10, 12): pre-LN blocks, activation
-checkpointing and regional compilation (design note 6, 8).
+"""probformer.training.parallelize's model hooks on the BERT and UT baselines (issues 10, 12): activation
+checkpointing and regional compilation (design note 6, 8), as ``apply_model_hooks`` calls them
+(``enable_activation_checkpointing`` and ``compile_regions``, defined in models/bert/modeling_bert.py).
 
-References: HF ``MegatronBertForMaskedLM`` (the pre-LN BERT) given the same weights, the plain
-model's values and gradients (float64, dropout off; with dropout, the same RNG seed), the eager
-model for the compiled one, and the instantiated model for the parameter count.
+References: the plain model's values and gradients (float64, dropout off; with dropout, the same RNG
+seed) and the eager model for the compiled one.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-import transformers
+from conftest import ENCODERS, perturb_norms_and_biases
+from conftest import encoder_batch_half_scored as batch
+from conftest import tiny_encoder as tiny
 
-from probformer.models import MODEL_CLASSES
-from probformer.models.bert.modeling_bert import ProbformerBertForMaskedLM
-from probformer.parametrization import Role, named_roles
-from probformer.sizing.budget import count_parameters
-
-VOCAB, BATCH, SEQ = 99, 3, 7
-TINY = dict(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37)
 NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0)
-ENCODERS = ("bert", "ut")
-
-
-def tiny(arch: str, **overrides):
-    config_cls, model_cls = MODEL_CLASSES[arch]
-    return model_cls(config_cls(**{**TINY, **overrides}))
-
-
-def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, VOCAB, (BATCH, SEQ), generator=g)
-    mask = torch.ones(BATCH, SEQ, dtype=torch.long)
-    mask[1, 5:] = 0
-    mask[2, 3:] = 0
-    ids = ids.masked_fill(mask == 0, 0)
-    labels = torch.where(mask.bool() & (torch.rand(BATCH, SEQ, generator=g) < 0.5), ids, -100)
-    labels[0, 0] = ids[0, 0]  # at least one scored position
-    return ids, mask, labels
 
 
 def loss_and_grads(model, ids, mask, labels) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -45,68 +22,6 @@ def loss_and_grads(model, ids, mask, labels) -> tuple[torch.Tensor, list[torch.T
     loss = model(ids, attention_mask=mask, labels=labels).loss
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
-
-
-def perturb_norms_and_biases(model: torch.nn.Module) -> None:
-    """Move norms and biases off their 1 / 0 init, so that a comparison tests them too."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm" in name or ".ln." in name or name.endswith("bias") or "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-
-
-# -- pre-LN ------------------------------------------------------------------------------------------
-def test_pre_ln_sp_bert_matches_hf_megatron_bert():
-    hf_config = transformers.MegatronBertConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-        hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, type_vocab_size=1,
-    )
-    torch.manual_seed(0)
-    hf = transformers.MegatronBertForMaskedLM(hf_config).eval()
-    perturb_norms_and_biases(hf)
-    ours = ProbformerBertForMaskedLM.from_hf_bert(hf).eval()
-    assert ours.config.pre_layer_norm and ours.embeddings.norm is None and ours.final_norm is not None
-    ids, mask, labels = batch()
-    for attention_mask in (None, mask):
-        ref = hf(input_ids=ids, attention_mask=attention_mask, labels=labels)
-        full = ours(ids, attention_mask=attention_mask).logits
-        valid = attention_mask.bool() if attention_mask is not None else torch.ones(BATCH, SEQ, dtype=torch.bool)
-        err = (full - ref.logits)[valid].abs().max().item()
-        assert err < 1e-5, f"max |logit difference| {err:.2e}"
-        torch.testing.assert_close(ours(ids, attention_mask=attention_mask, labels=labels).loss, ref.loss,
-                                   rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize("arch", ENCODERS)
-@pytest.mark.parametrize("preset", ("sp", "mup"))
-def test_pre_ln_parameters_count_and_roles(arch: str, preset: str):
-    pre = tiny(arch, parametrization=preset, pre_layer_norm=True)
-    post = tiny(arch, parametrization=preset)
-    n_pre = sum(p.numel() for p in pre.parameters())
-    # The embedding LayerNorm moves to the end (final_norm): the same count, which sizing computes.
-    assert n_pre == sum(p.numel() for p in post.parameters())
-    assert count_parameters(arch, pre.config)["total"] == n_pre
-    roles = {name: role for name, _, role in named_roles(pre)}  # raises on an untagged parameter
-    assert len(roles) == len(list(pre.parameters()))
-    assert roles["final_norm.weight"] == roles["final_norm.bias"] == Role.VECTOR
-    assert not any(name.startswith("embeddings.norm") for name in roles)
-    # Pre-LN reads LN(x) into each sublayer: the residual stream itself is never normalised in a layer.
-    layer = pre.layer_at(0)
-    x = 5.0 + 3.0 * torch.randn(BATCH, SEQ, 32)
-    with torch.no_grad():
-        out, _ = layer.eval()(x, None, pre.config.scales().attention, pre.taps[0])
-    assert (out - x).abs().mean() < x.abs().mean()  # a normalised output would lose the offset of 5
-
-
-@pytest.mark.parametrize("arch", ENCODERS)
-def test_pre_ln_mup_equals_sp_at_base_width(arch: str):
-    torch.manual_seed(0)
-    sp = tiny(arch, parametrization="sp", pre_layer_norm=True).eval()
-    mup = tiny(arch, parametrization="mup", pre_layer_norm=True).eval()
-    mup.load_state_dict(sp.state_dict())
-    ids, mask, labels = batch()
-    torch.testing.assert_close(mup(ids, attention_mask=mask).logits, sp(ids, attention_mask=mask).logits,
-                               rtol=0, atol=1e-6)
 
 
 # -- activation checkpointing ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A trained run's model/ directory in Hugging Face tools (offline) and the look-inside commands."""
+"""probformer.cli.inspect: the look-inside commands (fill-mask, inspect, parse-eval) on a run trained by
+the real trainer, and that run's model/ directory (and its snapshots) in Hugging Face tools, offline."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pytest
 import torch
 
 from probformer.cli import main
-from probformer.config import load_config
 from probformer.data.conllu import parse_conllu
 from probformer.training.trainer import train
 
@@ -21,13 +21,10 @@ TEXT = "kalo [MASK] mine ruti"
 
 
 @pytest.fixture(scope="module")
-def run_dir(synthetic_corpus_dir, tmp_path_factory) -> Path:
-    """A tiny PT trained for 20 steps on the synthetic corpus by the real trainer."""
+def run_dir(tiny_run_config, tmp_path_factory) -> Path:
+    """A tiny PT trained for 20 steps on the synthetic corpus by the real trainer (a snapshot at step 10)."""
     out = tmp_path_factory.mktemp("pt-run")
-    config = load_config(preset="tiny", overrides=[
-        f"data.source={synthetic_corpus_dir}", f"data.cache_dir={out / 'cache'}", "data.valid_fraction=0.1",
-        "data.test_fraction=0.1", f"out_dir={out}", "steps=20", "eval_interval=20", "snapshot_interval=10", "progress=false",
-        "tensorboard=false", "test_eval=false"])
+    config = tiny_run_config(out, steps=20, eval_interval=20, snapshot_interval=10, test_eval=False)
     assert train(config, log=lambda *_: None)["status"] == "completed"
     return out
 
@@ -267,26 +264,3 @@ def test_inspect_arguments_are_checked_and_non_latin_sentences_get_their_own_fol
 
     assert _slug("The Congress shall") == "the-congress-shall"
     assert _slug("กรุงเทพ มหานคร").startswith("sentence-") and _slug("กรุงเทพ มหานคร") != _slug("東京は首都")
-
-
-def test_word_head_marginals_of_a_long_sentence_are_fast():
-    """300 words (about 400 pieces), every iteration and channel: the 3-operand einsum is contracted
-    pairwise (unoptimised it took minutes) and equals the two products done by hand."""
-    import time
-
-    import numpy as np
-
-    from probformer.inspection.words import WordPieces, aggregate_heads
-
-    rng = np.random.default_rng(0)
-    owner = np.sort(np.concatenate([np.arange(300), rng.integers(0, 300, 100)]))
-    pieces = WordPieces([f"w{u}" for u in range(300)], list(range(len(owner))), owner.tolist())
-    marginals = rng.random((3, 2, len(owner), len(owner)))
-    start = time.perf_counter()
-    words, _ = aggregate_heads(marginals, pieces)
-    assert time.perf_counter() - start < 10.0
-    P = np.zeros((len(owner), 300))
-    P[np.arange(len(owner)), owner] = 1.0
-    by_hand = (P.T @ marginals @ P) / P.sum(axis=0)[:, None]
-    by_hand = by_hand * (1.0 - np.eye(300))
-    np.testing.assert_allclose(words, by_hand / by_hand.sum(axis=-1, keepdims=True), rtol=1e-10)

@@ -1,4 +1,5 @@
-"""probformer lr-curves: the studies it plans, what it collects, the verdicts and outputs."""
+"""probformer.experiments.lr_curves (``probformer lr-curves``): the studies it plans, what it collects, the
+verdicts and outputs."""
 
 from __future__ import annotations
 
@@ -25,12 +26,10 @@ PT_BASE = {"arch": "pt", "hidden_size": 16, "num_channels": 2, "rank": 8, "laten
 
 
 @pytest.fixture
-def spec(prepared_synthetic, synthetic_corpus_dir, tmp_path) -> LrCurvesSpec:
-    train = {"model": dict(PT_BASE),
-             "data": {"source": str(synthetic_corpus_dir), "vocab_size": 512, "seq_len": 32, "valid_fraction": 0.1,
-                      "test_fraction": 0.1, "cache_dir": str(prepared_synthetic.root.parent)},
-             "steps": 4, "batch_size": 8, "eval_interval": 4, "eval_batches": 1, "tensorboard": False,
-             "progress": False, "test_eval": False, "device": "cpu", "threads": 1}
+def spec(tiny_data_section, tmp_path) -> LrCurvesSpec:
+    train = {"model": dict(PT_BASE), "data": tiny_data_section, "steps": 4, "batch_size": 8, "eval_interval": 4,
+             "eval_batches": 1, "tensorboard": False, "progress": False, "test_eval": False, "device": "cpu",
+             "threads": 1}
     return LrCurvesSpec(widths=[16, 32], lrs=[1e-3, 2e-3, 4e-3], seeds=[0, 1], train=train,
                         out_dir=str(tmp_path / "lrc"))
 

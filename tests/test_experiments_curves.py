@@ -1,5 +1,5 @@
-"""``probformer curves``: evaluations read from a run's metrics log as loss against tokens seen, the point
-where a run leaves the unigram plateau, and the command on real tiny runs."""
+"""probformer.experiments.curves (``probformer curves``): evaluations read from a run's metrics log as loss
+against tokens seen, the point where a run leaves the unigram plateau, and the command on real tiny runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from probformer.cli import main
-from probformer.config import ConfigError, config_from_dict
+from probformer.config import ConfigError
 from probformer.experiments.curves import Curve, plateau_exit, plot_curves, read_evaluations, table
 
 PT_TINY = {"arch": "pt", "hidden_size": 16, "num_channels": 2, "rank": 8, "latent_size": 32, "num_iterations": 2,
@@ -61,7 +61,7 @@ def test_evaluations_by_step_in_tokens_seen_and_the_plateau_exit(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(prepared_synthetic, synthetic_corpus_dir, tmp_path_factory) -> list[Path]:
+def tiny_runs(tiny_run_config, tmp_path_factory) -> list[Path]:
     """A PT and a BERT run of 12 steps of 8 x 32 tokens, evaluated every 4 steps, with an eval text."""
     import torch
 
@@ -73,13 +73,9 @@ def tiny_runs(prepared_synthetic, synthetic_corpus_dir, tmp_path_factory) -> lis
     other.write_text("\n\n".join(synthetic_documents_for_eval()))
     runs = []
     for model in (PT_TINY, BERT_TINY):
-        config = config_from_dict({
-            "model": model, "out_dir": str(root / model["arch"]), "steps": 12, "batch_size": 8,
-            "data": {"source": str(synthetic_corpus_dir), "vocab_size": 512, "seq_len": 32, "valid_fraction": 0.1,
-                     "test_fraction": 0.1, "cache_dir": str(prepared_synthetic.root.parent)},
-            "optim": {"lr": 1e-2}, "eval_interval": 4, "eval_batches": 2, "checkpoint_interval": 0,
-            "log_interval": 4, "tensorboard": False, "progress": False, "test_eval": False, "device": "cpu",
-            "threads": 1, "eval_texts": {"other": str(other)}})
+        config = tiny_run_config(root / model["arch"], model=model, steps=12, batch_size=8, optim={"lr": 1e-2},
+                                 eval_interval=4, eval_batches=2, checkpoint_interval=0, log_interval=4,
+                                 test_eval=False, device="cpu", threads=1, eval_texts={"other": str(other)})
         train(config, log=lambda *_: None)
         runs.append(Path(config.out_dir))
     torch.set_num_threads(threads)

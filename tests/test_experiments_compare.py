@@ -1,7 +1,7 @@
-"""``probformer compare``: spec loading, sizing plan, a tiny end-to-end comparison (with an out-of-domain
-CoNLL-U text and learning curves) that is interrupted, resumed, read back without retraining, re-rendered
-and extended with an architecture that diverges; the verdicts along training against hand-computed noise;
-hyperparameters read from a sweep; the bundled CPU specs and their sweeps."""
+"""probformer.experiments.compare (``probformer compare``): spec loading, sizing plan, a tiny end-to-end
+comparison (with an out-of-domain CoNLL-U text and learning curves) that is interrupted, resumed, read back
+without retraining, re-rendered and extended with an architecture that diverges; the verdicts along training
+against hand-computed noise; hyperparameters read from a sweep; the bundled CPU specs and their sweeps."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import probformer.experiments.compare.run as compare_mod
 from probformer.cli import main
 from probformer.config import ConfigError, read_yaml
 from probformer.experiments.compare import compare, load_spec, plan_runs, plot_loss, rerender, spec_from_dict
-from probformer.experiments.compare.run import COLUMNS, CURVE_COLUMNS
-from probformer.sizing import units
 from probformer.experiments.compare.report import along_training, checkpoint_steps, curve_tables, render
+from probformer.experiments.compare.run import COLUMNS, CURVE_COLUMNS
 from probformer.experiments.sweep import load_sweep_spec
+from probformer.sizing import units
 
 PT_BASE = {"hidden_size": 16, "num_channels": 2, "rank": 8, "latent_size": 32, "num_iterations": 2, "max_distance": 2}
 BERT_BASE = {"hidden_size": 16, "num_heads": 2, "intermediate_size": 32, "num_layers": 1}
@@ -41,18 +41,15 @@ def restore_torch_threads():
 
 
 @pytest.fixture
-def tiny_spec(prepared_synthetic, synthetic_corpus_dir) -> dict:
+def tiny_spec(tiny_data_section) -> dict:
     """pt and bert at 20k and 40k parameters, one seed, 12 steps of 8 x 32 tokens on the synthetic corpus."""
     return {
         "budgets": ["20k", "40k"],
         "token_budget": 12 * 8 * 32,
         "archs": ["pt", "bert"],
         "seeds": [0],
-        "train": {"data": {"source": str(synthetic_corpus_dir), "vocab_size": 512, "seq_len": 32,
-                           "valid_fraction": 0.1, "test_fraction": 0.1,
-                           "cache_dir": str(prepared_synthetic.root.parent)},
-                  "batch_size": 8, "eval_interval": 4, "eval_batches": 2, "checkpoint_interval": 4,
-                  "log_interval": 2, "tensorboard": False, "device": "cpu", "threads": 1},
+        "train": {"data": tiny_data_section, "batch_size": 8, "eval_interval": 4, "eval_batches": 2,
+                  "checkpoint_interval": 4, "log_interval": 2, "tensorboard": False, "device": "cpu", "threads": 1},
         "models": {"pt": PT_BASE, "bert": BERT_BASE, "ut": BERT_BASE},
         "hparams": {"pt": {"optim": {"lr": 1e-2}}, "bert": {"optim": {"lr": 1e-3}}},
     }

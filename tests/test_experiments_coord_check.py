@@ -1,4 +1,5 @@
-"""Coordinate check (design note 7): slopes, verdict, outputs, and PT muP vs SP on a reduced check."""
+"""probformer.experiments.coord_check, the coordinate check (design note 7): slopes, verdict, outputs, and PT
+muP vs SP on a reduced check."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The architecture registry (models/registry.py): every family has every fact, the facts agree with
+"""probformer.models.registry, the architecture registry: every family has every fact, the facts agree with
 the built models, and no code outside models/ branches on an architecture's name."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Workers sharing a study must not propose the same points; one worker's study stays reproducible."""
+"""probformer.experiments.trial_seeded_sampler: workers sharing a study must not propose the same points; one
+worker's study stays reproducible."""
 
 from __future__ import annotations
 

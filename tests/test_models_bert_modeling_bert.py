@@ -1,7 +1,10 @@
-"""BERT and Universal Transformer baselines, and sizing (design note sections 4, 4a, 6).
+"""probformer.models.bert.modeling_bert: the BERT encoder (and the Universal Transformer built on its
+layers) -- shapes, equality with Hugging Face's BERT (post-LN ``BertForMaskedLM``, pre-LN
+``MegatronBertForMaskedLM``), muP (design note sections 4, 4a, 6), parameter roles and groups, the FFN's
+own fan-in multiplier, optimizer state from earlier versions.
 
-Tiny configs (hidden 32, 2 layers, 4 heads, vocab 99, seq 7, batch 3); references: HF BertForMaskedLM,
-the SP model at the base width, torch's FLOP counter and the instantiated models' parameter counts.
+Tiny configs (hidden 32, 2 layers, 4 heads, vocab 99, seq 7, batch 3); references: HF BertForMaskedLM and
+MegatronBertForMaskedLM given the same weights, the SP model at the base width.
 """
 
 from __future__ import annotations
@@ -12,36 +15,22 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from torch.utils.flop_counter import FlopCounterMode
+from conftest import ENCODER_BATCH as BATCH
+from conftest import ENCODER_SEQ as SEQ
+from conftest import ENCODER_VOCAB as VOCAB
+from conftest import ENCODERS, encoder_batch_half_scored, perturb_norms_and_biases
+from conftest import TINY_ENCODER as TINY
+from conftest import encoder_batch as batch
+from conftest import tiny_encoder as tiny
 
 from probformer.models import MODEL_CLASSES, build_model
 from probformer.models.bert.configuration_bert import ProbformerBertConfig
 from probformer.models.bert.modeling_bert import ProbformerBertForMaskedLM
 from probformer.models.config_utils import replace_config
 from probformer.parametrization import Role, build_optimizer, named_roles, param_groups
-from probformer.sizing.budget import config_for_budget, count_parameters, training_flops_per_token
+from probformer.sizing.budget import count_parameters
 
-VOCAB, BATCH, SEQ = 99, 3, 7
-TINY = dict(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37)
-ENCODERS = ("bert", "ut")
 PRESETS = ("sp", "mup")
-
-
-def tiny(arch: str, preset: str = "mup", **overrides):
-    config_cls, model_cls = MODEL_CLASSES[arch]
-    return model_cls(config_cls(**{**TINY, "parametrization": preset, **overrides}))
-
-
-def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, VOCAB, (BATCH, SEQ), generator=g)
-    mask = torch.ones(BATCH, SEQ, dtype=torch.long)
-    mask[1, 5:] = 0  # padded tails of different lengths
-    mask[2, 3:] = 0
-    ids = ids.masked_fill(mask == 0, 0)
-    labels = torch.full((BATCH, SEQ), -100)
-    labels[0, 1], labels[1, 2], labels[1, 4], labels[2, 0] = 7, 8, 9, 10
-    return ids, mask, labels
 
 
 def slope(widths: list[int], values: list[float]) -> float:
@@ -324,75 +313,55 @@ def test_optimizer_state_from_before_the_ffn_group_resumes():
             assert torch.equal(current.state[param][key], old.state[param][key]), name
 
 
-# -- sizing ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("arch", "overrides"),
-    [("bert", {}), ("bert", {"parametrization": "sp"}), ("ut", {}), ("ut", {"parametrization": "sp"}),
-     ("bert", {"pre_layer_norm": True}), ("ut", {"pre_layer_norm": True, "parametrization": "sp"}),
-     ("pt", {}), ("pt", {"use_position_unary": True, "use_latent_factor": False})],
-)
-def test_count_parameters_matches_model(arch: str, overrides: dict):
-    if arch == "pt":
-        kwargs = dict(vocab_size=VOCAB, hidden_size=32, num_channels=2, rank=8, latent_size=64, num_iterations=2,
-                      max_position_embeddings=16, **overrides)
-    else:
-        kwargs = {**TINY, **overrides}
-    model = build_model(arch, **kwargs)
-    counts = count_parameters(arch, model.config)
-    assert counts["total"] == sum(p.numel() for p in model.parameters())
-    assert counts["total"] == counts["embedding"] + counts["non_embedding"]
-    assert count_parameters(arch, model.config.__class__(**{**kwargs, "vocab_size": 500}))["non_embedding"] == counts["non_embedding"]
+# -- pre-LN ------------------------------------------------------------------------------------------
+def test_pre_ln_sp_bert_matches_hf_megatron_bert():
+    hf_config = transformers.MegatronBertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, type_vocab_size=1,
+    )
+    torch.manual_seed(0)
+    hf = transformers.MegatronBertForMaskedLM(hf_config).eval()
+    perturb_norms_and_biases(hf)
+    ours = ProbformerBertForMaskedLM.from_hf_bert(hf).eval()
+    assert ours.config.pre_layer_norm and ours.embeddings.norm is None and ours.final_norm is not None
+    ids, mask, labels = encoder_batch_half_scored()
+    for attention_mask in (None, mask):
+        ref = hf(input_ids=ids, attention_mask=attention_mask, labels=labels)
+        full = ours(ids, attention_mask=attention_mask).logits
+        valid = attention_mask.bool() if attention_mask is not None else torch.ones(BATCH, SEQ, dtype=torch.bool)
+        err = (full - ref.logits)[valid].abs().max().item()
+        assert err < 1e-5, f"max |logit difference| {err:.2e}"
+        torch.testing.assert_close(ours(ids, attention_mask=attention_mask, labels=labels).loss, ref.loss,
+                                   rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["pt", "bert", "ut"])
-@pytest.mark.parametrize("budget", [1_000_000, 4_000_000])
-def test_config_for_budget(arch: str, budget: int):
-    base = {"num_layers": 4} if arch != "pt" else {"num_iterations": 3}
-    config = config_for_budget(arch, budget, vocab_size=4096, base=base)
-    counts = count_parameters(arch, config)
-    assert abs(counts["total"] - budget) <= 0.02 * budget
-    assert counts["total"] == sum(p.numel() for p in MODEL_CLASSES[arch][1](config).parameters())
-    if arch == "pt":
-        assert config.rank == 32 and config.base_hidden_size == 128  # fixed rank; muP base = reference width
-    else:
-        assert config.head_dim == 32 and config.num_layers == 4
+@pytest.mark.parametrize("arch", ENCODERS)
+@pytest.mark.parametrize("preset", ("sp", "mup"))
+def test_pre_ln_parameters_count_and_roles(arch: str, preset: str):
+    pre = tiny(arch, parametrization=preset, pre_layer_norm=True)
+    post = tiny(arch, parametrization=preset)
+    n_pre = sum(p.numel() for p in pre.parameters())
+    # The embedding LayerNorm moves to the end (final_norm): the same count, which sizing computes.
+    assert n_pre == sum(p.numel() for p in post.parameters())
+    assert count_parameters(arch, pre.config)["total"] == n_pre
+    roles = {name: role for name, _, role in named_roles(pre)}  # raises on an untagged parameter
+    assert len(roles) == len(list(pre.parameters()))
+    assert roles["final_norm.weight"] == roles["final_norm.bias"] == Role.VECTOR
+    assert not any(name.startswith("embeddings.norm") for name in roles)
+    # Pre-LN reads LN(x) into each sublayer: the residual stream itself is never normalised in a layer.
+    layer = pre.layer_at(0)
+    x = 5.0 + 3.0 * torch.randn(BATCH, SEQ, 32)
+    with torch.no_grad():
+        out, _ = layer.eval()(x, None, pre.config.scales().attention, pre.taps[0])
+    assert (out - x).abs().mean() < x.abs().mean()  # a normalised output would lose the offset of 5
 
 
-def test_config_for_budget_rejects_impossible_budget():
-    with pytest.raises(ValueError, match="bert"):
-        config_for_budget("bert", 10_000, vocab_size=4096)
-
-
-def test_ut_shares_weights_across_steps():
-    shallow, deep = tiny("ut", num_layers=2), tiny("ut", num_layers=6)
-    n_shallow = sum(p.numel() for p in shallow.parameters())
-    assert sum(p.numel() for p in deep.parameters()) - n_shallow == 4 * 32  # four more timestep rows
-    assert count_parameters("ut", deep.config)["total"] - count_parameters("ut", shallow.config)["total"] == 4 * 32
-    bert_deep = tiny("bert", num_layers=6)
-    assert sum(p.numel() for p in bert_deep.parameters()) > n_shallow + 4 * 32 * 32  # BERT's grows by layers
-
-
-@pytest.mark.parametrize(
-    ("arch", "kwargs"),
-    [("bert", TINY), ("ut", {**TINY, "num_layers": 3}),
-     ("pt", dict(vocab_size=VOCAB, hidden_size=32, num_channels=2, rank=8, latent_size=64, num_iterations=2))],
-)
-def test_training_flops_match_flop_counter(arch: str, kwargs: dict):
-    """torch's counter sees every matmul of forward + backward; the formula additionally counts PT's
-    banded near-bucket products, which run as elementwise ops the counter does not see."""
-    model = build_model(arch, **kwargs)
-    n = 16
-    ids = torch.randint(5, VOCAB, (BATCH, n))
-    labels = torch.full((BATCH, n), -100)
-    labels[:, ::4] = ids[:, ::4]  # a masked fraction of exactly 1/4
-    with FlopCounterMode(display=False) as counter:  # the read-out at masked positions only, as the trainer runs it
-        model(ids, labels=labels, scored_logits_only=True).loss.backward()
-    counted = counter.get_total_flops() / (BATCH * n)
-    expected = training_flops_per_token(arch, model.config, n, mask_fraction=0.25)
-    if arch == "pt":
-        c = model.config
-        expected -= 6 * c.num_iterations * 6 * c.num_channels * c.rank * (c.max_distance - 1)
-    assert counted == expected
-    if arch == "ut":  # one shared layer applied T times costs what T BERT layers cost
-        bert = MODEL_CLASSES["bert"][0](**kwargs)
-        assert training_flops_per_token("bert", bert, n) == training_flops_per_token("ut", model.config, n)
+@pytest.mark.parametrize("arch", ENCODERS)
+def test_pre_ln_mup_equals_sp_at_base_width(arch: str):
+    torch.manual_seed(0)
+    sp = tiny(arch, parametrization="sp", pre_layer_norm=True).eval()
+    mup = tiny(arch, parametrization="mup", pre_layer_norm=True).eval()
+    mup.load_state_dict(sp.state_dict())
+    ids, mask, labels = encoder_batch_half_scored()
+    torch.testing.assert_close(mup(ids, attention_mask=mask).logits, sp(ids, attention_mask=mask).logits,
+                               rtol=0, atol=1e-6)

@@ -1,7 +1,8 @@
-"""PT's bucket kernels (reference / banded / fast) agree, and so do compiled and checkpointed iterations.
+"""probformer.models.pt.bucket_kernels: PT's bucket kernels (reference / banded / fast) agree, and so do
+compiled and checkpointed iterations.
 
 The reference kernel is itself checked against the naive token-by-token loops of tests/pt_reference.py
-(test_pt_model.py); here every kernel must equal it in float64 to 1e-10, forward and gradients, with
+(test_models_pt_modeling_pt.py); here every kernel must equal it in float64 to 1e-10, forward and gradients, with
 padding, under both presets and at widths grown by channels and by rank.
 """
 
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pt_reference import naive_label_logits
 
 from probformer.models.pt.bucket_kernels import KERNEL_NAMES, resolve_kernel_name
 from probformer.models.pt.configuration_pt import PTConfig
 from probformer.models.pt.modeling_pt import PTForMaskedLM
-from pt_reference import naive_label_logits
 
 BASE = dict(vocab_size=30, hidden_size=8, num_channels=2, rank=4, latent_size=8, num_iterations=2, max_distance=4,
             head_dropout=0.0, label_dropout=0.0, init_std_output=0.1, base_hidden_size=4)

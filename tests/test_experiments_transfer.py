@@ -1,4 +1,5 @@
-"""probformer transfer: the planned points, resumability, the verdict and the outputs."""
+"""probformer.experiments.transfer (``probformer transfer``): the planned points, resumability, the verdict
+and the outputs."""
 
 from __future__ import annotations
 
@@ -19,13 +20,11 @@ PT_BASE = {"arch": "pt", "hidden_size": 16, "num_channels": 2, "rank": 8, "laten
 
 
 @pytest.fixture
-def sweep_dir(prepared_synthetic, synthetic_corpus_dir, tmp_path) -> Path:
+def sweep_dir(tiny_data_section, tmp_path) -> Path:
     """What `probformer sweep` leaves behind: spec.yaml and best.json (written by hand, no training)."""
-    train = {"model": dict(PT_BASE),
-             "data": {"source": str(synthetic_corpus_dir), "vocab_size": 512, "seq_len": 32, "valid_fraction": 0.1,
-                      "test_fraction": 0.1, "cache_dir": str(prepared_synthetic.root.parent)},
-             "steps": 4, "batch_size": 8, "eval_interval": 4, "eval_batches": 1, "tensorboard": False,
-             "progress": False, "test_eval": False, "device": "cpu", "threads": 1}
+    train = {"model": dict(PT_BASE), "data": tiny_data_section, "steps": 4, "batch_size": 8, "eval_interval": 4,
+             "eval_batches": 1, "tensorboard": False, "progress": False, "test_eval": False, "device": "cpu",
+             "threads": 1}
     spec = SweepSpec(search_space={"optim.lr": {"low": 1e-3, "high": 1e-1, "log": True},
                                    "model.output_mult": {"low": 0.25, "high": 4.0, "log": True}},
                      train=train, out_dir=str(tmp_path / "sweep"), n_trials=4)
