@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py under torchrun: train a config, optionally stopping every process
+"""Run by tests/test_training_distributed.py under torchrun: train a config, optionally stopping every process
 at one evaluation step as an interruption would (the checkpoint before it is what a resume sees)."""
 
 from __future__ import annotations

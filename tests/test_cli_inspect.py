@@ -264,3 +264,12 @@ def test_inspect_arguments_are_checked_and_non_latin_sentences_get_their_own_fol
 
     assert _slug("The Congress shall") == "the-congress-shall"
     assert _slug("กรุงเทพ มหานคร").startswith("sentence-") and _slug("กรุงเทพ มหานคร") != _slug("東京は首都")
+
+
+def test_fill_mask_refuses_a_text_longer_than_the_position_table(run_dir, capsys):
+    """The tiny model reads at most max_position_embeddings pieces; a longer text is one line, not an
+    index error inside the forward."""
+    limit = json.loads((run_dir / "model" / "config.json").read_text())["max_position_embeddings"]
+    long_text = " ".join(["kalo"] * limit + ["[MASK]"])
+    assert main(["fill-mask", str(run_dir), long_text]) == 2
+    assert f"longer than the model's max_position_embeddings ({limit})" in capsys.readouterr().err

@@ -88,7 +88,8 @@ def test_preset_tiny():
     config = load_config(preset="tiny")
     assert config.model == raw["model"]
     assert (config.data.vocab_size, config.data.seq_len) == (raw["data"]["vocab_size"], raw["data"]["seq_len"])
-    run_keys = ("batch_size", "steps", "eval_interval", "eval_batches", "checkpoint_interval", "log_interval", "out_dir")
+    run_keys = ("batch_size", "steps", "eval_interval", "eval_batches", "checkpoint_interval", "log_interval",
+                "out_dir")
     for key in run_keys:
         assert getattr(config, key) == raw[key]
     # preset < file < overrides

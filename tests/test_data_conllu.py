@@ -38,5 +38,6 @@ def test_conllu_errors_name_the_problem(tmp_path):
 def test_conllu_round_trip_of_a_predicted_tree():
     text = format_conllu(["a", "b", "c"], [2, 0, 2], [0.5, 1.0, 0.25], ["# text = a b c"])
     (sentence,) = parse_conllu(text)
-    assert sentence.words == ["a", "b", "c"] and sentence.heads == [2, 0, 2] and sentence.deprels == ["dep", "root", "dep"]
+    assert sentence.words == ["a", "b", "c"] and sentence.heads == [2, 0, 2]
+    assert sentence.deprels == ["dep", "root", "dep"]
     assert "HeadProb=0.250" in text

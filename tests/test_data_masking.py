@@ -61,7 +61,7 @@ def test_masking_is_seeded_and_scores_at_least_one_token(style):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     for seed in range(20):
         short = torch.tensor([[CLS_ID, 17, 23, SEP_ID, PAD_ID]])
-        inputs, labels = mask_tokens(short, style, 1e-6, VOCAB, torch.Generator().manual_seed(seed))
+        _inputs, labels = mask_tokens(short, style, 1e-6, VOCAB, torch.Generator().manual_seed(seed))
         scored = (labels != IGNORE_INDEX).nonzero()
         assert len(scored) == 1 and scored[0, 1].item() in (1, 2)
     with pytest.raises(ValueError, match="mask style"):

@@ -231,7 +231,8 @@ def test_cpu_preset_sizes_every_run_within_two_percent():
     assert [r.name for r in runs[:3]] == ["pt-1M-s0", "bert-1M-s0", "ut-1M-s0"] and len(runs) == 9
     assert all(abs(r.counts["total"] - r.budget) <= 0.02 * r.budget for r in runs)
     assert {r.train_tokens for r in runs} == {spec.token_budget}
-    assert units.count_label(1_500_000) == "1.5M" and units.count_label(1_234_567) == "1234567" and units.count_label(40_000) == "40k"
+    assert units.count_label(1_500_000) == "1.5M" and units.count_label(1_234_567) == "1234567"
+    assert units.count_label(40_000) == "40k"
 
 
 def test_dry_run_prints_the_plan(tiny_spec, tmp_path, capsys):
@@ -295,9 +296,11 @@ def test_out_of_domain_verdict_per_budget(tiny_spec):
     md = render(rows, [], spec, "sources")
     # in domain pt by 0.10 = 7.07x its noise sqrt(0.0002); out of domain bert by 0.12 = 6.00x sqrt(0.0008 / 2 + 0)
     assert "- 20k: pt has the lowest mean valid loss (5.0100), 0.1000 nats below bert (5.1100) = 7.07x" in md
-    assert "- 20k: bert has the lowest mean ood loss (6.3000), 0.1200 nats below pt (6.4200) = 6.00x the seed noise (0.0200)" in md
+    assert ("- 20k: bert has the lowest mean ood loss (6.3000), 0.1200 nats below pt (6.4200) = 6.00x the seed noise "
+            "(0.0200)") in md
     assert "Lowest mean ood loss: 20k bert (in domain pt: different)." in md
-    assert "| pt | 20k | 20,000 | 5,000 | 1e+09 | 5.0100 ± 0.0141 | 5.0100 ± 0.0141 | 6.0000 | 6.4200 ± 0.0283 | 6.5000 |" in md
+    assert ("| pt | 20k | 20,000 | 5,000 | 1e+09 | 5.0100 ± 0.0141 | 5.0100 ± 0.0141 | 6.0000 | 6.4200 ± 0.0283 "
+            "| 6.5000 |") in md
     assert "Along training" not in md and "## Loss along training" not in md  # no curves given
 
 
@@ -352,7 +355,8 @@ def test_cpu_2m_preset_and_its_sweeps():
         assert sweep.train["token_budget"] == spec.token_budget
         assert {"optim.lr", "optim.warmup_fraction"} <= set(sweep.search_space)
         if arch != "pt":
-            assert {"model.pre_layer_norm", "model.hidden_dropout", "model.attention_dropout"} <= set(sweep.search_space)
+            dropouts = {"model.pre_layer_norm", "model.hidden_dropout", "model.attention_dropout"}
+            assert dropouts <= set(sweep.search_space)
 
 
 def test_gpu_20m_preset_is_cpu_2m_at_ten_times_the_tokens():

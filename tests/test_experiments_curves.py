@@ -94,7 +94,7 @@ def test_curves_command_plots_runs_and_reports_the_plateau_exit(tiny_runs, tmp_p
     printed = capsys.readouterr().out
     assert out.stat().st_size > 0 and f"plot: {out}" in printed
     lines = {line.split()[0]: line for line in printed.splitlines()[1:3]}
-    for label, run in zip(("PT", "BERT"), tiny_runs):
+    for label, run in zip(("PT", "BERT"), tiny_runs, strict=True):
         curve = Curve.of(label, read_evaluations(run))
         summary = json.loads((run / "summary.json").read_text())
         assert curve.steps == (4, 8, 12) and curve.tokens == (1024, 2048, 3072)  # 8 x 32 tokens per step

@@ -138,7 +138,8 @@ def test_a_mup_variant_is_judged_against_the_reference_sp_curves(spec, tmp_path)
         LrCurvesSpec(widths=[32], lrs=spec.lrs, parametrizations=["mup"], reference=spec.out_dir,
                      train={**spec.train, "model": {**spec.train["model"], "rank": 4}})
     ref_yaml = Path(spec.out_dir) / "spec.yaml"  # the widths checked are the reused rows' own
-    ref_yaml.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(ref_yaml.read_text()).items() if k != "widths"}))
+    without_widths = {k: v for k, v in yaml.safe_load(ref_yaml.read_text()).items() if k != "widths"}
+    ref_yaml.write_text(yaml.safe_dump(without_widths))
     with pytest.raises(ConfigError, match="reference: its sp model at width 32 differs .* rank"):
         LrCurvesSpec(widths=[32], lrs=spec.lrs, parametrizations=["mup"], reference=spec.out_dir,
                      train={**spec.train, "model": {**spec.train["model"], "rank": 4}})

@@ -84,5 +84,6 @@ def test_bundled_transfer_presets_load(tmp_path, monkeypatch):
     assert {"transfer-pt-cpu", "transfer-pt-n64-cpu"} <= set(transfer_preset_names())
     monkeypatch.chdir(tmp_path)  # no runs/ here: the sweeps have not run
     for name in transfer_preset_names():
-        with pytest.raises(ConfigError, match=r"sweep_dir: runs/sweep-pt-n(32|64)-cpu/best.json not found .*probformer sweep"):
+        with pytest.raises(ConfigError,
+                           match=r"sweep_dir: runs/sweep-pt-n(32|64)-cpu/best.json not found .*probformer sweep"):
             load_transfer_spec(preset=name)

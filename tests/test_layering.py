@@ -69,9 +69,9 @@ def layer_of(name: str) -> int:
     best = None
     for level, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
-            if name == prefix or name.startswith(prefix + ".") and prefix != "probformer":
-                if best is None or len(prefix) > best[1]:
-                    best = (level, len(prefix))
+            covers = name == prefix or (name.startswith(prefix + ".") and prefix != "probformer")
+            if covers and (best is None or len(prefix) > best[1]):
+                best = (level, len(prefix))
     if best is None:
         raise AssertionError(f"{name} belongs to no layer; add it to LAYERS in {Path(__file__).name}")
     return best[0]

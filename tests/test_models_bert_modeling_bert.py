@@ -143,7 +143,8 @@ def test_mup_equals_sp_at_base_width(arch: str):
     # ... and given the same weights they compute the same function.
     mup.load_state_dict(sp.state_dict())
     ids, mask, labels = batch()
-    torch.testing.assert_close(mup(ids, attention_mask=mask).logits, sp(ids, attention_mask=mask).logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(mup(ids, attention_mask=mask).logits, sp(ids, attention_mask=mask).logits, rtol=0,
+                               atol=1e-6)
     torch.testing.assert_close(mup(ids, mask, labels).loss, sp(ids, mask, labels).loss, rtol=0, atol=1e-6)
 
 
@@ -161,7 +162,8 @@ def tap_means(arch: str, preset: str, widths: list[int], seeds: tuple[int, ...],
             ids = torch.randint(5, VOCAB, (BATCH, SEQ), generator=torch.Generator().manual_seed(100 + seed))
             hooks = [
                 module.register_forward_hook(
-                    lambda _m, _i, out, name=name: sums.__setitem__(name, sums.get(name, 0.0) + out.abs().mean().item())
+                    lambda _m, _i, out, name=name, sums=sums: sums.__setitem__(
+                        name, sums.get(name, 0.0) + out.abs().mean().item())
                 )
                 for name, module in model.named_modules() if isinstance(module, torch.nn.Identity)
             ]
@@ -179,7 +181,8 @@ def test_mup_coordinates_width_independent_at_init(arch: str):
     widths = [32, 64, 128, 256]
     mup = tap_means(arch, "mup", widths, seeds=(0, 1, 2))
     sp = tap_means(arch, "sp", widths, seeds=(0, 1, 2))
-    flat = [n for n in mup if n == "embeddings_tap" or n.split(".")[-1] in ("attention_output", "ffn_output", "layer_output")]
+    flat = [n for n in mup
+            if n == "embeddings_tap" or n.split(".")[-1] in ("attention_output", "ffn_output", "layer_output")]
     assert len(flat) == 1 + 3 * 2
     slopes = {name: slope(widths, mup[name]) for name in flat}
     assert all(abs(s) <= 0.1 for s in slopes.values()), slopes
@@ -205,7 +208,8 @@ def test_pre_ln_mup_coordinates_width_independent_at_init(arch: str):
     widths = [32, 64, 128, 256]
     mup = tap_means(arch, "mup", widths, seeds=(0, 1, 2), pre_layer_norm=True)
     sp = tap_means(arch, "sp", widths, seeds=(0, 1, 2), pre_layer_norm=True)
-    flat = [n for n in mup if n == "embeddings_tap" or n.split(".")[-1] in ("attention_output", "ffn_output", "layer_output")]
+    flat = [n for n in mup
+            if n == "embeddings_tap" or n.split(".")[-1] in ("attention_output", "ffn_output", "layer_output")]
     assert len(flat) == 1 + 3 * 2
     slopes = {name: slope(widths, mup[name]) for name in flat}
     assert all(abs(s) <= 0.1 for s in slopes.values()), slopes
@@ -227,7 +231,8 @@ def test_roles_and_param_groups(arch: str, preset: str):
     assert roles["decoder.bias"] == Role.VECTOR
     assert roles.get("decoder.weight") == (Role.OUTPUT if preset == "mup" else None)  # SP: tied to the INPUT table
     sc = model.config.scales()
-    groups = param_groups(model, lr=1e-3, weight_decay=0.1, hidden_lr_mult=sc.hidden_lr_mult, ffn_lr_mult=sc.ffn_lr_mult)
+    groups = param_groups(model, lr=1e-3, weight_decay=0.1, hidden_lr_mult=sc.hidden_lr_mult,
+                          ffn_lr_mult=sc.ffn_lr_mult)
     by_role = {g["role"]: g for g in groups}
     assert set(by_role["hidden"]["param_names"]) == hidden and set(by_role["ffn"]["param_names"]) == ffn
     # the FFN grew with N (with_width), so its fan-in multiplier is N/N0 too
@@ -256,9 +261,11 @@ def test_ffn_output_uses_its_own_fan_in_multiplier(arch: str):
         model = model_cls(replace_config(base, intermediate_size=base.intermediate_size * factor))
         sc = model.config.scales()
         m_ffn = 2 * factor  # I / I0
-        assert sc.ffn_init == pytest.approx(sc.init_std / math.sqrt(m_ffn)) and sc.ffn_lr_mult == pytest.approx(1 / m_ffn)
+        assert sc.ffn_init == pytest.approx(sc.init_std / math.sqrt(m_ffn))
+        assert sc.ffn_lr_mult == pytest.approx(1 / m_ffn)
         assert sc.hidden_lr_mult == pytest.approx(1 / 2) and sc.hidden_init == pytest.approx(sc.init_std / math.sqrt(2))
-        groups = {g["role"]: g for g in build_optimizer(model, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.98), eps=1e-8).param_groups}
+        optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.98), eps=1e-8)
+        groups = {g["role"]: g for g in optimizer.param_groups}
         assert groups["ffn"]["lr"] == pytest.approx(1e-3 / m_ffn) and groups["hidden"]["lr"] == pytest.approx(1e-3 / 2)
         with torch.no_grad():
             stds[factor] = ffn_output_std(model, x)
@@ -300,7 +307,8 @@ def test_optimizer_state_from_before_the_ffn_group_resumes():
         if group["role"] != "ffn":
             group = dict(group)
             if group["role"] == "hidden":
-                group["params"], group["param_names"] = group["params"] + ffn["params"], group["param_names"] + ffn["param_names"]
+                group["params"] = group["params"] + ffn["params"]
+                group["param_names"] = group["param_names"] + ffn["param_names"]
             earlier.append(group)
     old = torch.optim.AdamW(earlier, lr=1e-3, betas=(0.9, 0.98), eps=1e-8)
     ids = torch.randint(5, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
@@ -362,6 +370,6 @@ def test_pre_ln_mup_equals_sp_at_base_width(arch: str):
     sp = tiny(arch, parametrization="sp", pre_layer_norm=True).eval()
     mup = tiny(arch, parametrization="mup", pre_layer_norm=True).eval()
     mup.load_state_dict(sp.state_dict())
-    ids, mask, labels = encoder_batch_half_scored()
+    ids, mask, _labels = encoder_batch_half_scored()
     torch.testing.assert_close(mup(ids, attention_mask=mask).logits, sp(ids, attention_mask=mask).logits,
                                rtol=0, atol=1e-6)

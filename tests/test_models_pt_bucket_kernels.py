@@ -56,7 +56,7 @@ def test_kernel_equals_reference_forward_and_gradients(kernel, preset, width):
     s, grads = loss_and_grads(model_with(WIDTHS[width], kernel, preset), ids, mask)
     valid = mask.bool()
     torch.testing.assert_close(s[valid], ref_s[valid], rtol=1e-10, atol=1e-10)
-    for g, r in zip(grads, ref_grads):
+    for g, r in zip(grads, ref_grads, strict=True):
         if r is None:
             assert g is None
         else:
@@ -87,7 +87,7 @@ def test_head_marginals_equal_across_kernels():
     marginals = {k: model_with(WIDTHS["base"], k, "mup")(ids, attention_mask=mask, output_attentions=True).attentions
                  for k in KERNEL_NAMES}
     for k in ("banded", "fast"):
-        for a, r in zip(marginals[k], marginals["reference"]):
+        for a, r in zip(marginals[k], marginals["reference"], strict=True):
             torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
 
 
@@ -99,7 +99,7 @@ def test_activation_checkpointing_keeps_values_and_gradients():
     s0, g0 = loss_and_grads(plain, ids, mask)
     s1, g1 = loss_and_grads(checkpointed, ids, mask)
     torch.testing.assert_close(s1, s0, rtol=0, atol=0)
-    for a, b in zip(g1, g0):
+    for a, b in zip(g1, g0, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
@@ -115,7 +115,7 @@ def test_activation_checkpointing_replays_dropout():
         model.enable_activation_checkpointing(enabled)
         torch.manual_seed(5)
         grads.append(loss_and_grads(model, ids, mask)[1])
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
@@ -128,7 +128,7 @@ def test_compiled_iteration_equals_eager():
     s0, g0 = loss_and_grads(eager, ids, mask)
     s1, g1 = loss_and_grads(compiled, ids, mask)
     torch.testing.assert_close(s1, s0, rtol=1e-5, atol=1e-5)
-    for a, b in zip(g1, g0):
+    for a, b in zip(g1, g0, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 

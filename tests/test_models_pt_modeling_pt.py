@@ -56,7 +56,7 @@ def test_gradients_equal_naive_loops(preset):
     params = [model.unary.weight, model.ternary.U, model.ternary.V, model.latent.B]
     fast = torch.autograd.grad((model.encode(ids, mask)[0] * weights)[valid].sum(), params)
     ref = torch.autograd.grad((naive_label_logits(model, ids, mask) * weights)[valid].sum(), params)
-    for f, r in zip(fast, ref):
+    for f, r in zip(fast, ref, strict=True):
         torch.testing.assert_close(f, r, rtol=1e-9, atol=1e-10)
 
 

@@ -105,7 +105,7 @@ def test_mup_equals_sp_at_base_width_forward_and_training():
     # Design note 4a: muP is SP-scale stored weights + multipliers equal to 1 at N0.
     for beta in (0.5, 1.0):
         sp, mup = pt("sp", 32, init_std_output=0.05), pt("mup", 32, init_std_output=0.05, hidden_exponent=beta)
-        for p_sp, p_mup in zip(sp.parameters(), mup.parameters()):
+        for p_sp, p_mup in zip(sp.parameters(), mup.parameters(), strict=True):
             torch.testing.assert_close(p_sp, p_mup)
         ids = torch.randint(5, 128, (2, 9), generator=torch.Generator().manual_seed(3))
         torch.testing.assert_close(sp(ids).logits, mup(ids).logits)
@@ -120,7 +120,8 @@ def test_mup_differs_from_sp_away_from_base_width():
 
 def _coordinates(model: PTForMaskedLM, ids: torch.Tensor) -> dict[str, float]:
     record: dict[str, float] = {}
-    hooks = [module.register_forward_hook(lambda _m, _i, out, key=f"{name}/{t}": record.__setitem__(key, out.abs().mean().item()))
+    hooks = [module.register_forward_hook(
+                 lambda _m, _i, out, key=f"{name}/{t}": record.__setitem__(key, out.abs().mean().item()))
              for t, taps in enumerate(model.taps) for name, module in taps.items()]
     with torch.no_grad():
         model(ids)

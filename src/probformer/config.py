@@ -193,6 +193,14 @@ def model_fields(arch: str) -> dict[str, Any]:
             if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD and name not in DATA_OWNED_MODEL_KEYS}
 
 
+def model_defaults(arch: str) -> dict[str, Any]:
+    """Name -> default value of the architecture config's fields: what a saved config that predates a
+    field (written before it existed) means by leaving it out."""
+    params = inspect.signature(model_config_class(arch).__init__).parameters
+    return {name: params[name].default for name in model_fields(arch)
+            if params[name].default is not inspect.Parameter.empty}
+
+
 def validate_model_section(section: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(section, dict):
         raise ConfigError(f"model: expected a mapping with 'arch' and model fields, got {section!r}")

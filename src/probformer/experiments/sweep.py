@@ -343,7 +343,7 @@ def recover_interrupted(study) -> None:
 def run_trial(spec: SweepSpec, trial, train_fn: Callable[..., dict[str, Any]], log=print) -> float:
     """Train one trial's config (resuming its run dir if it holds a checkpoint) and return valid loss."""
     optuna = require_optuna()
-    from probformer.training.checkpoint import find_checkpoint
+    from probformer.experiments.runs import resume_arguments
 
     params = {p.name: p.suggest(trial) for p in spec.params}
     key = trial_key(trial)
@@ -356,11 +356,11 @@ def run_trial(spec: SweepSpec, trial, train_fn: Callable[..., dict[str, Any]], l
         if trial.should_prune():
             raise optuna.TrialPruned(f"valid loss {metrics['loss']:.4f} at step {step} is worse than the median")
 
-    resume = find_checkpoint(Path(config.out_dir)) is not None
-    log(f"trial {trial.number} (run dir {key}{', resuming' if resume else ''}): "
+    how = resume_arguments(Path(config.out_dir))  # its checkpoint, if a killed worker left one
+    log(f"trial {trial.number} (run dir {key}{', resuming' if how['resume'] else ''}): "
         + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()))
     try:
-        result = train_fn(config, resume=resume, on_eval=report if spec.pruner != "none" else None, log=log)
+        result = train_fn(config, **how, on_eval=report if spec.pruner != "none" else None, log=log)
     except (KeyboardInterrupt, optuna.TrialPruned):
         raise  # interrupted: re-queued by the next start (recover_interrupted); pruned: optuna records it
     except Exception as err:

@@ -1,6 +1,6 @@
 """The MLM read-out shared by every architecture: logits everywhere, or only where a loss is scored.
 
-Training reads the vocabulary logits out only at the scored (masked) positions, design note 8: the
+Training reads the vocabulary logits out only at the scored (masked) positions, docs/design.md §8: the
 N x V read-out is the largest matmul of a small model and 85% of its rows would be thrown away. A
 Hugging Face user calling ``model(input_ids, labels=labels)`` expects ``logits`` of shape
 (B, n, V) as from ``BertForMaskedLM``, so that is the default; the trainer asks for

@@ -2,16 +2,20 @@
 about a model family, reached through :func:`architecture` (or :func:`architecture_of` from a saved
 ``model_type``).
 
-An :class:`Architecture` entry names its config and model classes (Hugging Face registration and
-export follow from them), its accounting (parameters, training FLOPs per token, activation-memory
-terms, the budget search's width grid and secondary knob: ``models/<family>/accounting.py``), its
-coordinate-check base model and lr (``models/<family>/coord_check.py``), and the names reports and
-taps use. Code outside ``models/`` asks the entry and never branches on the name, so a new family
-is one entry here plus its model package.
+An :class:`Architecture` entry names its config and model classes (the MLM model and the token and
+sequence classifiers of docs/design.md §9; Hugging Face registration and export follow from them),
+its accounting (parameters, training FLOPs per token, activation-memory terms, the budget search's
+width grid and secondary knob: ``models/<family>/accounting.py``), its coordinate-check base model
+and lr (``models/<family>/coord_check.py``), and the names reports and taps use. Code outside
+``models/`` asks the entry and never branches on the name, so a new family is one entry here plus its
+model package.
 
 ``import probformer`` calls :func:`register_with_transformers`, after which ``AutoConfig``,
-``AutoModelForMaskedLM``, ``AutoTokenizer`` and ``transformers.pipeline("fill-mask", model=dir)``
-load a run's ``model/`` directory, with no ``trust_remote_code``: the classes are registered in-process.
+``AutoModelForMaskedLM``, ``AutoModelForTokenClassification``, ``AutoModelForSequenceClassification``,
+``AutoTokenizer`` and ``transformers.pipeline("fill-mask", model=dir)`` load a run's ``model/``
+directory, with no ``trust_remote_code``: the classes are registered in-process. A task class's
+``from_pretrained`` on an MLM model's directory loads the encoder and starts a new, zero-initialised
+read-out (the MLM read-out is dropped).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
@@ -37,14 +43,22 @@ from probformer.models.accounting import ActivationTerms, Precision
 from probformer.models.bert import accounting as bert_accounting
 from probformer.models.bert import coord_check as bert_coord_check
 from probformer.models.bert.configuration_bert import ProbformerBertConfig
-from probformer.models.bert.modeling_bert import ProbformerBertForMaskedLM
+from probformer.models.bert.modeling_bert import (
+    ProbformerBertForMaskedLM,
+    ProbformerBertForSequenceClassification,
+    ProbformerBertForTokenClassification,
+)
 from probformer.models.pt import accounting as pt_accounting
 from probformer.models.pt import coord_check as pt_coord_check
 from probformer.models.pt.configuration_pt import PTConfig
-from probformer.models.pt.modeling_pt import PTForMaskedLM
+from probformer.models.pt.modeling_pt import PTForMaskedLM, PTForSequenceClassification, PTForTokenClassification
 from probformer.models.ut import accounting as ut_accounting
 from probformer.models.ut.configuration_ut import UniversalTransformerConfig
-from probformer.models.ut.modeling_ut import UniversalTransformerForMaskedLM
+from probformer.models.ut.modeling_ut import (
+    UniversalTransformerForMaskedLM,
+    UniversalTransformerForSequenceClassification,
+    UniversalTransformerForTokenClassification,
+)
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -61,7 +75,10 @@ class Architecture:
 
     name: str
     config_class: type[PretrainedConfig]
-    model_class: type[PreTrainedModel]
+    model_class: type[PreTrainedModel]  # the MLM model
+    # Task models (docs/design.md §9): a tag per token, a label per sequence; same encoder parameter names.
+    token_classification_class: type[PreTrainedModel]
+    sequence_classification_class: type[PreTrainedModel]
     # Accounting from a config alone (tests hold each to the built model / torch / autograd).
     count_parameters: Callable[[PretrainedConfig], dict[str, int]]  # total / embedding / non_embedding
     flops_per_token: Callable[[PretrainedConfig, int, float], float]  # (config, seq_len, mask_fraction)
@@ -89,12 +106,20 @@ class Architecture:
         return self.config_class.model_type
 
     def short_shape(self, config: PretrainedConfig) -> str:
-        """The shape on one line in the design note's symbols, e.g. ``N=128 L=4 H=4 I=512``."""
+        """The shape on one line in docs/design.md's symbols, e.g. ``N=128 L=4 H=4 I=512``."""
         return " ".join(f"{symbol}={getattr(config, field)}" for field, symbol in self.shape_symbols)
 
     def build(self, **config_kwargs) -> PreTrainedModel:
         """A freshly initialised model built from config fields."""
         return self.model_class(self.config_class(**config_kwargs))
+
+    def task_class(self, task: str) -> type[PreTrainedModel]:
+        """The model class for ``task``: one of :data:`TASKS` (the Hugging Face pipeline names)."""
+        classes = {"fill-mask": self.model_class, "token-classification": self.token_classification_class,
+                   "text-classification": self.sequence_classification_class}
+        if task not in classes:
+            raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+        return classes[task]
 
     def export(self, model: PreTrainedModel, directory: Path, tokenizer_file: Path,
                state_dict: dict | None = None) -> Path:
@@ -109,6 +134,7 @@ class Architecture:
         return directory
 
 
+TASKS = ("fill-mask", "token-classification", "text-classification")
 _ENCODER_SHAPE = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
 _ENCODER_BASE = ("base_hidden_size", "base_head_dim")
 
@@ -116,7 +142,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
         Architecture(
-            "pt", PTConfig, PTForMaskedLM,
+            "pt", PTConfig, PTForMaskedLM, PTForTokenClassification, PTForSequenceClassification,
             count_parameters=pt_accounting.count_parameters,
             flops_per_token=pt_accounting.training_flops_per_token,
             activation_terms=pt_accounting.activation_terms,
@@ -134,7 +160,8 @@ ARCHITECTURES: dict[str, Architecture] = {
                            ("num_iterations", "T")),
         ),
         Architecture(
-            "bert", ProbformerBertConfig, ProbformerBertForMaskedLM,
+            "bert", ProbformerBertConfig, ProbformerBertForMaskedLM, ProbformerBertForTokenClassification,
+            ProbformerBertForSequenceClassification,
             count_parameters=bert_accounting.count_parameters,
             flops_per_token=bert_accounting.training_flops_per_token,
             activation_terms=bert_accounting.activation_terms,
@@ -153,6 +180,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         # BERT's layer shared across T steps: BERT's base model, lr and knobs, its own count and memory.
         Architecture(
             "ut", UniversalTransformerConfig, UniversalTransformerForMaskedLM,
+            UniversalTransformerForTokenClassification, UniversalTransformerForSequenceClassification,
             count_parameters=ut_accounting.count_parameters,
             flops_per_token=ut_accounting.training_flops_per_token,
             activation_terms=ut_accounting.activation_terms,
@@ -212,13 +240,17 @@ _registered = False
 
 
 def register_with_transformers() -> None:
-    """Register every architecture with AutoConfig / AutoModelForMaskedLM / AutoTokenizer (idempotent)."""
+    """Register every architecture with AutoConfig, AutoModelForMaskedLM, AutoModelForTokenClassification,
+    AutoModelForSequenceClassification and AutoTokenizer (idempotent)."""
     global _registered
     if _registered:
         return
     for arch in ARCHITECTURES.values():
         AutoConfig.register(arch.model_type, arch.config_class, exist_ok=True)
         AutoModelForMaskedLM.register(arch.config_class, arch.model_class, exist_ok=True)
+        AutoModelForTokenClassification.register(arch.config_class, arch.token_classification_class, exist_ok=True)
+        AutoModelForSequenceClassification.register(arch.config_class, arch.sequence_classification_class,
+                                                    exist_ok=True)
         # For directories without tokenizer_config.json AutoTokenizer falls back to the model type.
         AutoTokenizer.register(arch.config_class, fast_tokenizer_class=PreTrainedTokenizerFast, exist_ok=True)
     _registered = True

@@ -25,10 +25,19 @@ from probformer.training.parallelize import parallelize
 from probformer.training.schedule import build_scheduler
 
 
-def corpus_for(config: TrainConfig, log=print) -> PreparedCorpus:
-    """The prepared corpus of ``config.data`` (built and cached on first use)."""
+def corpus_for(config: TrainConfig, log=print, tokenizer_json: bytes | None = None) -> PreparedCorpus:
+    """The prepared corpus of ``config.data`` (built and cached on first use), in the tokenizer
+    ``tokenizer_json`` when given (a resumed checkpoint's): the cache's own entry when its tokenizer is
+    that one, else an entry of the corpus tokenised again with it (the model must read the ids it
+    was trained on, whatever the cache holds now)."""
     d = config.data
-    return prepare_corpus(CorpusSpec.from_data_config(d), Path(d.cache_dir) if d.cache_dir else None, log=log)
+    spec, cache_dir = CorpusSpec.from_data_config(d), Path(d.cache_dir) if d.cache_dir else None
+    corpus = prepare_corpus(spec, cache_dir, log=log)
+    if tokenizer_json is None or corpus.tokenizer_json == tokenizer_json:
+        return corpus
+    log(f"the corpus cache {corpus.root} holds another tokenizer than the checkpoint's (it was prepared by an "
+        "older version, or another tokenizers release): using the checkpoint's, with the corpus tokenised again")
+    return prepare_corpus(spec, cache_dir, log=log, tokenizer_json=tokenizer_json)
 
 
 def model_from_config(config: TrainConfig, vocab_size: int):

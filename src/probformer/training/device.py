@@ -8,6 +8,8 @@ from contextlib import AbstractContextManager
 
 import torch
 
+from probformer.config import ConfigError
+
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     """``auto``: this process's GPU (``cuda:LOCAL_RANK`` under torchrun) when there is one, else CPU."""
@@ -16,10 +18,17 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
             return torch.device("cpu")
         return torch.device("cuda", local_rank or 0)
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank or 0)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} asked for, but CUDA is not available here (torch "
+                              f"{torch.__version__}); use device=cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", local_rank or 0)
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but MPS is not available here; use device=cpu or auto")
     return device
 
 

@@ -2,12 +2,16 @@
 
 Every process takes part (FSDP gathers its shards); only rank 0 writes. The exported model is one
 safetensors file with the architecture's tokenizer files (models/registry.py), so it loads with
-``from_pretrained`` and transformers' Auto classes however the run was sharded.
+``from_pretrained`` and transformers' Auto classes however the run was sharded. Its tokenizer.json is
+the one the run trained with (the bytes read when the corpus was opened, checked by sha256), not
+whatever the corpus cache holds by the end of the run.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 from probformer.config import TrainConfig
 from probformer.data.batches import TrainStream
@@ -16,6 +20,7 @@ from probformer.models import architecture
 from probformer.training import distributed
 from probformer.training.build import TrainingSetup
 from probformer.training.checkpoint import (
+    TOKENIZER_FILE,
     CheckpointError,
     check_model_state,
     read_checkpoint,
@@ -30,33 +35,45 @@ class RunExporter:
                  corpus: PreparedCorpus):
         self.out_dir, self.setup, self.context, self.config, self.corpus = out_dir, setup, context, config, corpus
 
-    def _gather_rng_states(self) -> list[dict]:
-        state = rng_state()
+    def _gather(self, value: Any) -> list[Any]:
+        """Every process's ``value``, by rank, on rank 0 (elsewhere: None)."""
         if not self.context.distributed:
-            return [state]
+            return [value]
         import torch.distributed as dist
 
-        states = [None] * self.context.world_size if self.context.is_main else None
-        dist.gather_object(state, states, dst=0)
-        return states  # type: ignore[return-value]
+        values = [None] * self.context.world_size if self.context.is_main else None
+        dist.gather_object(value, values, dst=0)
+        return values  # type: ignore[return-value]
 
-    def checkpoint(self, step: int, tokens_seen: int, stream: TrainStream, last_valid: dict | None) -> None:
+    def checkpoint(self, step: int, tokens_seen: int, stream: TrainStream, last_valid: dict | None,
+                   loss_window) -> None:
+        """A checkpoint of ``step``; ``loss_window`` (the trainer's open LossWindow, or None) is saved with
+        each process's partial sum."""
         s, context = self.setup, self.context
         model_state = distributed.full_model_state(s.wrapped, context)
         optimizer_state = distributed.optimizer_state(s.wrapped, s.optimizer, context)
-        rng_states = self._gather_rng_states()
+        rng_states = self._gather(rng_state())
+        losses = self._gather(loss_window.local_loss()) if loss_window is not None else None
         if context.is_main:
+            trainer_state = {"step": step, "tokens_seen": tokens_seen, "data": stream.state_dict(),
+                             "last_valid": last_valid, "tokenizer_sha256": self.corpus.tokenizer_sha256}
+            if loss_window is not None:
+                trainer_state["loss_window"] = {**loss_window.state(), "loss_by_rank": losses}
             save_checkpoint(self.out_dir, s.model, model_state, optimizer_state, s.scheduler.state_dict(), rng_states,
-                            {"step": step, "tokens_seen": tokens_seen, "data": stream.state_dict(),
-                             "last_valid": last_valid, "tokenizer_sha256": self.corpus.tokenizer_sha256},
-                            self.config.to_dict())
+                            trainer_state, self.config.to_dict(), self.corpus.tokenizer_json)
         distributed.barrier(context)
 
     def export_model(self, directory: Path) -> None:
         model_state = distributed.full_model_state(self.setup.wrapped, self.context)
         if self.context.is_main:
-            architecture(self.config.model["arch"]).export(self.setup.model, directory,
-                                                           self.corpus.root / "tokenizer.json", state_dict=model_state)
+            directory.mkdir(parents=True, exist_ok=True)
+            tokenizer = directory / TOKENIZER_FILE
+            tokenizer.write_bytes(self.corpus.tokenizer_json)  # the registry keeps a tokenizer already in place
+            architecture(self.config.model["arch"]).export(self.setup.model, directory, tokenizer,
+                                                           state_dict=model_state)
+            if hashlib.sha256(tokenizer.read_bytes()).hexdigest() != self.corpus.tokenizer_sha256:
+                raise CheckpointError(f"{tokenizer} does not read back as the run's tokenizer (sha256 "
+                                      f"{self.corpus.tokenizer_sha256[:12]}...); check the disk and export again")
         distributed.barrier(self.context)
 
     def restore(self, path: Path) -> dict:
@@ -75,5 +92,9 @@ class RunExporter:
         except Exception as err:
             raise CheckpointError(f"checkpoint {path / 'optimizer.pt'} does not match this run: "
                                   f"{type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
-        set_rng_state(contents.rng)
+        try:
+            set_rng_state(contents.rng)
+        except Exception as err:
+            raise CheckpointError(f"checkpoint file {path / 'rng.pt'} is corrupt: its RNG states do not load "
+                                  f"({type(err).__name__})") from None
         return contents.trainer_state

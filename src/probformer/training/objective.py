@@ -2,7 +2,7 @@
 
 The loss of one optimizer step is  sum over every scored token of the step (all micro-batches, all
 processes) of the cross-entropy, divided by the number of those tokens, plus the optional 2023
-ternary-norm penalty (design note 3). Each micro-batch contributes its share,
+ternary-norm penalty (docs/design.md §3). Each micro-batch contributes its share,
 ``mean_ce * local_tokens / global_tokens``, so K processes with micro-batches of B/K and gradient
 accumulation give exactly the gradient of one process with batch B (DDP and FSDP average
 gradients over processes, hence the factor ``world_size``).

@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from probformer.config import TrainConfig
+from probformer.config import ConfigError, TrainConfig
 from probformer.data.batches import Batch, TrainStream, eval_batches
+from probformer.data.errors import DataError
 from probformer.data.prepared import PreparedCorpus
+from probformer.data.tokenization import NUM_SPECIAL
 from probformer.training import distributed
 from probformer.training.build import TrainingSetup, build_training, corpus_for, reapply_group_hyperparameters
 from probformer.training.checkpoint import CheckpointError
@@ -51,6 +53,7 @@ class Run:
     stream: TrainStream
     evaluations: dict[str, list[Batch]]  # metrics kind -> fixed-mask batches, scored at every evaluation
     unigram_logp: np.ndarray
+    train_unigram_loss: float  # the unigram loss per masked training token: the training loss's baseline
     exporter: RunExporter
 
     @property
@@ -96,14 +99,18 @@ class Progress:
     step: int = 0
     tokens_seen: int = 0
     last: dict[str, dict[str, float]] = field(default_factory=dict)  # metrics kind -> its latest evaluation
+    loss_window: dict[str, Any] | None = None  # the training-loss window a checkpoint saved (trainer.LossWindow)
 
     @property
     def last_valid(self) -> dict[str, float] | None:
         return self.last.get(VALID)
 
 
-def build_run(config: TrainConfig, context: distributed.ProcessContext, log: Callable[[str], None]) -> Run:
-    """Device, corpus (rank 0 builds the cache first), model side, data side, exporter."""
+def build_run(config: TrainConfig, context: distributed.ProcessContext, log: Callable[[str], None],
+              tokenizer_json: bytes | None = None) -> Run:
+    """Device, corpus (rank 0 builds the cache first), model side, data side, exporter.
+
+    ``tokenizer_json``: the tokenizer to train with (a resumed checkpoint's); default: the cache's."""
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device, context.local_rank if context.distributed else None)
@@ -111,17 +118,38 @@ def build_run(config: TrainConfig, context: distributed.ProcessContext, log: Cal
         torch.cuda.set_device(device)
     bf16 = uses_bf16(config.precision, device)
     if config.batch_size % context.world_size:
-        raise ValueError(f"batch_size={config.batch_size} does not split over {context.world_size} processes; "
-                         f"make it a multiple of {context.world_size}")
+        raise ConfigError(f"batch_size: {config.batch_size} sequences do not split over {context.world_size} "
+                          f"processes; make it a multiple of {context.world_size}")
     with distributed.main_process_first(context):
-        corpus = corpus_for(config, log)
+        corpus = corpus_for(config, log, tokenizer_json)
+    blocks = training_blocks(config, corpus)
     setup = build_training(config, corpus, context, device)
     d = config.data
-    stream = TrainStream(corpus.blocks("train", d.seq_len), config.batch_size, d.mask_style, d.resolved_mask_prob,
-                         corpus.vocab_size, config.seed)
+    stream = TrainStream(blocks, config.batch_size, d.mask_style, d.resolved_mask_prob, corpus.vocab_size, config.seed)
     return Run(config, context, device, bf16, autocast_for(device, bf16), corpus, setup, stream,
-               evaluation_sets(config, corpus), corpus.unigram_log_probs(),
+               evaluation_sets(config, corpus), corpus.unigram_log_probs(), train_unigram_loss(corpus),
                RunExporter(Path(config.out_dir), setup, context, config, corpus))
+
+
+def training_blocks(config: TrainConfig, corpus: PreparedCorpus) -> np.ndarray:
+    """The training split's blocks, if a batch can be drawn from them and they hold a token to predict."""
+    counts = corpus.unigram_counts
+    if not counts[NUM_SPECIAL:].any():
+        raise DataError(f"the training split of {config.data.source!r} holds no token to predict: "
+                        f"{corpus.unk_fraction:.1%} of its tokens are [UNK] (text without spaces between words? "
+                        "segment it into words first)")
+    blocks = corpus.blocks("train", config.data.seq_len)
+    if len(blocks) < config.batch_size:
+        raise ConfigError(f"batch_size: the training split has {len(blocks)} blocks of data.seq_len="
+                          f"{config.data.seq_len} tokens ({len(corpus.streams['train']):,} tokens), fewer than "
+                          f"batch_size={config.batch_size}; lower batch_size or data.seq_len, or train on more text")
+    return blocks
+
+
+def train_unigram_loss(corpus: PreparedCorpus) -> float:
+    """The mean unigram loss of a masked training token (special tokens are never masked)."""
+    counts = corpus.unigram_counts[NUM_SPECIAL:].astype(np.float64)
+    return float(-(counts * corpus.unigram_log_probs()[NUM_SPECIAL:]).sum() / counts.sum())
 
 
 def evaluation_sets(config: TrainConfig, corpus: PreparedCorpus) -> dict[str, list[Batch]]:
@@ -140,17 +168,22 @@ def evaluation_sets(config: TrainConfig, corpus: PreparedCorpus) -> dict[str, li
 
 
 def resume_from(run: Run, checkpoint: Path, log: Callable[[str], None]) -> Progress:
-    """Load ``checkpoint`` into the run (weights, optimizer, schedule, RNG, data position)."""
+    """Load ``checkpoint`` into the run (weights, optimizer, schedule, RNG, data position, loss window)."""
     state = run.exporter.restore(checkpoint)
     if state.get("tokenizer_sha256") != run.corpus.tokenizer_sha256:
-        # WordPiece training is not bit-reproducible (huggingface/tokenizers#1794): a rebuilt
-        # cache may number tokens differently, and the model would silently read other ids.
+        # Only a checkpoint of an older version, which holds no copy of its tokenizer, can get here (the
+        # run is built on the checkpoint's own tokenizer otherwise): the model would read other ids.
         raise CheckpointError(f"checkpoint {checkpoint} was trained with a different tokenizer than the corpus cache "
-                              f"{run.corpus.root} now holds; point data.cache_dir at the original cache")
+                              f"{run.corpus.root} now holds, and holds no copy of it; point data.cache_dir at the "
+                              "original cache")
     reapply_group_hyperparameters(run.setup)
-    progress = Progress(state["step"], state["tokens_seen"])
-    if state.get("last_valid") is not None:
-        progress.last[VALID] = state["last_valid"]
-    run.stream.load_state_dict(state["data"])
+    try:
+        progress = Progress(int(state["step"]), int(state["tokens_seen"]), loss_window=state.get("loss_window"))
+        if state.get("last_valid") is not None:
+            progress.last[VALID] = state["last_valid"]
+        run.stream.load_state_dict(state["data"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint file {checkpoint / 'trainer_state.json'} is corrupt "
+                              f"({type(err).__name__}: {err})") from None
     log(f"resumed from {checkpoint} at step {progress.step}")
     return progress

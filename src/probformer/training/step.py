@@ -23,6 +23,7 @@ from probformer.training.distributed import ProcessContext, all_reduce_sum
 class StepStats:
     loss: torch.Tensor  # this process's share of the step's global mean cross-entropy (all-reduce to get it)
     grad_norm: torch.Tensor  # global gradient norm before clipping
+    scored: float | torch.Tensor  # 1 if the step scored any token, else 0 (a device tensor when distributed)
 
 
 def _gradient_sync(wrapped: nn.Module, context: ProcessContext, enabled: bool) -> AbstractContextManager:
@@ -56,22 +57,33 @@ def optimizer_step(
     """Forward and backward every micro-batch (this process's rows), then one AdamW step.
 
     Each micro-batch's loss is weighted by its share of the step's scored tokens (objective.py), so
-    the gradient is the same for any split over processes and micro-batches."""
+    the gradient is the same for any split over processes and micro-batches.
+
+    A micro-batch with no scored token (every token special: a corpus that is mostly [UNK]) adds
+    nothing: one process skips it; under DDP / FSDP it still runs (its forward and backward are
+    collective) with share 0, and its undefined mean loss (0 / 0) is left out of the step's."""
     optimizer.zero_grad(set_to_none=True)
     total = global_scored_tokens(micro_batches, context, device)
     loss_sum = torch.zeros((), device=device)
     for index, batch in enumerate(micro_batches):
-        share = batch.num_scored / total  # a float on one process: exactly 1.0 without accumulation
+        scored = batch.num_scored  # counted on the host, before the batch moves to the device
+        if not scored and not context.distributed:
+            continue
+        share = scored / total if scored else 0.0  # exactly 1.0 on one process without accumulation
         with _gradient_sync(wrapped, context, enabled=index == len(micro_batches) - 1):
             batch = batch.to(device)
             with autocast():
                 loss, ce, _ = wrapped(batch.input_ids, batch.attention_mask, batch.labels,
                                       token_share=share * context.world_size, penalty_share=1.0 / len(micro_batches))
             loss.backward()
-        loss_sum = loss_sum + ce * share
+        if scored:
+            loss_sum = loss_sum + ce * share
     grad_norm = nn.utils.clip_grad_norm_(wrapped.parameters(), grad_clip if grad_clip > 0 else math.inf)
     if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
         grad_norm = grad_norm.full_tensor()
+    if grad_norm.device != device:  # no gradient at all (nothing scored): torch's 0 is on the CPU
+        grad_norm = grad_norm.to(device)
     optimizer.step()
     scheduler.step()
-    return StepStats(loss=loss_sum, grad_norm=grad_norm)
+    any_scored = (total > 0).to(torch.float64) if isinstance(total, torch.Tensor) else float(total > 0)
+    return StepStats(loss=loss_sum, grad_norm=grad_norm, scored=any_scored)

@@ -1,4 +1,4 @@
-"""ProbformerBertConfig: the BERT baseline's hyperparameters (design note sections 4 and 6)."""
+"""ProbformerBertConfig: the BERT baseline's hyperparameters (docs/design.md §4 and 6)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from typing import Literal
 
 from transformers import PretrainedConfig
 
-from probformer.models.config_utils import replace_config
-
+from probformer.models.config_utils import complete_label_maps, replace_config
 from probformer.parametrization import PRESETS, TransformerScales, transformer_scales
 
 
@@ -17,7 +16,7 @@ class ProbformerBertConfig(PretrainedConfig):
     The width is ``hidden_size`` (N). A wider member of the same family adds heads at a fixed
     ``head_dim`` and grows ``intermediate_size`` in proportion (:meth:`with_width`); the ``base_*``
     fields fix the base model (N0, d_head0, I0) the muP multipliers are relative to. Left as ``None``
-    the model is its own base, so muP and SP share every forward multiplier (design note 4a). The FFN
+    the model is its own base, so muP and SP share every forward multiplier (docs/design.md §4a). The FFN
     output projection's muP multiplier is I/I0, its own fan-in's (:mod:`probformer.parametrization`);
     without ``base_intermediate_size`` (models saved before it existed) I0 is taken to be in proportion
     to N0, which makes that multiplier N/N0 as for every other hidden matrix.
@@ -37,7 +36,7 @@ class ProbformerBertConfig(PretrainedConfig):
         attention_dropout: float = 0.1,  # dropout on attention probabilities
         layer_norm_eps: float = 1e-12,  # HF BERT's value, so copied weights give the same forward
         pre_layer_norm: bool = False,  # False: post-LN (= HF BERT); True: pre-LN blocks + a final LayerNorm
-        parametrization: Literal["sp", "mup"] = "mup",  # SP = HF BERT; muP = mutransformers (note 6)
+        parametrization: Literal["sp", "mup"] = "mup",  # SP = HF BERT; muP = mutransformers (docs/design.md §6)
         base_hidden_size: int | None = None,  # N0 (None: this model is its own base)
         base_head_dim: int | None = None,  # d_head at the base width (None: this model's head_dim)
         base_intermediate_size: int | None = None,  # I0, the FFN width at the base (None: I * N0 / N)
@@ -46,6 +45,7 @@ class ProbformerBertConfig(PretrainedConfig):
         attn_mult: float = 1.0,  # alpha_attn relative to 1/sqrt(d_head) at the base head size
         init_std: float = 0.02,  # sigma: std of embeddings and hidden matrices at the base width
         init_std_output: float = 0.0,  # std of the untied muP decoder (0 = zero init); SP ties it
+        classifier_dropout: float | None = None,  # task heads' dropout (HF's field; None: hidden_dropout)
         pad_token_id: int = 0,
         mask_token_id: int = 4,
         **kwargs,
@@ -69,10 +69,12 @@ class ProbformerBertConfig(PretrainedConfig):
         self.attn_mult = attn_mult
         self.init_std = init_std
         self.init_std_output = init_std_output
+        self.classifier_dropout = classifier_dropout
         self.mask_token_id = mask_token_id
         # Tying is decided by the preset (a property below); drop a stale value from a saved JSON.
         kwargs.pop("tie_word_embeddings", None)
         super().__init__(pad_token_id=pad_token_id, **kwargs)
+        complete_label_maps(self)
         self.validate_bert()
 
     def validate_bert(self) -> None:
@@ -87,6 +89,8 @@ class ProbformerBertConfig(PretrainedConfig):
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"classifier_dropout must be in [0, 1) or null, got {self.classifier_dropout!r}")
         if not isinstance(self.pre_layer_norm, bool):
             raise ValueError(f"pre_layer_norm must be true or false, got {self.pre_layer_norm!r}")
         if self.layer_norm_eps <= 0:
@@ -113,7 +117,7 @@ class ProbformerBertConfig(PretrainedConfig):
 
     @property
     def tie_word_embeddings(self) -> bool:
-        """SP ties the decoder to the word embeddings (HF BERT); muP unties it (design note 6)."""
+        """SP ties the decoder to the word embeddings (HF BERT); muP unties it (docs/design.md §6)."""
         return self.parametrization == "sp"
 
     @tie_word_embeddings.setter
@@ -163,6 +167,6 @@ class ProbformerBertConfig(PretrainedConfig):
             base_hidden_size=n0,
             base_head_dim=d0,
             # a model that is its own base fixes I0 = its I; one saved without I0 keeps I in proportion to N
-            base_intermediate_size=self.base_intermediate_size or (self.intermediate_size if self.base_hidden_size is None
-                                                                   else None),
+            base_intermediate_size=self.base_intermediate_size
+            or (self.intermediate_size if self.base_hidden_size is None else None),
         )

@@ -1,4 +1,5 @@
-"""ProbformerBertForMaskedLM: the BERT baseline, our own implementation (design note sections 4, 4a and 6).
+"""ProbformerBertForMaskedLM and its task models: the BERT baseline, our own implementation
+(docs/design.md §4, 4a, 6 and 9).
 
 How it differs from a standard transformer encoder (HF ``BertForMaskedLM``):
 - Under SP, not at all: post-LN encoder, learned absolute positions, a token-type row, GELU FFN,
@@ -12,41 +13,51 @@ How it differs from a standard transformer encoder (HF ``BertForMaskedLM``):
   query projection starts at zero; the decoder is untied, starts at ``init_std_output`` (0: zeros)
   and reads ``(alpha_out / m)`` times its input (MuReadout).
   At the base width (m = 1, d_head = d0) every multiplier equals SP's, so given the same weights the
-  muP forward *is* the SP forward (design note 4a; a test checks it). What still differs there is the
+  muP forward *is* the SP forward (docs/design.md §4a; a test checks it). What still differs there is the
   initial state only: the zero query (uniform attention at init) and the untied zero decoder.
 - ``alpha_in`` multiplies the *normalised* embeddings: post-LN normalises the embedding sum, so a
   multiplier before that norm would be a no-op.
-- With ``scored_logits_only`` the head runs only at scored positions (design note 8): ``logits`` is
+- With ``scored_logits_only`` the head runs only at scored positions (docs/design.md §8): ``logits`` is
   (num_scored, V); by default (B, n, V) as in HF.
 - Attention is computed eagerly (scores materialised) so the coordinate-check taps see the logits.
-- ``pre_layer_norm=True`` (design note 6 leaves the choice open; post-LN is the default) gives
+- ``pre_layer_norm=True`` (docs/design.md §6 leaves the choice open; post-LN is the default) gives
   pre-LN blocks, x + Attn(LN(x)) then x + FFN(LN(x)), as GPT-2 / nanoGPT / Megatron-BERT: the
   embedding sum enters the residual stream un-normalised (``alpha_in`` multiplies it) and one final
   LayerNorm sits before the MLM head. That moves the embedding LayerNorm to the end, so the
   parameter count is the post-LN one. Under SP it is HF ``MegatronBertForMaskedLM`` (``from_hf_bert``
   takes either).
-- Training hooks (design note 8): :meth:`MLMEncoder.enable_activation_checkpointing` recomputes each
-  layer application in backward; :meth:`MLMEncoder.compile_regions` compiles the layer module(s)
-  rather than the whole model.
+- Training hooks (docs/design.md §8): :meth:`TransformerEncoder.enable_activation_checkpointing`
+  recomputes each layer application in backward; :meth:`TransformerEncoder.compile_regions` compiles
+  the layer module(s) rather than the whole model.
+- Task models (docs/design.md §9), as HF's: :class:`ProbformerBertForTokenClassification` puts dropout
+  and a classifier on every position's final hidden state; :class:`ProbformerBertForSequenceClassification`
+  reads the first position (a ``[CLS]`` token the data layer prepends) through a pooler (dense N x N +
+  tanh, a hidden matrix) and then dropout and a classifier. The classifier has the decoder's role
+  (output): its init std is the decoder's (SP: ``init_std``, HF's; muP: ``init_std_output``, 0 = zeros,
+  also when ``from_pretrained`` adds it to an MLM checkpoint) and it reads ``alpha_out / m`` times its
+  input. Dropout is ``classifier_dropout``, else ``hidden_dropout`` (HF).
 
-:class:`MLMEncoder` holds everything except the encoder stack, which
-:mod:`probformer.models.ut.modeling_ut` replaces by one shared layer.
+:class:`TransformerEncoder` holds everything but the read-out (``build_head``) and the encoder stack
+(``build_stack``): :class:`BertStack` here, one shared layer in :mod:`probformer.models.ut.modeling_ut`.
+Every head keeps the MLM model's parameter names, so an MLM checkpoint loads into a task model.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import MaskedLMOutput
+from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 
 from probformer.models.bert.configuration_bert import ProbformerBertConfig
 from probformer.models.mlm_readout import mlm_readout
+from probformer.models.task_heads import sequence_classification_loss, token_classification_loss
 from probformer.parametrization import Role, tag
 
 TAP_NAMES = ("attention_logits", "attention_output", "ffn_output", "layer_output")
@@ -154,22 +165,23 @@ class MLMHeadTransform(nn.Module):
         return self.norm(F.gelu(self.dense(x)))
 
 
-class MLMEncoder(PreTrainedModel):
-    """Embeddings, MLM head, init and forward shared by BERT and UT; subclasses build the encoder
-    stack, then call ``post_init``, and say which layer runs at step t and what it reads."""
+class TransformerEncoder(PreTrainedModel):
+    """Embeddings, the step loop, init and training hooks shared by BERT and UT and by every head.
+
+    Subclasses give ``build_head`` (the read-out: MLM, token or sequence) and ``build_stack`` (the
+    layers: BERT's L, UT's one) and say which layer runs at step t. The head is registered before the
+    taps and the stack: registration order is init order (one RNG stream), the order of the MLM
+    models before the task heads existed."""
 
     config_class = ProbformerBertConfig
     base_model_prefix = "encoder"
     supports_gradient_checkpointing = False
-    # Only consulted when config.tie_word_embeddings, i.e. under SP.
-    _tied_weights_keys = {"decoder.weight": "embeddings.word.weight"}
 
     def __init__(self, config: ProbformerBertConfig):
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)  # registered first: a tied weight keeps the INPUT role
         self.final_norm = layer_norm(config) if config.pre_layer_norm else None  # pre-LN: before the head
-        self.head = MLMHeadTransform(config)
-        self.decoder = tag(nn.Linear(config.hidden_size, config.vocab_size), weight=Role.OUTPUT, bias=Role.VECTOR)
+        self.build_head(config)
         # Distinct identity taps per step so activation hooks (coordinate check) see every call.
         self.taps = nn.ModuleList(
             nn.ModuleDict({name: nn.Identity() for name in TAP_NAMES}) for _ in range(config.num_layers)
@@ -177,9 +189,23 @@ class MLMEncoder(PreTrainedModel):
         self.embeddings_tap = nn.Identity()
         self.logits_tap = nn.Identity()
         self._checkpoint_layers = False  # enable_activation_checkpointing()
+        self.build_stack(config)
+        self.post_init()
+
+    def build_head(self, config: ProbformerBertConfig) -> None:
+        """Register the read-out's modules."""
+        raise NotImplementedError
+
+    def build_stack(self, config: ProbformerBertConfig) -> None:
+        """Register the encoder layers."""
+        raise NotImplementedError
 
     # Subclasses say which layer runs at step t: BERT its own layer t, UT the one shared layer.
     layer_at: Callable[[int], BertLayer]
+
+    def output_layer(self) -> nn.Linear:
+        """The read-out matrix with the output role (the MLM decoder, a task classifier)."""
+        raise NotImplementedError
 
     def distinct_layers(self) -> list[BertLayer]:
         """The layer modules the steps run, each once (BERT: L of them; UT: the shared one)."""
@@ -209,19 +235,16 @@ class MLMEncoder(PreTrainedModel):
         return x
 
     def final(self, x: torch.Tensor) -> torch.Tensor:
-        """What the MLM head reads: the last step's output, through the final LayerNorm under pre-LN."""
+        """What the head reads: the last step's output, through the final LayerNorm under pre-LN."""
         return x if self.final_norm is None else self.final_norm(x)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word
 
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.decoder
-
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # HF BERT's init with the stds from scales(). transformers only calls this on modules that own
-        # parameters (the leaves here), so the decoder and the query projections are found by identity.
+        # parameters (the leaves here), so the read-out and the query projections are found by identity.
         sc = self.config.scales()
         if isinstance(module, nn.Embedding):  # word, position, token type (UT: timestep)
             nn.init.normal_(module.weight, std=sc.init_std)
@@ -232,7 +255,9 @@ class MLMEncoder(PreTrainedModel):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
-            if module is self.decoder:  # under SP replaced by the word embeddings right after (tie)
+            # The output role (decoder, classifier; docs/design.md §4, 9). Under SP a tied decoder is
+            # replaced by the word embeddings right after.
+            if module is self.output_layer():
                 std = sc.init_output
             elif sc.zero_query and any(module is self.layer_at(t).query for t in range(self.config.num_layers)):
                 std = 0.0
@@ -245,6 +270,49 @@ class MLMEncoder(PreTrainedModel):
             else:
                 nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
+
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """The last step's output (B, n, N; before the final LayerNorm under pre-LN), the embeddings
+        and every step's output, and (when asked for) every step's attention probabilities."""
+        sc = self.config.scales()
+        key_mask = attention_mask.to(torch.bool) if attention_mask is not None else None
+        x = self.embeddings_tap(sc.input * self.embeddings(input_ids))  # (B, n, N)
+        states, attentions = [x], []
+        checkpointed = self._checkpoint_layers and self.training and torch.is_grad_enabled()
+        for t in range(self.config.num_layers):
+            args = (self.step_input(x, t), key_mask, sc.attention, self.taps[t])
+            if checkpointed:
+                x, probs = checkpoint(self.layer_at(t), *args, use_reentrant=False)
+            else:
+                x, probs = self.layer_at(t)(*args)
+            states.append(x)
+            if output_attentions:
+                attentions.append(probs.detach())
+        return x, states, attentions
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """The output-role read-out of (already pooled / transformed) states: W (alpha_out / m) h + b."""
+        return self.logits_tap(self.output_layer()(self.config.scales().output * h))
+
+
+class MLMEncoder(TransformerEncoder):
+    """The MLM read-out: HF's prediction-head transform, then the decoder (tied to the word embeddings
+    under SP)."""
+
+    # Only consulted when config.tie_word_embeddings, i.e. under SP.
+    _tied_weights_keys: ClassVar[dict[str, str]] = {"decoder.weight": "embeddings.word.weight"}
+
+    def build_head(self, config: ProbformerBertConfig) -> None:
+        self.head = MLMHeadTransform(config)
+        self.decoder = tag(nn.Linear(config.hidden_size, config.vocab_size), weight=Role.OUTPUT, bias=Role.VECTOR)
+
+    def output_layer(self) -> nn.Linear:
+        return self.decoder
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.decoder
 
     def forward(
         self,
@@ -263,24 +331,93 @@ class MLMEncoder(PreTrainedModel):
         (the trainer) the head runs only at scored positions and ``logits`` is (num_scored, vocab).
         ``hidden_states``: embeddings then every step's output (under pre-LN before the final LayerNorm).
         """
-        sc = self.config.scales()
-        key_mask = attention_mask.to(torch.bool) if attention_mask is not None else None
-        x = self.embeddings_tap(sc.input * self.embeddings(input_ids))  # (B, n, N)
-        states, attentions = [x], []
-        checkpointed = self._checkpoint_layers and self.training and torch.is_grad_enabled()
-        for t in range(self.config.num_layers):
-            args = (self.step_input(x, t), key_mask, sc.attention, self.taps[t])
-            if checkpointed:
-                x, probs = checkpoint(self.layer_at(t), *args, use_reentrant=False)
-            else:
-                x, probs = self.layer_at(t)(*args)
-            states.append(x)
-            if output_attentions:
-                attentions.append(probs.detach())
-        logits, loss = mlm_readout(lambda h: self.logits_tap(self.decoder(sc.output * self.head(self.final(h)))), x,
-                                   labels, scored_logits_only)
+        x, states, attentions = self.encode(input_ids, attention_mask, output_attentions)
+        logits, loss = mlm_readout(lambda h: self.readout(self.head(self.final(h))), x, labels, scored_logits_only)
         return MaskedLMOutput(
             loss=loss,
+            logits=logits,
+            hidden_states=tuple(states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+
+def classifier_dropout(config: ProbformerBertConfig) -> nn.Dropout:
+    """HF's task-head dropout: ``classifier_dropout``, else ``hidden_dropout``."""
+    p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
+    return nn.Dropout(p)
+
+
+# An MLM checkpoint's head: dropped when it loads into a task model (docs/design.md §9).
+_MLM_HEAD_KEYS = (r"^head\.", r"^decoder\.")
+
+
+class TokenClassificationEncoder(TransformerEncoder):
+    """A tag per position: dropout, then the classifier on each final hidden state (HF)."""
+
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = list(_MLM_HEAD_KEYS)
+
+    def build_head(self, config: ProbformerBertConfig) -> None:
+        self.num_labels = config.num_labels
+        self.dropout = classifier_dropout(config)
+        self.classifier = tag(nn.Linear(config.hidden_size, config.num_labels), weight=Role.OUTPUT,
+                              bias=Role.VECTOR)
+
+    def output_layer(self) -> nn.Linear:
+        return self.classifier
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        """``logits`` (B, n, num_labels); ``loss`` the mean cross-entropy over labels != -100."""
+        x, states, attentions = self.encode(input_ids, attention_mask, output_attentions)
+        logits = self.readout(self.dropout(self.final(x)))
+        return TokenClassifierOutput(
+            loss=token_classification_loss(logits, labels),
+            logits=logits,
+            hidden_states=tuple(states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+
+class SequenceClassificationEncoder(TransformerEncoder):
+    """A label per sequence from its first position (the ``[CLS]`` token): pooler = dense + tanh (a
+    hidden matrix), dropout, then the classifier (HF)."""
+
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = list(_MLM_HEAD_KEYS)
+
+    def build_head(self, config: ProbformerBertConfig) -> None:
+        self.num_labels = config.num_labels
+        self.pooler = hidden_linear(config.hidden_size, config.hidden_size)
+        self.dropout = classifier_dropout(config)
+        self.classifier = tag(nn.Linear(config.hidden_size, config.num_labels), weight=Role.OUTPUT,
+                              bias=Role.VECTOR)
+
+    def output_layer(self) -> nn.Linear:
+        return self.classifier
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        """``logits`` (B, num_labels); ``loss`` as HF's sequence classifiers (``config.problem_type``)."""
+        x, states, attentions = self.encode(input_ids, attention_mask, output_attentions)
+        pooled = torch.tanh(self.pooler(self.final(x)[:, 0]))  # the [CLS] position's final state
+        logits = self.readout(self.dropout(pooled))
+        return SequenceClassifierOutput(
+            loss=sequence_classification_loss(logits, labels, self.config),
             logits=logits,
             hidden_states=tuple(states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
@@ -334,15 +471,25 @@ def convert_hf_state_dict(state_dict: dict[str, torch.Tensor], model_type: str =
     return out
 
 
-class ProbformerBertForMaskedLM(MLMEncoder):
-    def __init__(self, config: ProbformerBertConfig):
-        super().__init__(config)
+class BertStack:
+    """BERT's encoder stack: ``num_layers`` layers of their own (mixed into a :class:`TransformerEncoder`)."""
+
+    def build_stack(self, config: ProbformerBertConfig) -> None:
         self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_layers))
-        self.post_init()
 
     def layer_at(self, step: int) -> BertLayer:
         return self.layers[step]
 
+
+class ProbformerBertForTokenClassification(BertStack, TokenClassificationEncoder):
+    pass
+
+
+class ProbformerBertForSequenceClassification(BertStack, SequenceClassificationEncoder):
+    pass
+
+
+class ProbformerBertForMaskedLM(BertStack, MLMEncoder):
     @classmethod
     def from_hf_bert(cls, hf_model: nn.Module) -> ProbformerBertForMaskedLM:
         """Our SP model holding a HF ``BertForMaskedLM``'s weights, or with ``pre_layer_norm`` a HF

@@ -29,8 +29,10 @@ BUDGET_KNOB = "latent_size"
 
 
 def count_parameters(c: PTConfig) -> dict[str, int]:
-    """Trainable parameters (``total``, ``embedding``, ``non_embedding``): S, the read-out and P are
-    the embedding-like tables; U, V and B are the rest."""
+    """Trainable parameters of :class:`PTForMaskedLM` (``total``, ``embedding``, ``non_embedding``):
+    S, the read-out, P and ROOT's unary rho (a row of S) are the embedding-like tables; U, V, B and
+    ROOT's root-bucket U^R, V^R (docs/design.md §9) are the rest. A task model has its
+    ``num_labels x N`` read-out instead of the vocabulary one."""
     N, V = c.hidden_size, c.vocab_size
     embedding = V * N + N * V + V  # S; read-out W and b
     if c.use_position_unary:
@@ -38,6 +40,9 @@ def count_parameters(c: PTConfig) -> dict[str, int]:
     non_embedding = 2 * c.num_buckets * c.num_channels * N * c.rank  # U, V
     if c.use_latent_factor:
         non_embedding += c.latent_size * N  # B
+    if c.use_root:
+        embedding += N  # rho
+        non_embedding += 2 * c.num_channels * N * c.rank  # U^R, V^R: one more bucket
     return split_counts(embedding, non_embedding)
 
 
@@ -52,6 +57,13 @@ def training_flops_per_token(c: PTConfig, seq_len: int, mask_fraction: float) ->
     of n r per token and channel, 6 for the two buckets) plus the banded near buckets
     (D' = min(D, n) - 1 diagonals, same 6 h r each); the latent factor's B q and B^T g (N M each,
     absent without the latent factor). The read-out N V runs at the masked fraction f.
+
+    With ROOT (docs/design.md §9, :mod:`.root`), per iteration and token: the root-bucket query
+    q U^R and the child message's back-projection through U^R (h r N each), ROOT's head logit, the
+    child context a key^R and ROOT's share of the head context a^T qry^R (h r each); per sequence,
+    so over n tokens: ROOT's key q_0 V^R and its message's back-projection through V^R (h r N each).
+    The MLM loss never reaches ROOT's last update (ROOT is not read out), so that update's message
+    (the head context and its back-projection) has a forward and no backward.
     """
     n = seq_len
     N, K, h, r = c.hidden_size, c.num_buckets, c.num_channels, c.rank
@@ -59,8 +71,13 @@ def training_flops_per_token(c: PTConfig, seq_len: int, mask_fraction: float) ->
     per_iteration = 4 * K * h * r * N + 6 * h * r * (n + near)
     if c.use_latent_factor:
         per_iteration += 2 * N * c.latent_size
+    if c.use_root:
+        per_iteration += 2 * h * r * N + 3 * h * r + 2 * h * r * N / n
     macs = c.num_iterations * per_iteration + mask_fraction * N * c.vocab_size
-    return TRAINING_FLOPS_PER_MAC * macs
+    flops = TRAINING_FLOPS_PER_MAC * macs
+    if c.use_root:  # the two gradient products (2 FLOPs per MAC each) of ROOT's last message, not run
+        flops -= 2 * 2 * (h * r * N / n + h * r)
+    return flops
 
 
 def width_step(c: PTConfig) -> int:
@@ -75,7 +92,13 @@ def budget_knob_absent(c: PTConfig) -> str | None:
 
 def activation_terms(c: PTConfig, seq_len: int, precision: Precision, mask_fraction: float) -> ActivationTerms:
     """The saved-for-backward terms of the bucket kernel ``c.mfvi_kernel`` resolves to on
-    ``precision.device`` (auto: fast on CUDA, banded on CPU)."""
+    ``precision.device`` (auto: fast on CUDA, banded on CPU). Not modelled with ROOT (docs/design.md
+    §9): its terms (the concatenated head logits, ROOT's column and contexts) are not booked yet, so
+    such a config is refused rather than under-estimated."""
+    if c.use_root:
+        raise ValueError("pt: the activation-memory estimate does not model use_root=True yet "
+                         "(ROOT's saved tensors are not booked); estimate the model without ROOT, "
+                         "which saves slightly less")
     kernel = resolve_kernel_name(c.mfvi_kernel, torch.device(precision.device))
     tokens, fixed = _terms(c, seq_len, precision, mask_fraction, kernel)
     return ActivationTerms(c.num_iterations, kernel, tokens, fixed)

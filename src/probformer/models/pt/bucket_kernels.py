@@ -1,13 +1,13 @@
 """How one MFVI iteration evaluates the ternary factors T_ck = U_ck V_ck^T over distance buckets.
 
-Every kernel computes the same three quantities of design note 2, for K directed buckets k(i, j)
+Every kernel computes the same three quantities of docs/design.md §2, for K directed buckets k(i, j)
 and h channels c, from the scaled label marginals q (B, n, N):
 
     project   qry_ck = q U_ck,  key_ck = q V_ck                                      (per bucket)
     scores    <qry_{c,k(i,j)}[i], key_{c,k(i,j)}[j]>  for every ordered pair            (B, h, n, n)
     messages  m_i = sum_cj a[c,i,j] U_{c,k(i,j)} key[j]  +  sum_cj a[c,j,i] V_{c,k(j,i)} qry[j]   (B, n, N)
 
-They differ only in how much work that takes (design note 8):
+They differ only in how much work that takes (docs/design.md §8):
 
 - ``reference``: every bucket as a full n x n product, selected by k(i, j); K products. Obviously
   right, and what the other two are tested against (float64, 1e-10).
@@ -137,7 +137,8 @@ class BandedKernel:
         e = (qry[lo] @ key[lo].transpose(-1, -2)) * self.far[0] + (qry[hi] @ key[hi].transpose(-1, -2)) * self.far[1]
         if not self.near:
             return e
-        band = torch.stack([(qry[k] * self._shift(key[k], off)).sum(-1) for k, off in self.near], dim=-1)  # (B, h, n, W)
+        # band: (B, h, n, W)
+        band = torch.stack([(qry[k] * self._shift(key[k], off)).sum(-1) for k, off in self.near], dim=-1)
         flat_index = self.band_index.flatten().expand(*band.shape[:2], -1)
         return e.flatten(-2).scatter_add(-1, flat_index, band.flatten(-2)).view_as(e)
 
@@ -184,7 +185,7 @@ class FastKernel:
         return torch.stack([U, V]).permute(3, 0, 1, 2, 4).reshape(N, 2 * K * h * r), U.shape
 
     def project(self, q, weights):
-        W, (K, h, N, r) = weights
+        W, (K, h, _N, r) = weights
         B, n, _ = q.shape
         proj = q @ W  # (B, n, 2Khr): all queries and keys, ONE GEMM
         # unbind (not indexing): its backward is one stack, not 2K zero-filled full-size gradients.
@@ -210,7 +211,7 @@ class FastKernel:
         return e
 
     def messages(self, a, qry, key, weights):
-        W, (K, h, N, r) = weights
+        W, (K, h, _N, r) = weights
         B, n = a.shape[0], self.n
         D = self.max_distance
         # Far buckets: a split by triangle; both directions from the same materialised a.

@@ -1,4 +1,4 @@
-"""PTConfig: the Probabilistic Transformer's hyperparameters (design note sections 0-5)."""
+"""PTConfig: the Probabilistic Transformer's hyperparameters (docs/design.md §0-5)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,29 @@ from typing import Literal
 
 from transformers import PretrainedConfig
 
-from probformer.models.config_utils import replace_config
+from probformer.models.config_utils import complete_label_maps, replace_config
 from probformer.models.pt.bucket_kernels import KERNEL_NAMES
-
 from probformer.parametrization import PRESETS, PTScales, pt_scales
 
 WIDTH_SCALINGS = ("channels", "rank")
+CLASSIFIER_POOLINGS = ("root", "mean")  # what PTForSequenceClassification reads out (docs/design.md §9)
 
 
 class PTConfig(PretrainedConfig):
-    """Configuration of :class:`PTForMaskedLM`.
+    """Configuration of :class:`PTForMaskedLM` and the PT task models.
 
     Widths: ``hidden_size`` is N (values of each label Z_i), ``num_channels`` * ``rank`` = r_tot,
     ``latent_size`` is M. Under ``width_scaling="channels"`` (default) a wider model adds channels
     at a fixed rank, like adding attention heads at fixed d_head; under ``"rank"`` it grows the rank at
-    fixed channels. Either way r_tot and M grow with N (design note 5, paradigm 2). The ``base_*``
+    fixed channels. Either way r_tot and M grow with N (docs/design.md §5, paradigm 2). The ``base_*``
     fields fix the base model (N0, r0, M0) that muP multipliers are relative to; left as ``None``
     they are derived from ``base_hidden_size`` and the width-scaling rule.
+
+    ``use_root`` adds the ROOT variable of docs/design.md §9 (off by default, so configs saved before
+    it existed load unchanged); ``classifier_pooling`` is what :class:`PTForSequenceClassification`
+    reads out: ROOT's final label logits (``"root"``, needs ``use_root``) or the words' mean scaled
+    marginals (``"mean"``). Task labels (``id2label``, ``label2id``, ``num_labels``, ``problem_type``)
+    are Hugging Face's.
     """
 
     model_type = "probformer-pt"
@@ -44,12 +50,12 @@ class PTConfig(PretrainedConfig):
         label_temperature: float = 1.0,  # lambda_Z
         head_temperature: float = 1.0,  # lambda_H
         latent_temperature: float = 1.0,  # lambda_G
-        parametrization: Literal["sp", "mup"] = "mup",  # SP = 2023 PT; muP = design note 4a
+        parametrization: Literal["sp", "mup"] = "mup",  # SP = 2023 PT; muP = docs/design.md §4a
         base_hidden_size: int | None = None,  # N0 (None: this model is its own base)
         base_rank: int | None = None,  # r0 (None: derived from width_scaling)
         base_latent_size: int | None = None,  # M0 (None: M * N0 / N)
         width_scaling: Literal["channels", "rank"] = "channels",
-        hidden_exponent: float = 0.5,  # beta: hidden multiplier (N0/N)^beta; 1/2 = textbook muP (design note 4a-4b)
+        hidden_exponent: float = 0.5,  # beta: hidden multiplier (N0/N)^beta; 1/2 = textbook muP (docs/design.md §4a-4b)
         input_mult: float = 1.0,  # alpha_in on S[w]
         output_mult: float = 1.0,  # alpha_out on the read-out
         head_mult: float = 1.0,  # alpha_H relative to its preset value
@@ -58,6 +64,8 @@ class PTConfig(PretrainedConfig):
         init_std_hidden: float = 1.0,  # sigma_hid: U, V ~ sigma/sqrt(r), B ~ sigma/sqrt(N) (at base width)
         init_std_output: float = 0.0,  # sigma_out: std of read-out W (0 = zero init)
         mfvi_kernel: str = "auto",  # bucket computation: auto (fast on GPU, banded on CPU), fast, banded, reference
+        use_root: bool = False,  # the ROOT variable Z_0 with unary rho and root-bucket factors (docs/design.md §9)
+        classifier_pooling: Literal["root", "mean"] = "root",  # sequence read-out: ROOT's s_0, or the mean of q_i
         pad_token_id: int = 0,
         mask_token_id: int = 4,
         **kwargs,
@@ -92,10 +100,13 @@ class PTConfig(PretrainedConfig):
         self.init_std_output = init_std_output
         self.mask_token_id = mask_token_id
         self.mfvi_kernel = mfvi_kernel
-        # The read-out W is never tied to the unary S (design note 3; a property below). transformers 4
+        self.use_root = use_root
+        self.classifier_pooling = classifier_pooling
+        # The read-out W is never tied to the unary S (docs/design.md §3; a property below). transformers 4
         # defaults tie_word_embeddings to True and would otherwise tie them, as both are V x N.
         kwargs.pop("tie_word_embeddings", None)
         super().__init__(pad_token_id=pad_token_id, **kwargs)
+        complete_label_maps(self)
         self.validate_pt()
 
     def validate_pt(self) -> None:
@@ -125,6 +136,11 @@ class PTConfig(PretrainedConfig):
             raise ValueError("init_std_* must be >= 0")
         if self.mfvi_kernel not in ("auto", *KERNEL_NAMES):
             raise ValueError(f"mfvi_kernel must be 'auto' or one of {KERNEL_NAMES}, got {self.mfvi_kernel!r}")
+        if not isinstance(self.use_root, bool):
+            raise ValueError(f"use_root must be true or false, got {self.use_root!r}")
+        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
+            raise ValueError(f"classifier_pooling must be one of {CLASSIFIER_POOLINGS}, "
+                             f"got {self.classifier_pooling!r}")
 
     # -- derived values -------------------------------------------------------------------------
     @property

@@ -1,4 +1,4 @@
-"""UniversalTransformerConfig: the Universal Transformer baseline (design note section 6)."""
+"""UniversalTransformerConfig: the Universal Transformer baseline (docs/design.md §6)."""
 
 from __future__ import annotations
 

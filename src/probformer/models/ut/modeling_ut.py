@@ -1,4 +1,5 @@
-"""UniversalTransformerForMaskedLM: the Universal Transformer baseline (Dehghani et al. 2018; design note 6).
+"""UniversalTransformerForMaskedLM and its task models: the Universal Transformer baseline (Dehghani et
+al. 2018; docs/design.md §6, 9).
 
 How it differs from a standard transformer encoder (here: our BERT, :mod:`..bert.modeling_bert`):
 - ONE encoder layer (:class:`BertLayer`, the same class as BERT's; post-LN, or pre-LN with a final
@@ -11,8 +12,8 @@ How it differs from a standard transformer encoder (here: our BERT, :mod:`..bert
   position and timestep vectors at every step; we keep BERT's learned absolute positions at the
   input and learn the timestep vectors.
 - No adaptive computation time (ACT): every token takes all T steps.
-- Embeddings, MLM head, SP / muP parametrization (design note 4, 4a) and taps are BERT's; the taps
-  are per *step*, so hooks see each application of the shared layer.
+- Embeddings, MLM head, task heads (docs/design.md §9), SP / muP parametrization (docs/design.md §4,
+  4a) and taps are BERT's; the taps are per *step*, so hooks see each application of the shared layer.
 """
 
 from __future__ import annotations
@@ -20,22 +21,38 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probformer.models.bert.modeling_bert import BertLayer, MLMEncoder
+from probformer.models.bert.modeling_bert import (
+    BertLayer,
+    MLMEncoder,
+    SequenceClassificationEncoder,
+    TokenClassificationEncoder,
+)
 from probformer.models.ut.configuration_ut import UniversalTransformerConfig
 from probformer.parametrization import Role, tag
 
 
-class UniversalTransformerForMaskedLM(MLMEncoder):
-    config_class = UniversalTransformerConfig
+class UTStack:
+    """The UT's encoder stack: ONE layer applied at every step, a timestep vector added before each
+    (mixed into a :class:`~probformer.models.bert.modeling_bert.TransformerEncoder`)."""
 
-    def __init__(self, config: UniversalTransformerConfig):
-        super().__init__(config)
+    def build_stack(self, config: UniversalTransformerConfig) -> None:
         self.layer = BertLayer(config)
         self.timestep = tag(nn.Embedding(config.num_layers, config.hidden_size), weight=Role.INPUT)
-        self.post_init()
 
     def layer_at(self, step: int) -> BertLayer:
         return self.layer
 
     def step_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
         return x + self.timestep.weight[step]  # (B, n, N) + (N,)
+
+
+class UniversalTransformerForMaskedLM(UTStack, MLMEncoder):
+    config_class = UniversalTransformerConfig
+
+
+class UniversalTransformerForTokenClassification(UTStack, TokenClassificationEncoder):
+    config_class = UniversalTransformerConfig
+
+
+class UniversalTransformerForSequenceClassification(UTStack, SequenceClassificationEncoder):
+    config_class = UniversalTransformerConfig

@@ -4,7 +4,8 @@ The MLM loss is normalised by the global number of scored tokens, each process t
 the global micro-batch by sample index, and the optimizer is built by parameter name after wrapping
 with muP's per-group lr / eps: so after a few AdamW steps the weights must equal a one-process
 run's (to float32 reduction-order noise). A two-process run stopped and resumed from its checkpoint
-must equal an uninterrupted one. Dropout is off so that per-process dropout streams do not matter.
+must equal an uninterrupted one, its logged training losses included. Dropout is off so that
+per-process dropout streams do not matter.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ def initial_weights(run: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_interrupted_two_process_run_resumes_exactly(mode, corpus_and_cache, tmp_path):
-    common = dict(steps=6, eval_interval=2, checkpoint_interval=2, distributed=mode)
+    # log_interval 3: the checkpoint of step 2 holds an open training-loss window (steps 1..2), each
+    # process's part of it, so the resumed run's record of step 3 is the uninterrupted one's too.
+    common = dict(steps=6, eval_interval=2, checkpoint_interval=2, log_interval=3, distributed=mode)
     full = run_config(tmp_path, "full", *corpus_and_cache, **common)
     cut = run_config(tmp_path, "cut", *corpus_and_cache, **common)
     assert torchrun(str(WORKER), str(full)).returncode == 0

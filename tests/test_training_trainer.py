@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from probformer.config import load_config
+from probformer.config import ConfigError, load_config
+from probformer.data.errors import DataError
+from probformer.training.checkpoint import CheckpointError
 from probformer.training.metrics_log import read_metrics
 from probformer.training.trainer import train
 
@@ -24,6 +27,10 @@ def cache_dir(tmp_path_factory) -> Path:
 def tiny(cache_dir: Path, out_dir: Path, *overrides: str):
     return load_config(preset="tiny", overrides=[f"data.cache_dir={cache_dir}", f"out_dir={out_dir}", "progress=false",
                                                  "tensorboard=false", *overrides])
+
+
+def quiet(*_args, **_kwargs) -> None:
+    pass
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -53,7 +60,9 @@ class Interrupt(Exception):
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(cache_dir, tmp_path):
-    common = ("steps=40", "eval_interval=10", "checkpoint_interval=20", "test_eval=false")
+    # log_interval 3: the checkpoint of step 20 falls inside a training-loss window (steps 19..21),
+    # which the checkpoint keeps, so the resumed run logs every train record as the uninterrupted one.
+    common = ("steps=40", "eval_interval=10", "checkpoint_interval=20", "test_eval=false", "log_interval=3")
     full = train(tiny(cache_dir, tmp_path / "full", *common))
 
     def stop_at_30(step, _metrics):
@@ -79,10 +88,13 @@ def test_diverging_run_reports_status_not_traceback(cache_dir, tmp_path):
     assert result["status"] == "diverged" and "non-finite" in result["reason"]
     final = [r for r in read_metrics(tmp_path / "div" / "metrics.jsonl") if r["kind"] == "final"]
     assert final and final[0]["status"] == "diverged"
+    # A finite loss far above the unigram baseline is a divergence too (training/divergence.py): lr 1e3
+    # blows the tiny model up to ~1e12 nats within 5 steps, and the run used to end "completed".
     proc = run_cli("train", "--preset", "tiny", "--set", f"data.cache_dir={cache_dir}",
-                   "--out-dir", str(tmp_path / "d2"),
-                   "--set", "optim.lr=1e12", "--set", "model.init_std_input=1e30", "--set", "progress=false")
+                   "--out-dir", str(tmp_path / "d2"), "--set", "optim.lr=1e3", "--set", "progress=false")
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    summary = json.loads((tmp_path / "d2" / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "far above the unigram baseline" in summary["reason"]
     assert '"status": "diverged"' in proc.stdout
 
 
@@ -104,23 +116,24 @@ def test_corrupt_checkpoint_is_a_clear_error(cache_dir, tmp_path):
     assert "checkpoint" in proc.stderr and "corrupt" in proc.stderr
 
 
-def test_resume_with_a_different_tokenizer_is_refused(cache_dir, tmp_path):
+def test_resume_of_an_older_checkpoint_with_another_tokenizer_is_refused(cache_dir, tmp_path):
     out = tmp_path / "run"
     train(tiny(cache_dir, out, "steps=10", "eval_interval=10", "test_eval=false"))
+    (out / "checkpoint" / "tokenizer.json").unlink()  # as written by an older version: no copy of its tokenizer
     state_file = out / "checkpoint" / "trainer_state.json"
     state = json.loads(state_file.read_text())
     state["tokenizer_sha256"] = "0" * 64  # as if the corpus cache had been rebuilt with other token ids
     state_file.write_text(json.dumps(state))
     proc = run_cli("train", "--preset", "tiny", "--set", f"data.cache_dir={cache_dir}", "--out-dir", str(out),
                    "--set", "steps=20", "--resume")
-    assert proc.returncode == 2 and "different tokenizer" in proc.stderr
+    assert proc.returncode == 2 and "different tokenizer" in proc.stderr and "holds no copy of it" in proc.stderr
+    (out / "checkpoint" / "tokenizer.json").write_text("{}")  # a copy that is not the one it trained with
+    with pytest.raises(CheckpointError, match="tokenizer.json does not match the tokenizer sha256"):
+        train(tiny(cache_dir, out, "steps=20"), resume=True)
 
 
 def test_eval_texts_score_other_text_at_every_evaluation(synthetic_corpus_dir, tmp_path):
     from conftest import synthetic_documents
-
-    from probformer.config import ConfigError
-    from probformer.data.errors import DataError
 
     # Out-of-domain text as a treebank: one sentence per document, its "# text =" line.
     lines = []
@@ -151,8 +164,6 @@ def test_eval_texts_score_other_text_at_every_evaluation(synthetic_corpus_dir, t
 
 
 def test_ternary_norm_penalty_on_a_model_without_ternary_factors_is_an_error(cache_dir, tmp_path):
-    from probformer.config import ConfigError
-
     config = tiny(cache_dir, tmp_path, "optim.ternary_norm_penalty=0.01", "model={arch: bert, hidden_size: 32, "
                   "num_layers: 1, num_heads: 2, intermediate_size: 64}")
     with pytest.raises(ConfigError, match="ternary_norm_penalty"):
@@ -230,7 +241,7 @@ def test_corpus_spec_from_the_data_config_keeps_the_cache_key():
 def test_parallelize_applies_checkpointing_then_compile_then_the_wrapper():
     from torch import nn
 
-    from probformer.config import ConfigError, TrainConfig
+    from probformer.config import TrainConfig
     from probformer.training.distributed import ProcessContext
     from probformer.training.objective import MaskedLMObjective
     from probformer.training.parallelize import parallelize
@@ -274,3 +285,185 @@ def test_the_logger_off_rank_0_writes_and_prints_nothing(tmp_path):
     logger.finish(1, {"status": "completed"})
     assert not printed and not out.exists()
     assert isinstance(logger_for(ProcessContext(), out, printed.append), RunLogger) and out.is_dir()
+
+
+# -- the run's tokenizer ---------------------------------------------------------------------------
+def with_two_ids_swapped(tokenizer_json: bytes) -> bytes:
+    """The same tokenizer numbering two ordinary tokens the other way round (what a cache entry of an
+    older version, whose WordPiece ids were not reproducible, can hold)."""
+    spec = json.loads(tokenizer_json)
+    vocab = spec["model"]["vocab"]
+    a, b = (token for token, index in vocab.items() if index in (10, 11))
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    return json.dumps(spec).encode()
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_run_exports_the_tokenizer_it_trained_with(tiny_run_config, tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "run"
+
+    def cache_rebuilt_meanwhile(step, _metrics):  # e.g. by another process, with other ids
+        if step == 5:
+            tokenizer = next(cache.glob("corpus-*")) / "tokenizer.json"
+            tokenizer.write_bytes(with_two_ids_swapped(tokenizer.read_bytes()))
+
+    train(tiny_run_config(out, f"data.cache_dir={cache}", "steps=10", "eval_interval=5", "test_eval=false"),
+          on_eval=cache_rebuilt_meanwhile, log=quiet)
+    trained_with = json.loads((out / "checkpoint" / "trainer_state.json").read_text())["tokenizer_sha256"]
+    assert sha256_of(out / "model" / "tokenizer.json") == trained_with
+    assert sha256_of(next(cache.glob("corpus-*")) / "tokenizer.json") != trained_with
+    assert sha256_of(out / "checkpoint" / "tokenizer.json") == trained_with  # resuming needs no cache
+
+
+def test_resume_uses_the_checkpoints_tokenizer_when_the_cache_holds_another(tiny_run_config, tmp_path, monkeypatch):
+    from tokenizers import Tokenizer
+
+    from probformer.data import prepared as prepared_module
+
+    cache = tmp_path / "cache"
+    common = (f"data.cache_dir={cache}", "steps=20", "eval_interval=5", "checkpoint_interval=10", "test_eval=false")
+    full = train(tiny_run_config(tmp_path / "full", *common), log=quiet)
+
+    def stop_at_15(step, _metrics):
+        if step == 15:
+            raise Interrupt
+
+    cut = tiny_run_config(tmp_path / "cut", *common)
+    with pytest.raises(Interrupt):
+        train(cut, on_eval=stop_at_15, log=quiet)
+    # The cache entry is gone and is rebuilt numbering tokens otherwise, as an older version could.
+    shutil.rmtree(next(cache.glob("corpus-*")))
+    real = prepared_module.train_wordpiece
+    monkeypatch.setattr(prepared_module, "train_wordpiece", lambda *args, **kwargs: Tokenizer.from_str(
+        with_two_ids_swapped(real(*args, **kwargs).to_str().encode()).decode()))
+    logs: list[str] = []
+    resumed = train(cut, resume=True, log=logs.append)
+    assert any("holds another tokenizer than the checkpoint's" in line for line in logs), logs
+    keys = ("valid_loss", "valid_accuracy", "step", "tokens_seen")
+    assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
+    exported = [sha256_of(tmp_path / run / "model" / "tokenizer.json") for run in ("cut", "full")]
+    assert exported[0] == exported[1]
+
+
+# -- degenerate data and settings --------------------------------------------------------------------
+def test_a_micro_batch_with_nothing_to_predict_adds_nothing():
+    import contextlib
+
+    from probformer.data.batches import Batch
+    from probformer.models.pt.configuration_pt import PTConfig
+    from probformer.models.pt.modeling_pt import PTForMaskedLM
+    from probformer.training.distributed import ProcessContext
+    from probformer.training.objective import MaskedLMObjective
+    from probformer.training.step import optimizer_step
+
+    ids = torch.randint(5, 30, (2, 6), generator=torch.Generator().manual_seed(1))
+    scored = Batch(ids, torch.ones_like(ids), torch.where(ids % 2 == 0, ids, -100))
+    nothing = Batch(ids, torch.ones_like(ids), torch.full_like(ids, -100))  # e.g. every token [UNK]
+
+    def step(batches: list[Batch]):
+        torch.manual_seed(0)
+        objective = MaskedLMObjective(PTForMaskedLM(PTConfig(vocab_size=30, hidden_size=8, num_channels=2, rank=4,
+                                                             latent_size=8, num_iterations=1, head_dropout=0.0,
+                                                             label_dropout=0.0)))
+        optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-2)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        stats = optimizer_step(objective, optimizer, scheduler, batches, ProcessContext(), torch.device("cpu"),
+                               contextlib.nullcontext, 1.0)
+        return stats, objective.state_dict()
+
+    with_nothing, alone = step([nothing, scored]), step([scored])
+    assert torch.equal(with_nothing[0].loss, alone[0].loss) and with_nothing[0].scored == 1.0
+    assert all(torch.equal(with_nothing[1][k], alone[1][k]) for k in alone[1])
+    stats, _ = step([nothing])  # a whole step with nothing to predict: no update, no 0 / 0
+    assert stats.scored == 0.0 and float(stats.loss) == 0.0 and float(stats.grad_norm) == 0.0
+
+
+def test_a_corpus_with_nothing_to_predict_is_a_clear_error(tiny_run_config, tmp_path):
+    from conftest import write_text_dir
+
+    from probformer.data.errors import DataWarning
+
+    thai = "ภาษาไทยเขียนติดกันโดยไม่มีช่องว่างระหว่างคำ" * 4  # no spaces: one 170-letter "word", [UNK]
+    source = write_text_dir(tmp_path / "thai", [f"{thai} {thai}"] * 12)
+    config = tiny_run_config(tmp_path / "run", f"data.source={source}", f"data.cache_dir={tmp_path / 'cache'}")
+    with pytest.warns(DataWarning, match=r"100\.0% of the tokens of .* \(training split\) are \[UNK\]"), \
+            pytest.raises(DataError, match=r"holds no token to predict: 100\.0% of its tokens are \[UNK\]"):
+        train(config, log=quiet)
+
+
+def test_fewer_training_blocks_than_a_batch_is_a_clear_error(tiny_run_config, tmp_path):
+    with pytest.raises(ConfigError, match=r"batch_size: the training split has \d+ blocks of data.seq_len=32 tokens "
+                                          r"\([\d,]+ tokens\), fewer than batch_size=10000; lower batch_size"):
+        train(tiny_run_config(tmp_path / "run", "batch_size=10000"), log=quiet)
+
+
+def test_an_unavailable_device_is_a_clear_error(tiny_run_config, tmp_path, monkeypatch):
+    from probformer.training.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="'cuda' asked for, but CUDA is not available here"):
+        train(tiny_run_config(tmp_path / "run", "device=cuda"), log=quiet)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"'cuda:3' asked for, but this machine has 1 CUDA device\(s\)"):
+        resolve_device("cuda:3")
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+
+
+# -- resuming ------------------------------------------------------------------------------------------
+def test_resume_of_a_finished_run_returns_its_summary_and_writes_nothing(tiny_run_config, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_run_config(out, "steps=6", "eval_interval=3", "checkpoint_interval=3"), log=quiet)
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    logs: list[str] = []
+    again = train(tiny_run_config(out, "steps=6", "eval_interval=3", "checkpoint_interval=3"), resume=True,
+                  log=logs.append)
+    assert again == json.loads((out / "summary.json").read_text()) and again["step"] == 6
+    assert any("holds a finished run (completed at step 6): nothing to resume" in line for line in logs)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files  # no second test / final record
+    # Trained further, it ends once, at its new end.
+    train(tiny_run_config(out, "steps=9", "eval_interval=3", "checkpoint_interval=3"), resume=True, log=quiet)
+    records = read_metrics(out / "metrics.jsonl")
+    assert [(r["kind"], r["step"]) for r in records if r["kind"] in ("test", "final")] == [("test", 9), ("final", 9)]
+    assert [r["step"] for r in records if r["kind"] == "valid"] == [3, 6, 9]
+
+
+def test_a_torn_last_metrics_line_is_reported_not_fatal(tmp_path):
+    from probformer.training.metrics_log import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    records = [{"kind": "train", "step": step, "loss": 1.0} for step in (5, 10, 15)]
+    lines = [json.dumps(r) for r in records]
+    path.write_text("\n".join(lines) + '\n{"kind": "tra')  # a run killed while appending
+    logs: list[str] = []
+    MetricsLog(tmp_path, resume_step=10, tensorboard=False, log=logs.append)  # what --resume does
+    assert logs == [f"resume: {path}: ignored its torn last line 4"]
+    assert read_metrics(path) == records[:2]
+    path.write_text("\n".join(lines) + '\n{"kind": "tra')
+    with pytest.warns(UserWarning, match="ignored its torn last line 4"):
+        assert read_metrics(path) == records
+    path.write_text("\n".join([lines[0], "{torn", *lines[1:]]) + "\n")
+    with pytest.raises(ConfigError, match=r"metrics.jsonl:2: not a JSON record; the file is damaged"):
+        read_metrics(path)
+
+
+def test_ctrl_c_says_whether_a_checkpoint_is_kept(tmp_path, monkeypatch, capsys):
+    from probformer.cli.main import main
+    from probformer.training import trainer
+
+    def interrupted(_config, **_kwargs):
+        raise KeyboardInterrupt  # e.g. while the corpus is prepared, before any checkpoint
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--out-dir", str(out)]) == 130
+    assert "no checkpoint was written to" in capsys.readouterr().err
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "trainer_state.json").write_text('{"step": 40}')
+    assert main(["train", "--preset", "tiny", "--out-dir", str(out), "--resume"]) == 130
+    assert "the last checkpoint (step 40) is kept" in capsys.readouterr().err
