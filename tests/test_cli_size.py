@@ -46,3 +46,13 @@ def test_size_rejects_bad_input(args: list[str], message: str, capsys):
         code = exit_.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_budget_too_large_to_search_says_how_to_search_it(capsys):
+    """100B parameters would try ~10^5 PT widths (minutes): refused in one line naming the flag that
+    coarsens the grid; with it the search returns."""
+    assert main(["size", "--params", "100B"]) == 2
+    assert "search a coarser grid with width_multiple=4 (--width-multiple 4)" in capsys.readouterr().err
+    assert main(["size", "--params", "100B", "--width-multiple", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert abs(report["relative_error"]) <= 0.02 and report["model"]["hidden_size"] % 4 == 0

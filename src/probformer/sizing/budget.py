@@ -112,14 +112,35 @@ def config_for_budget(
                      f"(closest {count_parameters(arch, best)['total']})")
 
 
+# The search tries every allowed width (about 10,000 for the 1B PT preset, a few seconds); a budget
+# that would need more is refused with the flag that coarsens the grid, instead of searching for minutes.
+MAX_WIDTHS = 50_000
+
+
 def _family(arch: str, ref: PretrainedConfig, params: int, width_multiple: int = 1) -> list[PretrainedConfig]:
     """``ref.with_width(N)`` for every allowed width N whose default-shape count is below 2 * params."""
     step = math.lcm(architecture(arch).width_step(ref), width_multiple)
-    out = []
-    width = step
-    while True:
-        cfg = ref.with_width(width)
-        if count_parameters(arch, cfg)["total"] > 2 * params:
-            return out
-        out.append(cfg)
-        width += step
+    top = _largest_width_below(arch, ref, 2 * params, step)
+    if top // step > MAX_WIDTHS:
+        coarser = step * 2 ** math.ceil(math.log2(top / step / MAX_WIDTHS))
+        raise ValueError(f"{arch}: a budget of {params:,} parameters allows {top // step:,} widths, more than the "
+                         f"{MAX_WIDTHS:,} the search tries; search a coarser grid with width_multiple={coarser} "
+                         f"(--width-multiple {coarser})")
+    return [ref.with_width(width) for width in range(step, top + 1, step)]
+
+
+def _largest_width_below(arch: str, ref: PretrainedConfig, limit: int, step: int) -> int:
+    """The largest multiple of ``step`` whose count is at most ``limit`` (0 if none): counts grow with
+    the width, so doubling then bisecting finds it in O(log N) counts."""
+    def fits(width: int) -> bool:
+        return count_parameters(arch, ref.with_width(width))["total"] <= limit
+
+    if not fits(step):
+        return 0
+    low, high = 1, 2  # in steps: low fits, high is to be tried
+    while fits(high * step):
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle * step) else (low, middle)
+    return low * step
