@@ -7,6 +7,10 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# What `probformer` returns: 0 done; 2 the input was wrong (one line on stderr says what); 3 a training run
+# diverged (recorded in its run directory, not a crash); 130 interrupted (Ctrl-C), as shells expect.
+EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
 
 @dataclass(frozen=True)
 class Command:

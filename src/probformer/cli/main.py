@@ -18,13 +18,12 @@ import sys
 from collections.abc import Sequence
 
 from probformer.cli import experiments, inspect, size, train
-from probformer.cli.command import Command
+from probformer.cli.command import EXIT_INTERRUPTED, EXIT_USAGE, Command
 from probformer.config import ConfigError
 from probformer.data.errors import DataError
 from probformer.inspection.errors import InspectionError
 from probformer.training.checkpoint import CheckpointError
 
-EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
 # Errors that mean "the input was wrong": a config key, a file, a checkpoint, a model directory.
 USAGE_ERRORS = (ConfigError, DataError, CheckpointError, InspectionError)
 

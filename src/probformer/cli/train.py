@@ -9,11 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from probformer.cli.arguments import add_config_arguments
-from probformer.cli.command import Command
+from probformer.cli.command import EXIT_DIVERGED, EXIT_INTERRUPTED, Command
 from probformer.config import load_config
-
-EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130  # as cli/main.py's handler returns for every other command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
