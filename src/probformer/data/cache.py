@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from probformer.data.errors import DataError
+
 TEMP_MARK = ".tmp-"  # ".<entry>.tmp-XXXX": an entry being built (or left by a killed builder)
 OLD_MARK = ".old-"  # ".<entry>.old-XXXX": a damaged entry moved aside, being removed
 
@@ -146,3 +148,15 @@ def check_files(root: Path, recorded: dict[str, dict], names: Iterable[str]) -> 
         if file_record(root / name)["sha256"] != recorded[name]["sha256"]:
             return f"{name} does not match its recorded sha256"
     return None
+
+
+def make_directory(path: Path, what: str, hint: str, error: type[Exception] = DataError) -> Path:
+    """``path``, made if missing; ``error``, one line naming ``what`` (with ``hint`` for the file case), if
+    it or a parent is a file or it cannot be made. Shared by the corpus cache and the run directory."""
+    if path.exists() and not path.is_dir():
+        raise error(f"{what} {path} is a file, not a directory; {hint}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise error(f"{what} {path} cannot be made: {err.strerror}") from None
+    return path

