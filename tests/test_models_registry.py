@@ -17,6 +17,7 @@ from probformer.models.accounting import ActivationTerms, Precision
 PACKAGE = Path(probformer.__file__).resolve().parent
 BENCHMARKS = PACKAGE.parents[1] / "benchmarks"
 FACTS = [f.name for f in dataclasses.fields(Architecture)]
+OPTIONAL_FACTS = {"sequence_prefix_ids"}  # PT reads ROOT, not a prefix token
 
 
 def tiny_config(name: str):
@@ -28,7 +29,7 @@ def tiny_config(name: str):
 def test_every_entry_has_every_fact(name: str):
     entry = ARCHITECTURES[name]
     assert entry.name == name
-    missing = [fact for fact in FACTS if getattr(entry, fact) in (None, "", ())]
+    missing = [fact for fact in FACTS if getattr(entry, fact) in (None, "", ()) and fact not in OPTIONAL_FACTS]
     assert not missing, f"{name} lacks {missing}"
     for fact in ("count_parameters", "flops_per_token", "activation_terms", "width_step", "budget_knob_absent",
                  "coord_check_base"):
@@ -123,3 +124,24 @@ def test_the_branch_patterns_catch_what_they_should():
     ]
     assert all(any(p.search(line) for p, _ in BRANCHES) for line in caught)
     assert not any(p.search(line) for line in allowed for p, _ in BRANCHES)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_a_sequence_classifier_export_makes_the_tokenizer_add_the_prefix_it_was_trained_with(name, tmp_path):
+    from tokenizers import Tokenizer
+
+    from probformer.data.tokenization import train_wordpiece
+
+    entry = ARCHITECTURES[name]
+    tokenizer_file = tmp_path / "tokenizer.json"
+    train_wordpiece(["the cat sat on the mat", "a dog ran"] * 20, vocab_size=64).save(str(tokenizer_file))
+    fields = {**entry.coord_check_base(32, 64, 16), "num_labels": 2}
+    config = entry.config_class(**fields, **({"use_root": True} if name == "pt" else {}))
+    for task in ("token-classification", "text-classification"):
+        model = entry.task_class(task)(config)
+        assert entry.task_of(model) == task
+        out = entry.export(model, tmp_path / task, tokenizer_file)
+        ids = Tokenizer.from_file(str(out / "tokenizer.json")).encode("the cat").ids
+        prefix = list(entry.input_prefix_ids(task))
+        assert ids[: len(prefix)] == prefix and len(ids) == len(prefix) + 2
+    assert entry.input_prefix_ids("fill-mask") == ()

@@ -38,7 +38,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from probformer.data.tokenization import SPECIAL_TOKENS
+from probformer.data.tokenization import CLS_ID, SPECIAL_TOKENS
 from probformer.models.accounting import ActivationTerms, Precision
 from probformer.models.bert import accounting as bert_accounting
 from probformer.models.bert import coord_check as bert_coord_check
@@ -100,6 +100,9 @@ class Architecture:
     base_fields: tuple[str, ...]  # the muP base the multipliers are relative to
     variant_fields: tuple[str, ...]  # implementation choices that keep the shape and the count
     shape_symbols: tuple[tuple[str, str], ...]  # (field, symbol) for a one-line shape: N=128 L=4 ...
+    # Token ids put before a text of a sentence task (docs/design.md §9): BERT's pooler reads a [CLS]
+    # at position 0; PT reads its ROOT variable (inside the model) and needs none.
+    sequence_prefix_ids: tuple[int, ...] = ()
 
     @property
     def model_type(self) -> str:
@@ -121,6 +124,19 @@ class Architecture:
             raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
         return classes[task]
 
+    def input_prefix_ids(self, task: str) -> tuple[int, ...]:
+        """The ids the data layer puts before each row's text for ``task`` (and the exported
+        tokenizer's post-processor adds, so that pipelines feed the model what it was trained on)."""
+        self.task_class(task)  # a known task
+        return self.sequence_prefix_ids if task == "text-classification" else ()
+
+    def task_of(self, model: PreTrainedModel) -> str:
+        """The task (a :data:`TASKS` name) that ``model``'s class is for."""
+        for task in TASKS:
+            if isinstance(model, self.task_class(task)):
+                return task
+        raise ValueError(f"{type(model).__name__} is not one of the {self.name!r} model classes")
+
     def export(self, model: PreTrainedModel, directory: Path, tokenizer_file: Path,
                state_dict: dict | None = None) -> Path:
         """Write ``model`` (safetensors + config.json) and its tokenizer into ``directory`` so that
@@ -130,6 +146,9 @@ class Architecture:
         model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
         if Path(tokenizer_file).resolve() != (directory / TOKENIZER_FILE).resolve():
             shutil.copy(tokenizer_file, directory / TOKENIZER_FILE)
+        prefix = self.input_prefix_ids(self.task_of(model))
+        if prefix:
+            add_prefix_processor(directory / TOKENIZER_FILE, prefix)
         write_tokenizer_config(directory, model_max_length=int(model.config.max_position_embeddings))
         return directory
 
@@ -176,6 +195,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             base_fields=_ENCODER_BASE,
             variant_fields=("pre_layer_norm",),
             shape_symbols=(("hidden_size", "N"), ("num_layers", "L"), ("num_heads", "H"), ("intermediate_size", "I")),
+            sequence_prefix_ids=(CLS_ID,),
         ),
         # BERT's layer shared across T steps: BERT's base model, lr and knobs, its own count and memory.
         Architecture(
@@ -195,6 +215,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             base_fields=_ENCODER_BASE,
             variant_fields=("pre_layer_norm",),
             shape_symbols=(("hidden_size", "N"), ("num_layers", "T"), ("num_heads", "H"), ("intermediate_size", "I")),
+            sequence_prefix_ids=(CLS_ID,),
         ),
     )
 }
@@ -214,6 +235,20 @@ def architecture_of(model_type: str | None) -> Architecture:
             return arch
     raise ValueError(f"model_type {model_type!r} is not a probformer architecture; "
                      f"known: {', '.join(a.model_type for a in ARCHITECTURES.values())}")
+
+
+def add_prefix_processor(tokenizer_file: Path, prefix_ids: tuple[int, ...]) -> None:
+    """Make the tokenizer put ``prefix_ids`` (special tokens) before every text it encodes with
+    special tokens, as HF pipelines do: a sequence classifier that pools its first position then reads
+    the [CLS] it was trained with."""
+    from tokenizers import Tokenizer, processors
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokens = [tokenizer.id_to_token(i) for i in prefix_ids]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=" ".join([*tokens, "$A"]), pair=" ".join([*tokens, "$A", "$B"]),
+        special_tokens=sorted(set(zip(tokens, prefix_ids, strict=True))))
+    tokenizer.save(str(tokenizer_file))
 
 
 def write_tokenizer_config(directory: Path, model_max_length: int) -> None:
