@@ -194,7 +194,7 @@ def test_resume_recomputes_group_learning_rates_from_the_config(cache_dir, tmp_p
 def test_objective_includes_the_ternary_norm_penalty():
     from probformer.models.pt.configuration_pt import PTConfig
     from probformer.models.pt.modeling_pt import PTForMaskedLM
-    from probformer.training.objective import MaskedLMObjective
+    from probformer.training.objective import TrainingObjective
 
     torch.manual_seed(0)
     model = PTForMaskedLM(PTConfig(vocab_size=30, hidden_size=8, num_channels=2, rank=4, latent_size=8,
@@ -203,12 +203,12 @@ def test_objective_includes_the_ternary_norm_penalty():
     labels = torch.full_like(ids, -100)
     labels[:, 2] = ids[:, 2]
     mask = torch.ones_like(ids)
-    plain, ce, _ = MaskedLMObjective(model)(ids, mask, labels)
-    penalised, _, _ = MaskedLMObjective(model, 0.5)(ids, mask, labels, penalty_share=0.5)
+    plain, ce, _ = TrainingObjective(model)(ids, mask, labels)
+    penalised, _, _ = TrainingObjective(model, 0.5)(ids, mask, labels, penalty_share=0.5)
     torch.testing.assert_close(plain, ce)
     torch.testing.assert_close(penalised - plain, 0.25 * model.ternary_norm())
     # The loss share: a micro-batch holding 1/4 of the step's scored tokens, one of 2 processes.
-    shared, _, _ = MaskedLMObjective(model)(ids, mask, labels, token_share=0.25 * 2)
+    shared, _, _ = TrainingObjective(model)(ids, mask, labels, token_share=0.25 * 2)
     torch.testing.assert_close(shared, 0.5 * ce)
 
 
@@ -243,7 +243,7 @@ def test_parallelize_applies_checkpointing_then_compile_then_the_wrapper():
 
     from probformer.config import TrainConfig
     from probformer.training.distributed import ProcessContext
-    from probformer.training.objective import MaskedLMObjective
+    from probformer.training.objective import TrainingObjective
     from probformer.training.parallelize import parallelize
 
     class Hooked(nn.Module):
@@ -258,12 +258,12 @@ def test_parallelize_applies_checkpointing_then_compile_then_the_wrapper():
             self.calls.append("compile")
 
     model = Hooked()
-    objective = MaskedLMObjective(model)
+    objective = TrainingObjective(model)
     config = TrainConfig(compile=True, activation_checkpointing=True)
     assert parallelize(objective, config, ProcessContext(), torch.device("cpu")) is objective  # one process: no wrapper
     assert model.calls == ["checkpointing", "compile"]
     with pytest.raises(ConfigError, match="compile"):
-        parallelize(MaskedLMObjective(nn.Linear(2, 2)), TrainConfig(compile=True), ProcessContext(),
+        parallelize(TrainingObjective(nn.Linear(2, 2)), TrainConfig(compile=True), ProcessContext(),
                     torch.device("cpu"))
 
 
@@ -358,7 +358,7 @@ def test_a_micro_batch_with_nothing_to_predict_adds_nothing():
     from probformer.models.pt.configuration_pt import PTConfig
     from probformer.models.pt.modeling_pt import PTForMaskedLM
     from probformer.training.distributed import ProcessContext
-    from probformer.training.objective import MaskedLMObjective
+    from probformer.training.objective import TrainingObjective
     from probformer.training.step import optimizer_step
 
     ids = torch.randint(5, 30, (2, 6), generator=torch.Generator().manual_seed(1))
@@ -367,7 +367,7 @@ def test_a_micro_batch_with_nothing_to_predict_adds_nothing():
 
     def step(batches: list[Batch]):
         torch.manual_seed(0)
-        objective = MaskedLMObjective(PTForMaskedLM(PTConfig(vocab_size=30, hidden_size=8, num_channels=2, rank=4,
+        objective = TrainingObjective(PTForMaskedLM(PTConfig(vocab_size=30, hidden_size=8, num_channels=2, rank=4,
                                                              latent_size=8, num_iterations=1, head_dropout=0.0,
                                                              label_dropout=0.0)))
         optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-2)

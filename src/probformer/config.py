@@ -94,6 +94,67 @@ class OptimConfig:
         _check(self.ternary_norm_penalty >= 0, "optim.ternary_norm_penalty", "a number >= 0", self.ternary_norm_penalty)
 
 
+TASK_NAMES = ("mlm", "token-classification", "text-classification")  # HF pipeline names for the two tasks
+TASK_FILE_FORMATS = ("conllu", "conll", "tsv", "csv", "jsonl", "label-text")  # data/task_files.py
+_FORMAT_BY_SUFFIX = {".conllu": "conllu", ".conll": "conll", ".bio": "conll", ".iob": "conll", ".tsv": "tsv",
+                     ".csv": "csv", ".jsonl": "jsonl", ".txt": "label-text"}
+
+
+@dataclass
+class TaskConfig:
+    """What a run learns: the masked LM (``mlm``, on ``data``), or a downstream task on labelled files
+    (docs/tasks.md): a tag per word (``token-classification``: CoNLL-U UPOS/XPOS, BIO NER) or a label
+    per text (``text-classification``). Task runs take the tokenizer options (vocab_size, lowercase,
+    cache_dir) and the longest row (seq_len) from ``data``; its corpus keys are not used."""
+
+    name: Literal["mlm", "token-classification", "text-classification"] = "mlm"
+    train: str | None = None  # the labelled training file (labels are read from it)
+    valid: str | None = None  # scored every eval_interval steps; the best model on it is exported
+    test: str | None = None  # optional: the exported (best-on-valid) model is scored on it at the end
+    format: str | None = None  # conllu, conll, tsv, csv, jsonl, label-text; null: from the train file's suffix
+    tag_column: Literal["upos", "xpos"] = "upos"  # conllu: which tag to learn
+    text_field: str | None = None  # tsv/csv: column index or header name (default 0); jsonl: key (default text)
+    label_field: str | None = None  # tsv/csv: column index or header name (default 1); jsonl: key (default label)
+    tokenizer: str | None = None  # a tokenizer.json (or a directory with one); null: WordPiece trained on train
+    init_from: str | None = None  # an MLM run directory (or its model/): start from its encoder and tokenizer
+    epochs: float | None = None  # passes over the training rows (then steps and token_budget are not used)
+    select_by: str | None = None  # the valid metric that picks the exported model; null: the task's main one
+
+    def __post_init__(self) -> None:
+        _check(self.name in TASK_NAMES, "task.name", f"one of {TASK_NAMES}", self.name)
+        task_only = ("train", "valid", "test", "format", "text_field", "label_field", "tokenizer", "init_from",
+                     "epochs", "select_by")
+        if self.name == "mlm":
+            given = [key for key in task_only if getattr(self, key) is not None]
+            _check(not given, f"task.{given[0] if given else ''}",
+                   "null for task.name=mlm (the masked LM trains on data.source); set task.name to "
+                   "token-classification or text-classification", getattr(self, given[0]) if given else None)
+            return
+        for key in ("train", "valid"):
+            value = getattr(self, key)
+            _check(isinstance(value, str) and bool(value.strip()), f"task.{key}",
+                   f"a labelled file for task.name={self.name}", value)
+        _check(self.format is None or self.format in TASK_FILE_FORMATS, "task.format",
+               f"null or one of {TASK_FILE_FORMATS}", self.format)
+        if self.format is None:
+            suffix = Path(self.train).suffix.lower()
+            _check(suffix in _FORMAT_BY_SUFFIX, "task.format",
+                   f"one of {TASK_FILE_FORMATS} (the train file's suffix {suffix or '(none)'!r} does not say which)",
+                   self.format)
+            self.format = _FORMAT_BY_SUFFIX[suffix]
+        token_formats = ("conllu", "conll")
+        _check((self.name == "token-classification") == (self.format in token_formats), "task.format",
+               f"{' or '.join(token_formats)} for token-classification, one of "
+               f"{tuple(f for f in TASK_FILE_FORMATS if f not in token_formats)} for text-classification",
+               self.format)
+        _check(self.epochs is None or (math.isfinite(self.epochs) and self.epochs > 0), "task.epochs",
+               "null or a number > 0", self.epochs)
+
+    @property
+    def is_mlm(self) -> bool:
+        return self.name == "mlm"
+
+
 def _default_model() -> dict[str, Any]:
     return {"arch": "pt"}
 
@@ -104,6 +165,7 @@ DISTRIBUTED_MODES = ("auto", "ddp", "fsdp")
 @dataclass
 class TrainConfig:
     model: dict[str, Any] = field(default_factory=_default_model)  # 'arch' plus that architecture's config fields
+    task: TaskConfig = field(default_factory=TaskConfig)  # mlm (default), token- or text-classification
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     out_dir: str = "runs/pt-mlm"  # checkpoints, metrics.jsonl, TensorBoard events, final model
@@ -131,6 +193,10 @@ class TrainConfig:
     unigram_bias_init: bool = True  # start the read-out bias at log unigram frequencies (the context-free optimum)
 
     def __post_init__(self) -> None:
+        if isinstance(self.task, str):  # shorthand: task: token-classification
+            self.task = {"name": self.task}
+        if not isinstance(self.task, TaskConfig):
+            self.task = _build(TaskConfig, {} if self.task is None else self.task, "task")
         if not isinstance(self.data, DataConfig):  # a mapping; null (an empty YAML section) means defaults
             self.data = _build(DataConfig, {} if self.data is None else self.data, "data")
         if not isinstance(self.optim, OptimConfig):
@@ -162,7 +228,11 @@ class TrainConfig:
                self.data.seq_len)
 
     @property
-    def total_steps(self) -> int:
+    def total_steps(self) -> int | None:
+        """Optimizer steps; None when they depend on the data (a task run's epochs or token budget:
+        its rows have many lengths), which the run then counts (training/task_data.py)."""
+        if not self.task.is_mlm and (self.task.epochs is not None or self.token_budget is not None):
+            return None
         if self.token_budget is None:
             return self.steps
         return max(1, self.token_budget // (self.batch_size * self.grad_accum * self.data.seq_len))

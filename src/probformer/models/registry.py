@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,9 @@ class Architecture:
     # Token ids put before a text of a sentence task (docs/design.md §9): BERT's pooler reads a [CLS]
     # at position 0; PT reads its ROOT variable (inside the model) and needs none.
     sequence_prefix_ids: tuple[int, ...] = ()
+    # Model fields a task model of this family defaults to, per task (a config or an init_from run's
+    # own value wins): PT's sequence read-out is ROOT's label logits, so a PT text classifier has ROOT.
+    task_model_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def model_type(self) -> str:
@@ -177,6 +180,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             variant_fields=("mfvi_kernel",),
             shape_symbols=(("hidden_size", "N"), ("num_channels", "h"), ("rank", "r"), ("latent_size", "M"),
                            ("num_iterations", "T")),
+            task_model_defaults={"text-classification": {"use_root": True}},
         ),
         Architecture(
             "bert", ProbformerBertConfig, ProbformerBertForMaskedLM, ProbformerBertForTokenClassification,

@@ -1,4 +1,4 @@
-"""The model side of a run: corpus, model, parallelized objective, optimizer, schedule.
+"""The model side of a run: model, parallelized objective, optimizer, schedule (and the corpus cache).
 
 Order matters for muP under DDP/FSDP: the model is built (same seed on every process, so every
 shard starts from the same weights), parallelized (training/parallelize.py), and only then is the
@@ -20,7 +20,6 @@ from probformer.data.tokenization import MASK_ID, PAD_ID
 from probformer.models import build_model
 from probformer.parametrization import build_optimizer
 from probformer.training.distributed import ProcessContext
-from probformer.training.objective import MaskedLMObjective
 from probformer.training.parallelize import parallelize
 from probformer.training.schedule import build_scheduler
 
@@ -64,23 +63,23 @@ class TrainingSetup:
     group_hyperparameters: list[dict]  # per group, as computed from this config (re-applied on resume)
 
 
-def build_training(config: TrainConfig, corpus: PreparedCorpus, context: ProcessContext,
-                   device: torch.device) -> TrainingSetup:
+def build_training(config: TrainConfig, context: ProcessContext, device: torch.device, data,
+                   total_steps: int, log=print) -> TrainingSetup:
+    """``data`` (training/run.py's RunData) makes the model and its objective; this seeds, places,
+    parallelizes and builds the optimizer and schedule around them."""
     o = config.optim
     if o.ternary_norm_penalty > 0 and config.model["arch"] != "pt":
         raise ConfigError(f"optim.ternary_norm_penalty: the 2023 regulariser is PT's; arch "
                           f"{config.model['arch']!r} has no ternary factors (set it to 0)")
     torch.manual_seed(config.seed)  # the same initial weights on every process
-    model = model_from_config(config, corpus.vocab_size)
-    if config.unigram_bias_init:
-        init_bias_from_unigram(model, corpus)
+    model = data.make_model(log)
     model = model.to(device)
     model.train()
-    wrapped = parallelize(MaskedLMObjective(model, o.ternary_norm_penalty), config, context, device)
+    wrapped = parallelize(data.objective(model), config, context, device)
     # Built after wrapping, by name; factors from the bare model's config (the wrapper has none).
     optimizer = build_optimizer(wrapped, lr=o.lr, weight_decay=o.weight_decay, betas=(o.beta1, o.beta2), eps=o.eps,
                                 scales=model.config.scales(), fused=device.type == "cuda")
-    scheduler = build_scheduler(optimizer, config.total_steps, o.warmup_fraction, o.decay, o.min_lr_ratio)
+    scheduler = build_scheduler(optimizer, total_steps, o.warmup_fraction, o.decay, o.min_lr_ratio)
     hyper = [{k: g[k] for k in ("role", "lr_mult", "eps", "weight_decay", "initial_lr", "param_names")}
              for g in optimizer.param_groups]
     if context.rank > 0:

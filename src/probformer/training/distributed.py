@@ -6,7 +6,7 @@ state-dict helpers are PyTorch's. What this module decides is *how the trainer u
 - one process per device; ``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK, a single process
   (no torchrun, or ``--nproc_per_node=1``) trains without any wrapper;
 - NCCL on CUDA, gloo on CPU (the CPU tests run two gloo processes);
-- the wrapper goes around :class:`~probformer.training.objective.MaskedLMObjective`, so the loss and
+- the wrapper goes around :class:`~probformer.training.objective.TrainingObjective`, so the loss and
   the ternary-norm penalty run inside one wrapped forward; the optimizer is built AFTER wrapping,
   by parameter name (FSDP2 replaces the parameters by DTensor shards). Wrapping itself is the last
   part of training/parallelize.py;

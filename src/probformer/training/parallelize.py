@@ -8,7 +8,7 @@ built from the wrapped module's parameters afterwards (training/build.py).
 
 Checkpointing and compile are the models' own hooks (``enable_activation_checkpointing`` and
 ``compile_regions``: regional, one layer / iteration compiled once and called T times); the
-wrappers are PyTorch's. The wrapper goes around the :class:`MaskedLMObjective`, so the loss and the
+wrappers are PyTorch's. The wrapper goes around the :class:`TrainingObjective`, so the loss and the
 ternary-norm penalty run inside one wrapped forward (training/distributed.py says why).
 """
 
@@ -19,13 +19,13 @@ from torch import nn
 
 from probformer.config import ConfigError, TrainConfig
 from probformer.training.distributed import ProcessContext
-from probformer.training.objective import MaskedLMObjective
+from probformer.training.objective import TrainingObjective
 
 # (config option, the model's method that applies it), in the order they must be applied.
 MODEL_HOOKS = (("activation_checkpointing", "enable_activation_checkpointing"), ("compile", "compile_regions"))
 
 
-def parallelize(objective: MaskedLMObjective, config: TrainConfig, context: ProcessContext,
+def parallelize(objective: TrainingObjective, config: TrainConfig, context: ProcessContext,
                 device: torch.device) -> nn.Module:
     """The objective ready to train: its model checkpointed and compiled as the config asks, then
     wrapped for this launch (DDP, FSDP2, or nothing for one process)."""

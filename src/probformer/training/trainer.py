@@ -27,7 +27,6 @@ import torch
 from transformers.utils import logging as transformers_logging
 
 from probformer.config import ConfigError, TrainConfig
-from probformer.data.batches import Batch
 from probformer.data.errors import DataError
 from probformer.training import distributed
 from probformer.training.build import corpus_for, group_table
@@ -35,13 +34,12 @@ from probformer.training.checkpoint import CheckpointError, read_json, read_toke
 from probformer.training.config_changes import check_resume
 from probformer.training.device import resolve_device
 from probformer.training.divergence import divergence
-from probformer.training.evaluation import evaluate
 from probformer.training.logger import Logger, logger_for
-from probformer.training.run import VALID, Progress, Run, build_run, resume_from
+from probformer.training.run import Progress, Run, build_run, resume_from
 from probformer.training.rundir import open_run_dir, run_dir_lock
 from probformer.training.step import StepStats, optimizer_step
 
-__all__ = ["corpus_for", "evaluate", "train"]
+__all__ = ["corpus_for", "train"]
 
 EvalCallback = Callable[[int, dict[str, float]], None]
 T = TypeVar("T")
@@ -93,6 +91,13 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, resume: boo
         for note in begin.notes:
             logger.info(f"--resume: {note}")
         run = build_run(config, context, logger.info, tokenizer)
+        if begin.checkpoint is not None and config.total_steps is None:  # counted by the data: known only now
+            finished = _decided_by_rank_0(context, lambda: _finished_or_past(out_dir, begin.checkpoint,
+                                                                             run.total_steps, log))
+            if finished is not None:
+                return finished
+            if context.is_main:
+                (out_dir / "summary.json").unlink(missing_ok=True)
         progress = resume_from(run, begin.checkpoint, logger.info) if begin.checkpoint is not None else Progress()
         logger.open(config, progress.step if begin.checkpoint is not None else None)
         if begin.checkpoint is None:
@@ -131,18 +136,27 @@ def _start(config: TrainConfig, resume: bool, overwrite: bool, log) -> Start:
         raise ConfigError(f"--resume: {checkpoint} was trained with another configuration, and a resumed run "
                           f"cannot change {'; '.join(refused)}. Resume with the checkpoint's values "
                           "(its train_config.json), or train into another --out-dir")
-    step = int(read_json(checkpoint / "trainer_state.json").get("step", 0))
-    if step > config.total_steps:
-        raise ConfigError(f"--resume: {checkpoint} is at step {step}, past the {config.total_steps} steps this "
-                          "config trains; raise steps (or token_budget) to continue it")
-    summary = out_dir / "summary.json"
-    finished = _read_summary(summary)
-    if step == config.total_steps and finished is not None and finished.get("status") == "completed":
-        log(f"{out_dir} holds a finished run (completed at step {step}): nothing to resume; raise steps "
-            "(or token_budget) to train it further")
-        return Start(checkpoint, finished)
-    summary.unlink(missing_ok=True)  # the run goes on: how it ended before is no longer how it ends
+    if config.total_steps is not None:  # else the data counts them: checked once the run is built
+        finished = _finished_or_past(out_dir, checkpoint, config.total_steps, log)
+        if finished is not None:
+            return Start(checkpoint, finished)
+        (out_dir / "summary.json").unlink(missing_ok=True)  # the run goes on: how it ended is no longer how it ends
     return Start(checkpoint, None, allowed)
+
+
+def _finished_or_past(out_dir: Path, checkpoint: Path, total_steps: int, log) -> dict[str, Any] | None:
+    """The summary of the finished run ``checkpoint`` ends, if it does; a ConfigError if it is past
+    ``total_steps``; None if it has steps left."""
+    step = int(read_json(checkpoint / "trainer_state.json").get("step", 0))
+    if step > total_steps:
+        raise ConfigError(f"--resume: {checkpoint} is at step {step}, past the {total_steps} steps this "
+                          "config trains; raise steps (or token_budget, or task.epochs) to continue it")
+    finished = _read_summary(out_dir / "summary.json")
+    if step == total_steps and finished is not None and finished.get("status") == "completed":
+        log(f"{out_dir} holds a finished run (completed at step {step}): nothing to resume; raise steps "
+            "(or token_budget, or task.epochs) to train it further")
+        return finished
+    return None
 
 
 def _read_summary(path: Path) -> dict[str, Any] | None:
@@ -164,13 +178,14 @@ def _loop(run: Run, progress: Progress, logger: Logger, on_eval: EvalCallback | 
         window.restore(progress.loss_window, context)
     try:
         while progress.step < run.total_steps:
-            micro_batches = [run.stream.next().shard(context.rank, context.world_size)
-                             for _ in range(config.grad_accum)]
+            global_batches = [run.stream.next() for _ in range(config.grad_accum)]
+            step_tokens = sum(b.num_tokens for b in global_batches)  # real tokens of every process (no padding)
+            micro_batches = [b.shard(context.rank, context.world_size) for b in global_batches]
             stats = optimizer_step(s.wrapped, s.optimizer, s.scheduler, micro_batches, context, run.device,
                                    run.autocast, config.optim.grad_clip)
             progress.step += 1
-            progress.tokens_seen += run.tokens_per_step
-            window.add(stats, micro_batches, context.world_size)
+            progress.tokens_seen += step_tokens
+            window.add(stats, step_tokens)
             logger.advance()
             step = progress.step
             evaluating = step % config.eval_interval == 0 or step == run.total_steps
@@ -192,10 +207,12 @@ def _loop(run: Run, progress: Progress, logger: Logger, on_eval: EvalCallback | 
                 if reason is not None:
                     result = diverged(reason)
                     break
+                _keep_best(run, progress, logger)
                 if on_eval is not None:
                     on_eval(step, progress.last_valid)
             if checkpointing:
-                run.exporter.checkpoint(step, progress.tokens_seen, run.stream, progress.last_valid, window)
+                run.exporter.checkpoint(step, progress.tokens_seen, run.stream, progress.last_valid, window,
+                                        progress.best)
             if config.snapshot_interval and step % config.snapshot_interval == 0 and step < run.total_steps:
                 # Models along one run (e.g. to watch its trees form, `probformer parse-eval` per snapshot).
                 run.exporter.export_model(run.out_dir / "snapshots" / f"step-{step:06d}")
@@ -236,11 +253,12 @@ class LossWindow:
         self.scored_steps: float | torch.Tensor = 0.0  # steps that scored any token (the mean's divisor)
         self.loss = torch.zeros((), dtype=torch.float64, device=self.device)  # float64: sums as exactly as Python's
 
-    def add(self, stats: StepStats, micro_batches: list[Batch], world_size: int) -> None:
+    def add(self, stats: StepStats, tokens: int) -> None:
+        """One step's statistics and its real (unpadded) tokens over every process."""
         self.loss = self.loss + stats.loss.detach()
         self.grad_norm = stats.grad_norm.detach()
         self.scored_steps = self.scored_steps + stats.scored
-        self.tokens += sum(b.num_tokens for b in micro_batches) * world_size
+        self.tokens += tokens
 
     def read(self, context: distributed.ProcessContext) -> float | None:
         """The summed loss, the same on every process (one all-reduce); None when it or the
@@ -289,32 +307,53 @@ def _log_training(run: Run, progress: Progress, window: LossWindow, loss_sum: fl
 
 def _evaluate(run: Run, progress: Progress, logger: Logger) -> None:
     """Score every evaluation set; each one's metrics become ``progress.last[kind]``."""
-    for kind, batches in run.evaluations.items():
-        metrics = evaluate(run.setup.wrapped, batches, run.device, run.autocast, run.unigram_logp, run.context)
+    for kind, eval_set in run.evaluations.items():
+        metrics = run.evaluate(eval_set)
         progress.last[kind] = metrics
         logger.record(kind, progress.step, metrics)
-        logger.note(_evaluation_line(progress.step, kind, metrics))
+        logger.note(run.data.evaluation_line(progress.step, kind, metrics))
 
 
-def _evaluation_line(step: int, kind: str, m: dict[str, float]) -> str:
-    if kind == VALID:
-        return (f"step {step}: valid loss {m['loss']:.4f} (unigram {m['unigram_loss']:.4f}), "
-                f"accuracy {m['accuracy']:.3f}, perplexity {m['perplexity']:.1f}")
-    return f"step {step}: {kind.removeprefix('eval_')} loss {m['loss']:.4f} (unigram {m['unigram_loss']:.4f})"
+def better(metric: str, value: float, than: float) -> bool:
+    """Whether ``value`` of ``metric`` beats ``than``: losses fall, every other metric rises."""
+    return value < than if metric.endswith("loss") else value > than
+
+
+def _keep_best(run: Run, progress: Progress, logger: Logger) -> None:
+    """A task run (the 2023 protocol): export the model to ``model/`` whenever its valid score beats
+    every earlier evaluation's; the run's result is that model, not the last one."""
+    metric = run.data.select_by
+    if metric is None:
+        return
+    valid = progress.last_valid
+    if metric not in valid:
+        raise ConfigError(f"task.select_by: the valid metrics have no {metric!r}; they are {', '.join(valid)}")
+    if progress.best is not None and not better(metric, valid[metric], progress.best["valid"][metric]):
+        return
+    run.exporter.export_model(run.out_dir / "model")
+    progress.best = {"step": progress.step, "metric": metric, "valid": dict(valid)}
+    logger.note(f"step {progress.step}: best valid {metric} so far ({valid[metric]:.4f}): model/ exported")
 
 
 def _finish(run: Run, progress: Progress, result: dict[str, Any], logger: Logger) -> dict[str, Any]:
     """The final checkpoint, exported model and test score of a completed run; the summary either way."""
-    result.update(step=progress.step, tokens_seen=progress.tokens_seen, parameters=run.parameters,
-                  out_dir=str(run.out_dir))
+    result.update(task=run.data.task, step=progress.step, tokens_seen=progress.tokens_seen,
+                  parameters=run.parameters, out_dir=str(run.out_dir))
     for kind, metrics in progress.last.items():
         result.update({f"{kind}_{k}": v for k, v in metrics.items()})
+    if progress.best is not None:
+        result.update(best_step=progress.best["step"],
+                      **{f"best_valid_{k}": v for k, v in progress.best["valid"].items()})
     if result["status"] == "completed":
-        run.exporter.checkpoint(progress.step, progress.tokens_seen, run.stream, progress.last_valid, None)
-        run.exporter.export_model(run.out_dir / "model")
-        if run.config.test_eval:
-            test = evaluate(run.setup.wrapped, run.test_batches(), run.device, run.autocast, run.unigram_logp,
-                            run.context)
+        run.exporter.checkpoint(progress.step, progress.tokens_seen, run.stream, progress.last_valid, None,
+                                progress.best)
+        if run.data.select_by is None:
+            run.exporter.export_model(run.out_dir / "model")
+        test_set = run.data.test_set()
+        if test_set is not None:
+            if run.data.select_by is not None:  # score the exported best-on-valid model, not the last one
+                run.exporter.load_model(run.out_dir / "model")
+            test = run.evaluate(test_set)
             logger.record("test", progress.step, test)
             result.update({f"test_{k}": v for k, v in test.items()})
     else:
