@@ -82,3 +82,25 @@ def test_a_model_field_added_since_a_run_was_written_is_its_default_not_a_change
     assert changed_keys(old, planned) == []  # what an experiment's plan spells out in full
     refused, _ = check_resume(old, load_config(preset="tiny", overrides=["model.use_root=true"]).to_dict())
     assert [line.split(" ")[0] for line in refused] == ["model.use_root"]
+
+
+TASK = ["task.name=token-classification", "task.train=train.conllu", "task.valid=dev.conllu"]
+
+
+@pytest.mark.parametrize("override, key, allowed_note", [
+    ("task.train=other.conllu", "task.train", None),
+    ("task.tag_column=xpos", "task.tag_column", None),
+    ("task.tokenizer=tok.json", "task.tokenizer", None),
+    ("task.init_from=runs/mlm", "task.init_from", None),
+    ("task.epochs=3", "task.epochs", "recomputed"),
+    ("task.valid=dev2.conllu", "task.valid", "chosen on the old one"),
+    ("task.test=test.conllu", "task.test", ""),
+    ("task.select_by=loss", "task.select_by", "by the new metric"),
+])
+def test_a_task_runs_files_and_start_are_fixed_its_budget_and_evaluation_may_change(override, key, allowed_note):
+    base = load_config(overrides=TASK).to_dict()
+    refused, allowed = check_resume(base, load_config(overrides=[*TASK, override]).to_dict())
+    if allowed_note is None:
+        assert len(refused) == 1 and refused[0].startswith(f"{key} ") and not allowed
+    else:
+        assert not refused and len(allowed) == 1 and allowed[0].startswith(f"{key} ") and allowed_note in allowed[0]

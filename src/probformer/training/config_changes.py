@@ -27,6 +27,11 @@ REFUSED: dict[str, str] = {  # a key, or a section and every key under it -> why
     "data.mask_prob": "the remaining batches would be masked otherwise than the run's",
     **dict.fromkeys(("data.source", "data.text_field", "data.vocab_size", "data.valid_fraction",
                      "data.test_fraction", "data.split_seed", "data.lowercase"), _CORPUS),
+    "task.name": "the checkpoint holds a model of this task",
+    **dict.fromkeys(("task.train", "task.format", "task.tag_column", "task.text_field", "task.label_field",
+                     "task.tokenizer"), "the training rows and labels, which the saved data position and the "
+                                        "model's label ids count, would be other ones"),
+    "task.init_from": "the checkpoint's weights started from it",
 }
 IGNORED = ("out_dir", "data.cache_dir")  # where a run is written, not what it is
 
@@ -38,6 +43,9 @@ _NOTES = {
     "eval_batches": "evaluations from here on score other batches than the ones before",
     "eval_texts": "evaluations from here on score other texts than the ones before",
     "unigram_bias_init": "no effect: the weights come from the checkpoint",
+    "task.epochs": "the run now ends at the new total, and the lr schedule (warmup, decay) is recomputed for it",
+    "task.valid": "evaluations from here on score another file; the best model so far was chosen on the old one",
+    "task.select_by": "the best model from here on is the best by the new metric, compared with the one kept",
 }
 
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# issue 23, deliverable 5: task models on real data, one seed each (demonstrations, not a tuned comparison).
+#   UPOS on UD English EWT: PT from scratch, PT fine-tuned from the default `probformer train` MLM run,
+#   BERT from scratch at PT's parameter count; SST-2: PT (ROOT) and BERT from scratch.
+# Data: UD English EWT (universaldependencies.org) and SST-2 (GLUE) files; set TASK_DATA to the folder
+# holding ud-english-ewt/en_ewt-ud-{train,dev}.conllu and sst/sst2-{train,dev}.tsv (text<TAB>label).
+# Two one-thread processes at a time. Resumable: rerun after an interruption (finished runs are skipped,
+# cut ones resume). Writes results/tasks/summary.md and the learning curves.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ -f .venv/bin/activate ]; then source .venv/bin/activate; fi
+DATA=${TASK_DATA:-../shared/data}
+EWT=$DATA/ud-english-ewt
+SST=$DATA/sst
+OUT=runs/tasks
+mkdir -p "$OUT"
+train() {  # name, then --set items
+  local dir="$OUT/$1"; shift
+  if [ -f "$dir/summary.json" ]; then return; fi
+  local how=""
+  if [ -d "$dir/checkpoint" ]; then how="--resume"; elif [ -d "$dir" ]; then how="--overwrite"; fi
+  local args=()
+  for item in progress=false threads=1 "$@"; do args+=(--set "$item"); done
+  probformer train --out-dir "$dir" $how "${args[@]}" > "$dir.log" 2>&1
+}
+UPOS=(task.name=token-classification "task.train=$EWT/en_ewt-ud-train.conllu" "task.valid=$EWT/en_ewt-ud-dev.conllu"
+      task.epochs=10 eval_interval=196 log_interval=49)
+SST2=(task.name=text-classification "task.train=$SST/sst2-train.tsv" "task.valid=$SST/sst2-dev.tsv"
+      task.epochs=2 eval_interval=421 log_interval=60)
+# BERT at PT's task-model parameter count (821k with EWT's 4096-piece vocabulary; the MLM read-out is not
+# part of a task model): 4 layers of width 96, 3 heads, FFN 341, 128 positions. lr: its MLM sweep's (2e-3).
+BERT=(model.arch=bert model.hidden_size=96 model.num_heads=3 model.num_layers=4 model.intermediate_size=341
+      model.max_position_embeddings=128 optim.lr=2e-3)
+
+train mlm-pt &  # the default `probformer train` (PT, muP, sotu): the MLM run to fine-tune from
+train upos-pt-scratch "${UPOS[@]}"
+wait
+train upos-pt-finetuned "${UPOS[@]}" "task.init_from=$OUT/mlm-pt" &
+train upos-bert-scratch "${UPOS[@]}" "${BERT[@]}"
+wait
+train sst2-pt "${SST2[@]}" &
+train sst2-bert "${SST2[@]}" "${BERT[@]}"
+wait
+
+probformer curves "$OUT"/upos-pt-scratch "$OUT"/upos-pt-finetuned "$OUT"/upos-bert-scratch \
+  --out results/tasks/upos_valid_loss.png > /dev/null
+python - "$OUT" "$EWT" <<'PY' | tee results/tasks/summary.md
+import json, sys
+from pathlib import Path
+from probformer.data.task_files import TaskFormat, most_frequent_tag_baseline
+
+runs, ewt = Path(sys.argv[1]), Path(sys.argv[2])
+fmt = TaskFormat("conllu")
+baseline = most_frequent_tag_baseline(fmt.read(ewt / "en_ewt-ud-train.conllu"), fmt.read(ewt / "en_ewt-ud-dev.conllu"))
+def row(name, what):
+    s = json.loads((runs / name / "summary.json").read_text())
+    info = json.loads((runs / name / "metrics.jsonl").read_text().splitlines()[0])
+    train = [json.loads(l) for l in (runs / name / "metrics.jsonl").read_text().splitlines()]
+    tps = [r["tokens_per_second"] for r in train if r["kind"] == "train"]
+    extra = f" | {s['best_valid_macro_f1']:.4f}" if "best_valid_macro_f1" in s else ""
+    return (f"| {name} | {what} | {s['parameters']:,} | {s['best_valid_accuracy']:.2%}{extra} | {s['best_step']} / "
+            f"{s['step']} | {sum(tps) / len(tps):,.0f} |")
+print("UPOS, UD English EWT dev (2,001 sentences, 25,148 words), 10 epochs, one seed:\n")
+print("| run | model | parameters | best dev accuracy | best step / steps | train tokens/s (1 thread) |")
+print("|---|---|---|---|---|---|")
+print(f"| most-frequent tag | per word form, from train | - | {baseline:.2%} | - | - |")
+print(row("upos-pt-scratch", "PT, muP, from scratch"))
+print(row("upos-pt-finetuned", "PT, muP, fine-tuned from runs/tasks/mlm-pt (sotu MLM)"))
+print(row("upos-bert-scratch", "BERT, muP, from scratch"))
+print("\nSST-2 dev (872 sentences), 2 epochs, one seed:\n")
+print("| run | model | parameters | best dev accuracy | macro-F1 | best step / steps | train tokens/s (1 thread) |")
+print("|---|---|---|---|---|---|---|")
+print(row("sst2-pt", "PT, muP, ROOT read-out, from scratch"))
+print(row("sst2-bert", "BERT, muP, [CLS] + pooler, from scratch"))
+PY
