@@ -267,3 +267,37 @@ def test_bad_task_files_are_one_line_errors_from_the_cli(task_files, tmp_path, c
         assert main(args) == 2, overrides
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+# -- several processes ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_ddp_processes_train_a_task_exactly_like_one(task_files, tmp_path):
+    """Rows of a padded, length-bucketed batch split over processes by global index; the loss is
+    normalised over the step's scored words on every process: the same weights as one process."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    def config_file(name: str) -> Path:
+        config = task_config(tmp_path / name, task_files, "token-classification", "steps=4", "eval_interval=4",
+                             "threads=1", "optim.warmup_fraction=0", "optim.eps=1e-4", "grad_accum=2",
+                             "model.head_dropout=0", "model.label_dropout=0")  # dropout streams differ by rank
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config.to_dict()))
+        return path
+
+    assert train(load_config(config_file("one")), log=quiet)["status"] == "completed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "probformer", "train", "--config", str(config_file("two"))],
+                          capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    one, two = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("one", "two"))
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)
+    metrics = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    valid = lambda run: [r["accuracy"] for r in metrics(run) if r["kind"] == "valid"]  # noqa: E731
+    assert valid("two") == valid("one")
