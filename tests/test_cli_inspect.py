@@ -273,3 +273,23 @@ def test_fill_mask_refuses_a_text_longer_than_the_position_table(run_dir, capsys
     long_text = " ".join(["kalo"] * limit + ["[MASK]"])
     assert main(["fill-mask", str(run_dir), long_text]) == 2
     assert f"longer than the model's max_position_embeddings ({limit})" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["token-classification", "text-classification"])
+def test_inspect_and_parse_eval_read_a_pt_task_model_with_its_root(task, tmp_path, capsys):
+    """A PT tagger or classifier has the MLM's encoder: inspect and parse-eval read its marginals, and
+    with its ROOT the trees score the root by the model's ROOT probabilities (single-rooted)."""
+    from task_models import export_task_model
+
+    run = export_task_model("pt", task, tmp_path / "run" / "model").parent
+    assert main(["inspect", str(run), "The cat sat on the mat.", "--json", "--no-plots"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["root_marginals"]) == 3 and len(report["root_marginals"][0][0]) == 7  # T x h x words
+    for tree in report["trees"]:
+        (root,) = [u for u, h in enumerate(tree["heads"]) if h == 0] if tree["decoder"] == "mst" else [None]
+        if root is not None:
+            expected = report["root_marginals"][tree["iteration"] - 1][tree["channel"]][root]
+            assert tree["probabilities"][root] == pytest.approx(expected, abs=1e-6)
+    assert main(["parse-eval", str(run), str(FIXTURE), "--select-first", "1", "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["report"]["sentences"] == 2 and result["selected"] is not None

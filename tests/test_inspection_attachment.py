@@ -72,3 +72,31 @@ def test_counts_reject_a_prediction_of_the_wrong_length():
 
     with pytest.raises(InspectionError, match="predicted heads"):
         Counts().add(np.array([0, 1]), read_conllu(FIXTURE)[0])
+
+
+def test_with_the_models_root_both_decoders_read_its_root_probabilities():
+    """Word arcs that point every word at its gold head, and at the gold root word nothing in particular:
+    with ROOT probabilities that favour the gold root word, argmax and MST find every gold head (argmax
+    without them never picks ROOT); in each channel and in the channels' mean."""
+    sentences = read_conllu(FIXTURE)
+    with_root, without_root = [], []
+    for s in sentences:
+        W = len(s)
+        heads, root = np.zeros((W, W)), np.full(W, 0.01)
+        for u, h in enumerate(s.heads):
+            others = [v for v in range(W) if v != u]
+            if h == 0:
+                root[u] = 0.9
+                heads[u, others] = 0.1 / len(others)
+            else:
+                heads[u] = _peaked(s.heads)[u] * 0.99
+        pieces = WordPieces(s.words, list(range(W)), list(range(W)))
+        stacked = np.stack([heads, heads])[None]  # (T=1, h=2, W, W)
+        with_root.append(WordMarginals(pieces, stacked, np.zeros((1, 2, W)), np.zeros((W, 4)),
+                                       np.stack([root, root])[None]))
+        without_root.append(WordMarginals(pieces, stacked, np.zeros((1, 2, W)), np.zeros((W, 4))))
+    rows = {row.name: row for row in score_model(sentences, with_root)}
+    for name in ("it1 c0 mst", "it1 c1 argmax", "it1 cmean mst", "it1 cmean argmax"):
+        assert rows[name].uas_all == 1.0, name
+    assert {row.name: row for row in score_model(sentences, without_root)}["it1 c0 argmax"].uas_all == \
+        pytest.approx(8 / 11)  # the 3 roots: argmax without ROOT never picks it

@@ -61,3 +61,93 @@ def test_argmax_heads_never_pick_the_word_itself():
     probs = np.array([[0.9, 0.1, 0.0], [0.5, 0.0, 0.5], [0.2, 0.8, 0.0]])
     assert argmax_heads(probs).tolist() == [2, 1, 2]  # row 0's diagonal 0.9 is ignored; ties go left
     assert argmax_heads(np.zeros((1, 1))).tolist() == [0]
+
+
+# -- with the model's own ROOT: root arcs scored by P(head = ROOT) -----------------------------------------
+def _with_root(rng: np.random.Generator, W: int, concentration: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+    """Random word heads (W, W) and ROOT probabilities (W,), one distribution per word over ROOT + the others."""
+    full = rng.dirichlet(np.full(W, concentration), size=W)  # column 0: ROOT, then the W - 1 other words
+    probs = np.zeros((W, W))
+    for u in range(W):
+        probs[u, [v for v in range(W) if v != u]] = full[u, 1:]
+    return probs, full[:, 0]
+
+
+def _best_single_root_tree(probs: np.ndarray, root: np.ndarray) -> float:
+    """networkx's best tree for each choice of the root word (ROOT -> that word the only root arc)."""
+    W = len(root)
+    logp = np.log(np.maximum(probs, 1e-12))
+    best = -np.inf
+    for r in range(W):
+        graph = nx.DiGraph()
+        graph.add_edge(0, r + 1, weight=float(np.log(max(root[r], 1e-12))))
+        for dep in range(W):
+            for head in range(W):
+                if head != dep:
+                    graph.add_edge(head + 1, dep + 1, weight=float(logp[dep, head]))
+        tree = nx.maximum_spanning_arborescence(graph)
+        best = max(best, sum(d["weight"] for _, _, d in tree.edges(data=True)))
+    return best
+
+
+def _true_score(probs: np.ndarray, root: np.ndarray, heads: np.ndarray) -> float:
+    logp, log_root = np.log(np.maximum(probs, 1e-12)), np.log(np.maximum(root, 1e-12))
+    return float(sum(log_root[u] if h == 0 else logp[u, h - 1] for u, h in enumerate(heads)))
+
+
+def _is_tree(heads: np.ndarray) -> bool:
+    for start in range(1, len(heads) + 1):
+        seen, node = set(), start
+        while node != 0:
+            if node in seen:
+                return False
+            seen.add(node)
+            node = heads[node - 1]
+    return True
+
+
+def test_with_root_the_root_word_is_the_one_root_favours_when_word_arcs_say_nothing():
+    W = 6
+    probs = (1 - np.eye(W)) / (W - 1) * 0.5  # every other word equally likely: the words say nothing
+    for favoured in range(W):
+        root = np.full(W, 0.02)
+        root[favoured] = 0.5
+        heads = mst_heads(probs, root)
+        assert (heads == 0).sum() == 1 and heads[favoured] == 0 and _is_tree(heads)
+        assert argmax_heads(probs, root)[favoured] == 0
+    # Without ROOT probabilities, the constant root score leaves the choice to the word arcs alone:
+    # here all equal, so ROOT's preference is invisible.
+    assert (mst_heads(probs) == 0).sum() == 1
+
+
+def test_with_root_trees_stay_single_rooted_when_root_is_everyones_best_head():
+    rng = np.random.default_rng(7)
+    for W in (2, 3, 8, 15):
+        probs = rng.dirichlet(np.ones(W), size=W) * (1 - np.eye(W)) * 0.01
+        root = np.full(W, 0.99) - rng.random(W) * 0.01  # every word prefers ROOT by far
+        heads = mst_heads(probs, root)
+        assert (heads == 0).sum() == 1 and _is_tree(heads)
+        assert (argmax_heads(probs, root) == 0).all()  # argmax is not a tree: it follows each word's best head
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_with_root_mst_is_the_best_single_root_tree_as_networkx_finds_it(seed):
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(15):
+        W = int(rng.integers(1, 9))
+        probs, root = _with_root(rng, W, concentration=float(rng.choice([0.2, 1.0])))
+        heads = mst_heads(probs, root)
+        assert (heads == 0).sum() == 1 and _is_tree(heads)
+        assert _true_score(probs, root, heads) == pytest.approx(_best_single_root_tree(probs, root), abs=1e-9)
+        # and the penalised scores it maximises agree with networkx's unrestricted arborescence on them
+        scores = arc_scores(probs, root)
+        assert _tree_score(scores, heads) == pytest.approx(_tree_score(scores, _networkx_tree(scores)), abs=1e-9)
+
+
+def test_without_root_probabilities_nothing_changes():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(5), size=5) * (1 - np.eye(5))
+    probs /= probs.sum(axis=1, keepdims=True)
+    np.testing.assert_array_equal(arc_scores(probs, None), arc_scores(probs))
+    np.testing.assert_array_equal(mst_heads(probs, None), mst_heads(probs))
+    np.testing.assert_array_equal(argmax_heads(probs, None), argmax_heads(probs))

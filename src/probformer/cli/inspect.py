@@ -35,7 +35,7 @@ def fill_mask(run: str, text: str, top_k: int = 5, json: bool = False) -> int:
     from probformer.inspection.fill_mask import fill_mask as predict
     from probformer.inspection.loading import load_model
 
-    loaded = load_model(run)
+    loaded = load_model(run, tasks=("fill-mask",))
     predictions = predict(loaded.model, loaded.tokenizer, text, top_k)
     if json:
         print(_dumps([{"position": p.position, "candidates": [{"token": t, "probability": q} for t, q in p.candidates]}

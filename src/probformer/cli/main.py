@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from probformer.cli import experiments, inspect, size, train
+from probformer.cli import experiments, inspect, predict, size, train
 from probformer.cli.command import EXIT_INTERRUPTED, EXIT_USAGE, Command
 from probformer.config import ConfigError
 from probformer.data.errors import DataError
@@ -33,6 +33,7 @@ COMMANDS: tuple[Command, ...] = (
     inspect.FILL_MASK,
     inspect.INSPECT,
     inspect.PARSE_EVAL,
+    predict.PREDICT,
     experiments.COORD_CHECK,
     experiments.SWEEP,
     experiments.LR_CURVES,

@@ -1,4 +1,4 @@
-"""Looking inside a trained PT: head marginals as soft dependency parses.
+"""Looking inside a trained PT: head marginals as soft dependency parses; and task models' predictions.
 
 - :mod:`.loading`: a run's ``model/`` directory -> (model, tokenizer), with clear errors.
 - :mod:`.words`: subword pieces <-> words, and token-level head marginals aggregated to words.
@@ -8,6 +8,7 @@
 - :mod:`.labels`: label marginals Q(Z_i) and the vocabulary words the unary S ties to each label.
 - :mod:`.render`: arc diagrams (SVG / PNG) and head-marginal heatmaps.
 - :mod:`.fill_mask`: top-k tokens per [MASK].
+- :mod:`.predict`: a trained token or text classifier's labels for raw texts, built as training builds rows.
 
 This subpackage imports only :mod:`probformer.models` and :mod:`probformer.data` from probformer.
 """

@@ -2,7 +2,9 @@
 
 For every MFVI iteration t, channel c (and ``mean``: the channels' head distributions averaged)
 and decoder (``mst``: the single-root maximum spanning tree; ``argmax``: each word's most probable
-head, which never picks ROOT), three scores, micro-averaged over words:
+head, which never picks ROOT unless the model has its own ROOT), three scores, micro-averaged over
+words. With the model's own ROOT (PT with ``use_root``) both decoders score ROOT by its probabilities
+(:mod:`.trees`), per channel, and for ``mean`` averaged over the channels like the word heads:
 - ``uas``: the main figure: predicted head = gold head, punctuation excluded (UPOS PUNCT), as in
   the unsupervised-parsing literature;
 - ``uas_all``: the same over all words;
@@ -28,7 +30,9 @@ from probformer.inspection.trees import argmax_heads, mst_heads
 from probformer.inspection.words import WordMarginals
 
 PUNCT = "PUNCT"
-DECODERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"mst": mst_heads, "argmax": argmax_heads}
+# (word heads (W, W), ROOT probabilities (W,) or None) -> 1-based heads, 0 = ROOT
+DECODERS: dict[str, Callable[[np.ndarray, np.ndarray | None], np.ndarray]] = {"mst": mst_heads,
+                                                                               "argmax": argmax_heads}
 MEAN_CHANNEL = "mean"
 
 
@@ -100,6 +104,15 @@ def channel_heads(marginals: WordMarginals, iteration: int, channel: str) -> np.
     return heads.mean(axis=0) if channel == MEAN_CHANNEL else heads[int(channel)]
 
 
+def channel_root(marginals: WordMarginals, iteration: int, channel: str) -> np.ndarray | None:
+    """(W,) ROOT probabilities of one channel (or the channels' mean, as :func:`channel_heads` averages
+    the word heads) at a 0-based iteration; None for a model without ROOT."""
+    if marginals.root is None:
+        return None
+    root = marginals.root[iteration]
+    return root.mean(axis=0) if channel == MEAN_CHANNEL else root[int(channel)]
+
+
 def score_model(sentences: Sequence[Sentence], marginals: Sequence[WordMarginals],
                 progress: Callable[[int], None] | None = None) -> list[Row]:
     """Every (iteration, channel, decoder) reading of PT's marginals against the gold trees."""
@@ -110,7 +123,8 @@ def score_model(sentences: Sequence[Sentence], marginals: Sequence[WordMarginals
     counts = {(t, c, d): Counts() for t in range(T) for c in channels for d in DECODERS}
     for sentence, sentence_marginals in zip(sentences, marginals, strict=True):
         for (t, c, d), count in counts.items():
-            count.add(DECODERS[d](channel_heads(sentence_marginals, t, c)), sentence)
+            count.add(DECODERS[d](channel_heads(sentence_marginals, t, c), channel_root(sentence_marginals, t, c)),
+                      sentence)
         if progress is not None:
             progress(1)
     return [Row(name=f"it{t + 1} c{c} {d}", iteration=t + 1, channel=c, decoder=d, **count.scores())

@@ -1,8 +1,17 @@
-"""Open a trained run for inspection: ``runs/pt-mlm`` or ``runs/pt-mlm/model`` -> model + tokenizer."""
+"""Open a trained run for inspection: ``runs/pt-mlm`` or ``runs/pt-mlm/model`` -> model + tokenizer.
+
+A model directory holds a masked LM or a task model (a token or a sequence classifier, docs/design.md
+§9); which one is read from config.json's ``architectures`` (what ``save_pretrained`` records) and the
+matching class of the family is built, so a task model keeps its trained read-out and an MLM its
+own. A command states the tasks it serves, and a directory of another task is one line saying which
+command serves it (a tagger given to fill-mask would otherwise be read as an MLM with a random
+read-out). Every PT model has the same encoder, so inspect and parse-eval read task models too.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +20,7 @@ from transformers import PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from probformer.inspection.errors import InspectionError
-from probformer.models.registry import TOKENIZER_FILE, Architecture, architecture_of
+from probformer.models.registry import TASKS, TOKENIZER_FILE, Architecture, architecture_of
 
 # A model directory may come from anyone: before a model is built from its config.json, sizes beyond
 # these are refused (a config naming 10^7 MFVI iterations would make a command run without end). Each
@@ -29,6 +38,12 @@ class LoadedModel:
     tokenizer: Tokenizer
     directory: Path
     architecture: Architecture
+    task: str = "fill-mask"  # the model's task: one of models.registry.TASKS (Hugging Face pipeline names)
+
+
+# The command that serves each task, for the error a directory of another task gets.
+TASK_COMMANDS = {"fill-mask": "probformer fill-mask", "token-classification": "probformer predict",
+                 "text-classification": "probformer predict"}
 
 
 def model_directory(run: str | Path) -> Path:
@@ -44,9 +59,20 @@ def model_directory(run: str | Path) -> Path:
                           "a run writes model/ when it completes")
 
 
-def load_model(run: str | Path, *, require_arch: str | None = None) -> LoadedModel:
-    """Load a run's final model and tokenizer. Reads only: nothing is written into ``run`` (it may be
-    read-only, or someone else's)."""
+def saved_task(arch: Architecture, config: dict) -> str:
+    """The task of a saved model: the one whose class config.json's ``architectures`` names;
+    ``fill-mask`` when it names none of the family's classes (directories saved without the field)."""
+    names = config.get("architectures") or []
+    for task in TASKS:
+        if arch.task_class(task).__name__ in names:
+            return task
+    return "fill-mask"
+
+
+def load_model(run: str | Path, *, require_arch: str | None = None, tasks: Sequence[str] = TASKS) -> LoadedModel:
+    """Load a run's final model (the class of its task, :func:`saved_task`) and tokenizer; a model of a
+    task not in ``tasks`` is refused in one line naming the command for it. Reads only: nothing is
+    written into ``run`` (it may be read-only, or someone else's)."""
     directory = model_directory(run)
     try:
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
@@ -62,19 +88,22 @@ def load_model(run: str | Path, *, require_arch: str | None = None) -> LoadedMod
     if require_arch is not None and arch.name != require_arch:
         raise InspectionError(f"{directory} holds a {arch.name!r} model; this command needs {require_arch!r} "
                               "(its head marginals are what is inspected)")
+    task = saved_task(arch, config)
+    if task not in tasks:
+        raise InspectionError(f"{directory}: this is a {task} model; use `{TASK_COMMANDS[task]}` (this command "
+                              f"needs a {' or '.join(tasks)} model)")
     if not (directory / TOKENIZER_FILE).is_file():
         raise InspectionError(f"{directory} has no {TOKENIZER_FILE}; the trainer writes it beside the weights")
     transformers_logging.disable_progress_bar()  # transformers 5's per-tensor "Loading weights" bar
     try:
-        model = arch.model_class.from_pretrained(directory)
+        model = arch.task_class(task).from_pretrained(directory)
     except Exception as err:  # safetensors / transformers raise several types for a damaged file
         raise InspectionError(f"cannot load the model in {directory}: {type(err).__name__}: {err}") from None
     try:
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
     except Exception as err:
         raise InspectionError(f"cannot read {directory / TOKENIZER_FILE}: {err}") from None
-    return LoadedModel(model.eval(), tokenizer, directory, arch)
-
+    return LoadedModel(model.eval(), tokenizer, directory, arch, task)
 
 
 def check_sizes(config: dict, where: Path) -> None:

@@ -22,7 +22,8 @@ class Tree:
     channel: int
     decoder: str  # 'mst' or 'argmax'
     heads: list[int]  # 1-based, 0 = ROOT
-    probabilities: list[float | None]  # P(head) of each word's chosen head; None for the root
+    # P(head) of each word's chosen head; for the root word P(ROOT) with the model's own ROOT, else None
+    probabilities: list[float | None]
 
     @property
     def title(self) -> str:
@@ -59,6 +60,8 @@ class SentenceInspection:
             "word_of_piece": m.pieces.word_of_piece,
             "head_marginals": np.round(m.heads, 6).tolist(),  # [iteration][channel][dependent][head]
             "within_word_mass": np.round(m.within_word, 6).tolist(),
+            # only with the model's own ROOT: [iteration][channel][dependent] P(head = ROOT)
+            **({} if m.root is None else {"root_marginals": np.round(m.root, 6).tolist()}),
             "trees": [vars(t) for t in self.trees],
             "labels": [[{"label": v.label, "probability": round(v.probability, 6),
                          "unary_words": [[w, round(p, 6)] for w, p in v.words]} for v in word] for word in self.labels],
@@ -89,9 +92,11 @@ def inspect_words(loaded: LoadedModel, words: Sequence[str], labels_per_word: in
     for t in range(marginals.heads.shape[0]):
         for c in range(marginals.heads.shape[1]):
             probs = marginals.heads[t, c]
+            root = None if marginals.root is None else marginals.root[t, c]
             for decoder, decode in (("mst", mst_heads), ("argmax", argmax_heads)):
-                heads = decode(probs)
-                chosen = [None if h == 0 else float(probs[u, h - 1]) for u, h in enumerate(heads)]
+                heads = decode(probs, root)
+                chosen = [float(probs[u, h - 1]) if h != 0 else (None if root is None else float(root[u]))
+                          for u, h in enumerate(heads)]
                 trees.append(Tree(t + 1, c, decoder, [int(h) for h in heads], chosen))
     unary = unary_label_distribution(loaded.model)
     labels = top_labels(marginals.labels, unary, loaded.tokenizer, labels_per_word, words_per_label)

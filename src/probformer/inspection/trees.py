@@ -1,13 +1,26 @@
 """Trees from a head distribution: the argmax head of each word, and the maximum spanning tree.
 
 Input everywhere: ``probs`` (W, W), rows dependents, columns heads, ``probs[u, v]`` = P(head of
-word u = word v) (:mod:`.words`). Output: heads as in CoNLL-U, 1-based, 0 = ROOT.
+word u = word v) (:mod:`.words`), and ``root`` (W,) = P(head of word u = ROOT) for a model with its
+own ROOT (PT with ``use_root``, docs/design.md §9), None for one without. Output: heads as in
+CoNLL-U, 1-based, 0 = ROOT.
 
 The tree is the maximum spanning arborescence (Chu-Liu/Edmonds) of the graph ROOT + words, arc
-score log P(head of u = v), with every ROOT arc at one constant score low enough that a tree with
-two root arcs always scores below any tree with one: the tree has a single root, and since every
-word's ROOT arc scores the same, which word is the root is decided by the arcs between words
-alone. Chu-Liu/Edmonds is implemented here (numpy, O(W^3)); the tests check it against networkx's
+score log P(head of u = v), with a single root:
+
+- Without ROOT, every ROOT arc gets one constant score low enough that a tree with two root arcs
+  always scores below any tree with one: the tree has a single root, and since every word's ROOT
+  arc scores the same, which word is the root is decided by the arcs between words alone.
+- With ROOT, word u's ROOT arc scores log P(head of u = ROOT) - C, one penalty C for all words.
+  Every single-root tree loses exactly C, so the best single-root tree is unchanged (which word is
+  the root is decided by the model's ROOT probabilities together with the word arcs), and C is
+  chosen so large that any tree with two or more root arcs scores below every single-root tree
+  (:func:`arc_scores`): the maximum spanning arborescence is then the best single-root tree. That is
+  the constant-penalty reduction of Gabow & Tarjan (1984), also used by Zmigrod et al. (2020,
+  "Please Mind the Root"); the tests check it against networkx's best tree over every choice of
+  the root word.
+
+Chu-Liu/Edmonds is implemented here (numpy, O(W^3)); the tests check it against networkx's
 ``maximum_spanning_arborescence`` (pure Python: far too slow for 30 readings of a whole treebank).
 """
 
@@ -18,33 +31,47 @@ import numpy as np
 LOG_FLOOR = 1e-12  # probabilities below this score as log(1e-12): arcs the model rules out stay usable
 
 
-def argmax_heads(probs: np.ndarray) -> np.ndarray:
-    """Each word's most probable head (ties: the leftmost); not a tree in general, and never ROOT
-    (a one-word sentence's word gets ROOT)."""
+def argmax_heads(probs: np.ndarray, root: np.ndarray | None = None) -> np.ndarray:
+    """Each word's most probable head (ties: the leftmost, ROOT before the words); not a tree in
+    general. Without ROOT probabilities never ROOT (a one-word sentence's word gets ROOT); with them
+    ROOT whenever the model puts the most mass there."""
     W = probs.shape[0]
+    if root is not None:
+        words = np.where(np.eye(W, dtype=bool), -np.inf, probs)
+        return np.concatenate([np.asarray(root, dtype=np.float64)[:, None], words], axis=1).argmax(axis=1)
     if W == 1:
         return np.zeros(1, dtype=np.int64)
     scores = np.where(np.eye(W, dtype=bool), -np.inf, probs)
     return scores.argmax(axis=1) + 1
 
 
-def arc_scores(probs: np.ndarray) -> np.ndarray:
-    """(W + 1, W + 1) scores[dep, head] over ROOT (index 0) + words; ROOT has no head."""
+def arc_scores(probs: np.ndarray, root: np.ndarray | None = None) -> np.ndarray:
+    """(W + 1, W + 1) scores[dep, head] over ROOT (index 0) + words; ROOT has no head. Root arcs: a
+    constant without ``root``; log ``root`` minus one penalty with it (module docstring)."""
     W = probs.shape[0]
     logp = np.log(np.maximum(probs, LOG_FLOOR))
     off_diagonal = logp[~np.eye(W, dtype=bool)]
     lo, hi = (off_diagonal.min(), off_diagonal.max()) if W > 1 else (0.0, 0.0)
-    # One root arc + (W - 1) word arcs >= root + (W - 1) lo  >  2 root + (W - 2) hi >= any two-root tree.
-    root = (W - 1) * lo - (W - 2) * hi - 1.0
+    if root is None:
+        # One root arc + (W - 1) word arcs >= root + (W - 1) lo  >  2 root + (W - 2) hi >= any two-root tree.
+        root_scores = (W - 1) * lo - (W - 2) * hi - 1.0
+    else:
+        log_root = np.log(np.maximum(np.asarray(root, dtype=np.float64), LOG_FLOOR))
+        # A single-root tree scores >= min(log_root) - C + (W - 1) lo; a tree with k >= 2 root arcs at most
+        # k (max(log_root) - C) + (W - k) hi, largest at k = 2 once C > max(log_root) - hi (implied below).
+        # C > 2 max - min + (W - 2) hi - (W - 1) lo puts every such tree below every single-root tree.
+        penalty = 2 * log_root.max() - log_root.min() + (W - 2) * hi - (W - 1) * lo + 1.0
+        root_scores = log_root - penalty
     scores = np.full((W + 1, W + 1), -np.inf)
     scores[1:, 1:] = np.where(np.eye(W, dtype=bool), -np.inf, logp)
-    scores[1:, 0] = root
+    scores[1:, 0] = root_scores
     return scores
 
 
-def mst_heads(probs: np.ndarray) -> np.ndarray:
-    """The maximum spanning tree over words + ROOT with a single root (module docstring)."""
-    heads = chu_liu_edmonds(arc_scores(probs))[1:]
+def mst_heads(probs: np.ndarray, root: np.ndarray | None = None) -> np.ndarray:
+    """The maximum spanning tree over words + ROOT with a single root; ROOT arcs scored by the
+    model's ``root`` probabilities when given (module docstring)."""
+    heads = chu_liu_edmonds(arc_scores(probs, root))[1:]
     if int((heads == 0).sum()) != 1:  # guaranteed by the root score; a violation is a bug
         raise AssertionError(f"tree with {(heads == 0).sum()} roots")
     return heads
