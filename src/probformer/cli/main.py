@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from probformer.cli import experiments, inspect, predict, size, train
+from probformer.cli import experiments, inspect, predict, prepare_data, size, train
 from probformer.cli.command import EXIT_INTERRUPTED, EXIT_USAGE, Command
 from probformer.config import ConfigError
 from probformer.data.errors import DataError
@@ -30,6 +30,7 @@ USAGE_ERRORS = (ConfigError, DataError, CheckpointError, InspectionError)
 COMMANDS: tuple[Command, ...] = (
     train.TRAIN,
     size.SIZE,
+    prepare_data.PREPARE_DATA,
     inspect.FILL_MASK,
     inspect.INSPECT,
     inspect.PARSE_EVAL,
