@@ -68,7 +68,31 @@ def _masked_batch(rows: np.ndarray, style: MaskStyle, mask_prob: float, vocab_si
     return Batch(inputs, torch.ones_like(inputs), labels)
 
 
-class TrainStream:
+class EpochPosition:
+    """The whole state of a seeded epoch-by-epoch stream: (epoch, index within it), saved with the seed.
+
+    A stream draws each epoch's order from (seed, epoch) alone, so these two integers put a resumed
+    stream exactly where the interrupted one was; the seed is saved to refuse a state of another
+    stream. A stream keeps an epoch's order (if it holds one) up to date in :meth:`_enter_epoch`."""
+
+    seed: int
+    epoch: int = 0
+    index: int = 0
+
+    def _enter_epoch(self, epoch: int) -> None:
+        self.epoch, self.index = epoch, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state.get("seed", self.seed)) != self.seed:
+            raise ValueError(f"the saved stream has seed {state['seed']}, this one {self.seed}")
+        self._enter_epoch(int(state["epoch"]))
+        self.index = int(state["index"])
+
+
+class TrainStream(EpochPosition):
     """Epochs of seeded block permutations; masks drawn from a per-batch seed.
 
     The whole state is two integers (epoch, index within it), so a resumed run sees exactly the
@@ -81,8 +105,11 @@ class TrainStream:
             raise ValueError(f"only {len(blocks)} training blocks, fewer than batch_size={batch_size}")
         self.blocks, self.batch_size = blocks, batch_size
         self.style, self.mask_prob, self.vocab_size, self.seed = style, mask_prob, vocab_size, seed
-        self.epoch, self.index = 0, 0
-        self._order = self._permutation(0)
+        self._enter_epoch(0)
+
+    def _enter_epoch(self, epoch: int) -> None:
+        super()._enter_epoch(epoch)
+        self._order = self._permutation(epoch)
 
     def _permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng(epoch_order_seed(self.seed, epoch)).permutation(len(self.blocks))
@@ -93,19 +120,12 @@ class TrainStream:
 
     def next(self) -> Batch:
         if self.index >= self.batches_per_epoch:
-            self.epoch, self.index = self.epoch + 1, 0
-            self._order = self._permutation(self.epoch)
+            self._enter_epoch(self.epoch + 1)
         rows = self.blocks[np.sort(self._order[self.index * self.batch_size : (self.index + 1) * self.batch_size])]
         mask_seed = train_mask_seed(self.seed, self.epoch, self.index)
         self.index += 1
         return _masked_batch(rows, self.style, self.mask_prob, self.vocab_size, mask_seed)
 
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index, "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
-        self._order = self._permutation(self.epoch)
 
 
 def eval_batches(

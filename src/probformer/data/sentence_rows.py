@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from probformer.data.batches import Batch, epoch_order_seed
+from probformer.data.batches import Batch, EpochPosition, epoch_order_seed
 from probformer.data.errors import DataWarning
 from probformer.data.masking import IGNORE_INDEX
 from probformer.data.task_files import LabelledText, LabelSet, TaggedSentence
@@ -210,7 +210,7 @@ def _by_length(lengths: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return indices[np.argsort(lengths[indices], kind="stable")]
 
 
-class BucketedStream:
+class BucketedStream(EpochPosition):
     """Training batches of ``batch_size`` rows, epoch after epoch, with little padding.
 
     Each epoch: a seeded permutation of the rows (the ``len % batch_size`` left over sit this epoch
@@ -230,8 +230,11 @@ class BucketedStream:
         self.rows, self.batch_size, self.seed = rows, batch_size, seed
         self.bucket_batches, self.pad_to_multiple_of = bucket_batches, pad_to_multiple_of
         self.lengths = np.asarray([len(row) for row in rows], dtype=np.int64)
-        self.epoch, self.index = 0, 0
-        self._plan = self.epoch_plan(0)
+        self._enter_epoch(0)
+
+    def _enter_epoch(self, epoch: int) -> None:
+        super()._enter_epoch(epoch)
+        self._plan = self.epoch_plan(epoch)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -251,8 +254,7 @@ class BucketedStream:
     def next_rows(self) -> np.ndarray:
         """The row indices of the next batch (and advance)."""
         if self.index >= self.batches_per_epoch:
-            self.epoch, self.index = self.epoch + 1, 0
-            self._plan = self.epoch_plan(self.epoch)
+            self._enter_epoch(self.epoch + 1)
         indices = self._plan[self.index]
         self.index += 1
         return indices
@@ -260,14 +262,6 @@ class BucketedStream:
     def next(self) -> Batch:
         return collate([self.rows[i] for i in self.next_rows()], self.pad_to_multiple_of)
 
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index, "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        if int(state.get("seed", self.seed)) != self.seed:
-            raise ValueError(f"the saved stream has seed {state['seed']}, this one {self.seed}")
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
-        self._plan = self.epoch_plan(self.epoch)
 
 
 def eval_batches(rows: Sequence[Row], batch_size: int, pad_to_multiple_of: int = 1) -> list[tuple[np.ndarray, Batch]]:

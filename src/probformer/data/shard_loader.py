@@ -45,7 +45,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from probformer.data.batches import Batch, epoch_order_seed
+from probformer.data.batches import Batch, EpochPosition, epoch_order_seed
 from probformer.data.masking import IGNORE_INDEX, MASK_STYLES, MaskStyle, mask_tokens
 from probformer.data.tokenization import MASK_ID, NUM_SPECIAL, PAD_ID
 
@@ -333,7 +333,7 @@ class RankBatch(Batch):
     global_num_tokens: int = 0
 
 
-class ShardBlockStream:
+class ShardBlockStream(EpochPosition):
     """Epochs of masked-LM batches over token shards; ``next()`` returns this process's rows only.
 
     Rows (``rows``): ``"blocks"`` of seq_len tokens (:class:`BlockIndex`), or one ``"sentences"`` /
@@ -393,7 +393,7 @@ class ShardBlockStream:
         if len(self.row_index) < batch_size:
             raise ValueError(f"only {len(self.row_index)} training rows ({rows}, seq_len={seq_len}), fewer than "
                              f"batch_size={batch_size}")
-        self.epoch, self.index = 0, 0
+        self._enter_epoch(0)
         self._order = FeistelPermutation(len(self.row_index), self.seed, 0)
         self._bucket: tuple[int, int, np.ndarray, np.ndarray] | None = None  # (epoch, bucket, rows by length, slots)
 
@@ -429,7 +429,7 @@ class ShardBlockStream:
 
     def next(self) -> RankBatch:
         if self.index >= self.batches_per_epoch:
-            self.epoch, self.index = self.epoch + 1, 0
+            self._enter_epoch(self.epoch + 1)
         shard, offset, length = self.row_index.spans(self.plan(self.epoch, self.index))
         b = self.local_batch_size
         mine = slice(self.rank * b, (self.rank + 1) * b)
@@ -457,14 +457,6 @@ class ShardBlockStream:
             inputs, targets = mask_tokens(ids, self.mask_style, self.mask_prob, self.vocab_size, generator)
             input_ids[r, :n], attention_mask[r, :n], labels[r, :n] = inputs, 1, targets
         return RankBatch(input_ids, attention_mask, labels)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index, "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        if int(state.get("seed", self.seed)) != self.seed:
-            raise ValueError(f"the saved stream has seed {state['seed']}, this one {self.seed}")
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
 
 # -- prefetching ----------------------------------------------------------------------------------------------
