@@ -46,8 +46,37 @@ train sst2-pt-mean "${SST2[@]}" model.classifier_pooling=mean
 wait
 train sst2-bert "${SST2[@]}" "${BERT[@]}" optim.lr=5e-4
 
-probformer curves "$OUT"/upos-pt-scratch "$OUT"/upos-pt-finetuned "$OUT"/upos-bert-scratch \
-  --out results/tasks/upos_valid_loss.png > /dev/null
+for run in mlm-pt upos-pt-scratch upos-pt-finetuned upos-bert-scratch sst2-pt-root sst2-pt-mean sst2-bert; do
+  mkdir -p "results/tasks/records/$run"  # the finished runs' records (the models stay in runs/)
+  cp "$OUT/$run/summary.json" "$OUT/$run/metrics.jsonl" "$OUT/$run/train_config.json" "results/tasks/records/$run/"
+done
+python - "$OUT" "$EWT" <<'PY'
+import json, sys
+from pathlib import Path
+from probformer.data.task_files import TaskFormat, most_frequent_tag_baseline
+from probformer.figures import pyplot, save_figure
+
+runs, ewt = Path(sys.argv[1]), Path(sys.argv[2])
+fmt = TaskFormat("conllu")
+baseline = most_frequent_tag_baseline(fmt.read(ewt / "en_ewt-ud-train.conllu"), fmt.read(ewt / "en_ewt-ud-dev.conllu"))
+plt = pyplot()
+fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+for ax, names, title, floor in (
+        (axes[0], ("upos-pt-scratch", "upos-pt-finetuned", "upos-bert-scratch"), "UPOS, EWT dev", baseline),
+        (axes[1], ("sst2-pt-root", "sst2-pt-mean", "sst2-bert"), "SST-2 dev", None)):
+    for name in names:
+        rows = [json.loads(l) for l in (runs / name / "metrics.jsonl").read_text().splitlines()]
+        valid = [r for r in rows if r["kind"] == "valid"]
+        ax.plot([r["step"] for r in valid], [r["accuracy"] for r in valid], marker="o", ms=3, label=name)
+    if floor is not None:
+        ax.axhline(floor, color="gray", ls="--", lw=0.8, label="most-frequent tag")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("optimizer step (32 rows each)")
+    ax.set_ylabel("dev accuracy")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+save_figure(fig, "results/tasks/dev_accuracy.png")
+PY
 python - "$OUT" "$EWT" <<'PY' | tee results/tasks/summary.md
 import json, sys
 from pathlib import Path
