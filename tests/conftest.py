@@ -1,5 +1,6 @@
-"""Shared fixtures: small synthetic corpora (fast, deterministic, offline), a prepared cache of one, the
-tiny training run several files train on it, and the tiny BERT / UT encoders of the model tests."""
+"""Shared fixtures: small synthetic corpora (fast, deterministic, offline), a prepared cache of one, a
+`probformer prepare-data` directory of one with sentences, the tiny training run several files train
+on it, and the tiny BERT / UT encoders of the model tests."""
 
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ def synthetic_documents(n_docs: int = 40, words_per_doc: int = 150, seed: int = 
     return [f"doc{i} " + " ".join(rng.choices(vocab, weights, k=words_per_doc)) for i in range(n_docs)]
 
 
+def sentence_documents(n_docs: int, seed: int = 0) -> list[str]:
+    """Documents of a few sentences each (ending in . ! or ?, some lines broken), distinct."""
+    rng = random.Random(seed)
+    vocab = synthetic_words()
+    docs = []
+    for i in range(n_docs):
+        sentences = []
+        for _ in range(rng.randint(1, 6)):
+            words = rng.choices(vocab, k=rng.randint(3, 12))
+            sentences.append(" ".join(words).capitalize() + rng.choice(".!?") + rng.choice(["", "\n"]))
+        docs.append(f"Doc{i} " + " ".join(sentences).strip())
+    return docs
+
+
 def write_text_dir(directory: Path, docs: list[str]) -> Path:
     """One ``.txt`` file per document, named so that sorted file order is document order."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -51,6 +66,21 @@ def prepared_synthetic(synthetic_corpus_dir, tmp_path_factory):
 
     spec = CorpusSpec(source=str(synthetic_corpus_dir), vocab_size=512, valid_fraction=0.1, test_fraction=0.1)
     return prepare_corpus(spec, tmp_path_factory.mktemp("corpus-cache"), log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def prepared_shards_dir(tmp_path_factory) -> Path:
+    """300 documents of a few sentences each (sentence_documents) prepared by `probformer prepare-data`'s
+    pipeline (vocab 512, shards of about 2,000 tokens, valid and test capped at 1,500 tokens; read-only)."""
+    from probformer.data.prepare_stream import prepare_shards
+
+    root = tmp_path_factory.mktemp("prepared-shards")
+    source = root / "docs.jsonl"
+    source.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in sentence_documents(300)), encoding="utf-8")
+    prepare_shards(str(source), root / "prepared", vocab_size=512, work_unit_bytes=1500, shard_tokens=2000,
+                   valid_fraction=0.1, test_fraction=0.1, valid_tokens=1500, test_tokens=1500, progress=False,
+                   log=lambda *_: None)
+    return root / "prepared"
 
 
 # -- the tiny training run -------------------------------------------------------------------------

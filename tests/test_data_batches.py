@@ -107,3 +107,20 @@ def test_batch_to_device_keeps_values():
     batch = _stream().next()
     moved = batch.to("cpu")
     assert _equal(batch, moved)
+
+
+def test_rank_shards_give_each_process_its_rows_and_the_global_token_count():
+    from probformer.data.batches import RankShards
+
+    blocks = np.arange(5, 5 + 40 * 6).reshape(40, 6) % 50 + 5
+    single = TrainStream(blocks, 8, "bert", 0.15, 60, seed=2)
+    ranks = [RankShards(TrainStream(blocks, 8, "bert", 0.15, 60, seed=2), r, 4) for r in range(4)]
+    for _ in range(7):  # past the epoch of 5 batches
+        whole = single.next()
+        parts = [r.next() for r in ranks]
+        assert torch.equal(torch.cat([p.input_ids for p in parts]), whole.input_ids)
+        assert torch.equal(torch.cat([p.labels for p in parts]), whole.labels)
+        assert all(p.global_num_tokens == whole.num_tokens == 48 for p in parts)
+    assert all(r.state_dict() == single.state_dict() for r in ranks) and ranks[0].batches_per_epoch == 5
+    with pytest.raises(ValueError, match="rank 4 is not one of world_size=4"):
+        RankShards(single, 4, 4)

@@ -32,25 +32,25 @@ from probformer.data.tokenization import SPECIAL_TOKENS, train_wordpiece
 PREPARE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from probformer.data import prepared
+    from probformer.data import prepare_stream
     from probformer.data.prepared import CorpusSpec, prepare_corpus
 
     source, cache, where, arg = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
     if where == "tokenizer":
-        real_train = prepared.train_wordpiece
+        real_train = prepare_stream.train_wordpiece
         def held_train(*args, **kwargs):
             print("training the tokenizer", flush=True)
             while not Path(arg).exists():
                 time.sleep(0.05)
             time.sleep(1.0)  # the other process is inside prepare_corpus by now
             return real_train(*args, **kwargs)
-        prepared.train_wordpiece = held_train
+        prepare_stream.train_wordpiece = held_train
     elif where == "write":
-        real_save = prepared.np.save
-        def slow_save(*args, **kwargs):  # unigram_counts.npy comes right after the three streams
+        real_bytes = prepare_stream.npy_bytes
+        def slow_bytes(*args, **kwargs):  # unigram_counts.npy comes right after the three shards
             time.sleep(float(arg))
-            return real_save(*args, **kwargs)
-        prepared.np.save = slow_save
+            return real_bytes(*args, **kwargs)
+        prepare_stream.npy_bytes = slow_bytes
     spec = CorpusSpec(source=source, vocab_size=256, valid_fraction=0.1, test_fraction=0.1)
     print("about to prepare", flush=True)
     corpus = prepare_corpus(spec, cache)
@@ -121,7 +121,7 @@ def test_a_preparation_killed_halfway_leaves_no_entry(tmp_path):
     source = write_text_dir(tmp_path / "src", synthetic_documents(30, 120))
     cache = tmp_path / "cache"
     victim = _preparer(source, cache, "write", "60")
-    _wait_for(lambda: any(cache.rglob("train.bin*")), "the killed preparation to write its training stream")
+    _wait_for(lambda: any(cache.rglob("train-000000.tokens")), "the killed preparation to write its training shard")
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=60)
     entry = cache / entry_name(_spec(source))
@@ -139,8 +139,10 @@ def test_the_same_corpus_gives_the_same_tokenizer_and_ids(tmp_path):
     first = prepare_corpus(_spec(source), tmp_path / "cache-1", log=quiet)
     second = prepare_corpus(_spec(source), tmp_path / "cache-2", log=quiet)
     assert (first.root / "tokenizer.json").read_bytes() == (second.root / "tokenizer.json").read_bytes()
-    for split in ("train", "valid", "test"):
-        assert (first.root / f"{split}.bin").read_bytes() == (second.root / f"{split}.bin").read_bytes()
+    names = sorted(p.name for p in first.root.iterdir())
+    assert names == sorted(p.name for p in second.root.iterdir())
+    for name in names:  # every file: the shards, their offsets, the index, the counts, meta.json
+        assert (first.root / name).read_bytes() == (second.root / name).read_bytes(), name
     added = json.loads((first.root / "tokenizer.json").read_text())["added_tokens"]
     assert [t["content"] for t in added] == list(SPECIAL_TOKENS)  # the '##' pieces are plain vocabulary
 
@@ -169,38 +171,31 @@ def test_a_zeroed_stream_is_found_and_rebuilt(tmp_path, split):
     source = write_text_dir(tmp_path / "src", synthetic_documents(12, 60))
     cache = tmp_path / "cache"
     good = prepare_corpus(_spec(source), cache, log=quiet)
-    root, original = good.root, (good.root / f"{split}.bin").read_bytes()
+    name = f"{split}-000000.tokens"
+    root, original = good.root, (good.root / name).read_bytes()
     del good
-    (root / f"{split}.bin").write_bytes(bytes(len(original)))  # same size, every id 0 ([PAD])
+    (root / name).write_bytes(bytes(len(original)))  # same size, every id 0 ([PAD])
     logs: list[str] = []
     rebuilt = prepare_corpus(_spec(source), cache, log=logs.append)
-    assert any(f"damaged ({split}.bin does not match its recorded sha256); rebuilding" in line for line in logs), logs
-    assert (rebuilt.root / f"{split}.bin").read_bytes() == original  # deterministic: the same ids again
+    assert any(f"damaged ({name} does not match its recorded sha256); rebuilding" in line for line in logs), logs
+    assert (rebuilt.root / name).read_bytes() == original  # deterministic: the same ids again
 
 
-def test_an_entry_of_an_older_version_is_checked_by_content_then_checksummed(tmp_path, monkeypatch):
+def test_an_entry_of_an_older_format_is_left_alone(tmp_path, monkeypatch):
+    # CACHE_FORMAT is part of the key: a format-1 entry (train.bin ...) is another entry, never opened
+    # nor changed; the current format is prepared next to it, with the same corpus and ids.
     source = write_text_dir(tmp_path / "src", synthetic_documents(12, 60))
     cache = tmp_path / "cache"
-    root = prepare_corpus(_spec(source), cache, log=quiet).root
-    meta = json.loads((root / "meta.json").read_text())
-    legacy = {k: v for k, v in meta.items() if k not in ("files", "tokenizer")}
-    (root / "meta.json").write_text(json.dumps(legacy))
-
-    def forbidden(*_args, **_kwargs):
-        raise AssertionError("a sound entry of an older version must be kept, not rebuilt")
-
-    monkeypatch.setattr(prepared_module, "train_wordpiece", forbidden)
-    corpus = prepare_corpus(_spec(source), cache, log=quiet)
-    assert corpus.root == root
-    assert json.loads((root / "meta.json").read_text())["files"] == meta["files"]  # its checksums recorded now
+    monkeypatch.setattr(prepared_module, "CACHE_FORMAT", 1)
+    old = cache / entry_name(_spec(source))
+    old.mkdir(parents=True)
+    (old / "meta.json").write_text("{}")
+    (old / "train.bin").write_bytes(b"\x05\x00")
     monkeypatch.undo()
-
-    (root / "meta.json").write_text(json.dumps(legacy))
-    valid = root / "valid.bin"
-    valid.write_bytes(bytes(valid.stat().st_size))
-    logs: list[str] = []
-    prepare_corpus(_spec(source), cache, log=logs.append)
-    assert any("valid.bin holds ids no preparation writes); rebuilding" in line for line in logs), logs
+    corpus = prepare_corpus(_spec(source), cache, log=quiet)
+    assert corpus.root != old and corpus.meta["format"] == prepared_module.CACHE_FORMAT == 2
+    assert sorted(p.name for p in old.iterdir()) == ["meta.json", "train.bin"]
+    assert (old / "train.bin").read_bytes() == b"\x05\x00"
 
 
 def test_a_corpus_its_tokenizer_cannot_read_is_named_with_its_unk_share(tmp_path):

@@ -66,3 +66,41 @@ def test_masking_is_seeded_and_scores_at_least_one_token(style):
         assert len(scored) == 1 and scored[0, 1].item() in (1, 2)
     with pytest.raises(ValueError, match="mask style"):
         mask_tokens(ids, "gpt", 0.2, VOCAB, torch.Generator())
+
+
+@pytest.mark.parametrize("style", ["bert", "pt2023"])
+def test_the_default_layout_draws_exactly_what_it_always_drew(style):
+    # Every committed number was measured with masks drawn before SpecialIds existed: probformer's own
+    # layout, given explicitly or not, must give the same draws.
+    from probformer.data.masking import DEFAULT_SPECIAL_IDS, SpecialIds
+
+    ids = _ids_with_specials((8, 64), seed=4)
+    plain = mask_tokens(ids, style, 0.2, VOCAB, torch.Generator().manual_seed(9))
+    explicit = mask_tokens(ids, style, 0.2, VOCAB, torch.Generator().manual_seed(9),
+                           SpecialIds.from_roles({"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}))
+    assert torch.equal(plain[0], explicit[0]) and torch.equal(plain[1], explicit[1])
+    assert SpecialIds(4, (4, 3, 2, 1, 0)) == DEFAULT_SPECIAL_IDS
+    # pinned: draws of the code before SpecialIds existed (a change here changes every recorded number)
+    inputs, labels = mask_tokens(torch.arange(5, 25).view(2, 10), style, 0.3, VOCAB, torch.Generator().manual_seed(0))
+    assert (labels != IGNORE_INDEX).nonzero().tolist() == [[0, 2], [0, 3], [1, 2], [1, 3], [1, 4], [1, 8], [1, 9]]
+    assert inputs.tolist() == [[5, 6, 4, 349 if style == "bert" else 4, 9, 10, 11, 12, 13, 14],
+                               [15, 16, 4, 4, 4, 20, 21, 22, 4, 4]]
+
+
+def test_another_layout_never_masks_nor_draws_its_special_ids():
+    from probformer.data.masking import SpecialIds
+
+    special = SpecialIds.from_roles({"pad": 100, "unk": 101, "cls": 102, "sep": 103, "mask": 104})
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 200, (64, 128), generator=g)
+    ids[:, -10:] = 100  # padding
+    inputs, labels = mask_tokens(ids, "bert", 0.3, 200, torch.Generator().manual_seed(1), special)
+    chosen = labels != IGNORE_INDEX
+    is_special = torch.isin(ids, torch.tensor([100, 101, 102, 103, 104]))
+    assert not (chosen & is_special).any() and torch.equal(inputs[is_special], ids[is_special])
+    assert 0.75 < (inputs[chosen] == 104).float().mean() < 0.85  # 80% of the chosen become [MASK] = 104
+    replaced = chosen & (inputs != 104) & (inputs != ids)
+    assert replaced.any() and not torch.isin(inputs[replaced], torch.tensor([100, 101, 102, 103, 104])).any()
+    assert ((labels >= 0) & (labels < 5)).any()  # ids 0..4 are ordinary tokens here
+    with pytest.raises(ValueError, match="the mask id 7 must be one of the special ids"):
+        SpecialIds(7, (0, 1, 2))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_words
+from conftest import sentence_documents
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from probformer.data import prepare_stream as ps
@@ -24,20 +24,6 @@ from probformer.data.shards import SPLITS, PreparedShards
 from probformer.data.tokenization import train_wordpiece
 
 QUIET = {"progress": False, "log": lambda *_: None}
-
-
-def sentence_documents(n_docs: int, seed: int = 0) -> list[str]:
-    """Documents of a few sentences each (ending in . ! or ?, some lines broken), distinct."""
-    rng = random.Random(seed)
-    vocab = synthetic_words()
-    docs = []
-    for i in range(n_docs):
-        sentences = []
-        for _ in range(rng.randint(1, 6)):
-            words = rng.choices(vocab, k=rng.randint(3, 12))
-            sentences.append(" ".join(words).capitalize() + rng.choice(".!?") + rng.choice(["", "\n"]))
-        docs.append(f"Doc{i} " + " ".join(sentences).strip())
-    return docs
 
 
 def write_jsonl(path: Path, docs: list[str]) -> Path:

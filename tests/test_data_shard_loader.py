@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from probformer.data.batches import Batch, TrainStream
+from probformer.data.batches import Batch, TrainStream, eval_batches
 from probformer.data.masking import IGNORE_INDEX
 from probformer.data.shard_loader import (
     BlockIndex,
@@ -19,6 +19,7 @@ from probformer.data.shard_loader import (
     Prefetcher,
     ShardBlockStream,
     UnitIndex,
+    eval_row_batches,
     loader_footprint,
     permuted_index,
     permuted_indices,
@@ -301,10 +302,72 @@ def test_the_stream_refuses_what_it_cannot_do():
         _stream(rank=2, world=2)
     with pytest.raises(ValueError, match="fewer than batch_size"):
         _stream(shards=_corpus(shard_docs=(0,)))
-    with pytest.raises(ValueError, match="mask_id"):
+    with pytest.raises(ValueError, match=r"the mask id 7 must be one of the special ids \(0, 1, 2, 3, 4\)"):
         _stream(mask_id=7)
+    with pytest.raises(ValueError, match="the padding id 9 must be one of the special ids"):
+        _stream(pad_id=9)
     with pytest.raises(ValueError, match="sentence_starts"):
         ShardBlockStream([s.tokens for s in _corpus()], SEQ, BATCH, "bert", 0.15, VOCAB, 0, rows="sentences")
+
+
+@pytest.mark.parametrize("rows", ["blocks", "sentences"])
+def test_a_tokenizer_with_other_special_ids_is_masked_with_them(rows):
+    # A pretrained tokenizer's layout: [PAD] [UNK] [CLS] [SEP] [MASK] at 7..11 (probformer's 0..4 are words).
+    special, pad, mask = (7, 8, 9, 10, 11), 7, 11
+    shards = _corpus()
+    for shard in shards:  # move the special tokens: 3 ([SEP]) -> 10, and some words onto 0..4
+        tokens = shard.tokens.astype(np.int64)
+        tokens = np.where(tokens == SEP_ID, 10, np.where(tokens < 60, tokens % 5, tokens))
+        shard.tokens = tokens.astype(np.uint16)
+    stream = _stream(rows, shards=shards, pad_id=pad, mask_id=mask, special_ids=special)
+    batches = [stream.next() for _ in range(stream.batches_per_epoch)]
+    for batch in batches:
+        original, scored = _originals(batch), batch.labels != IGNORE_INDEX
+        assert not torch.isin(original[scored], torch.tensor(special)).any()  # never a special token
+        assert (batch.input_ids[batch.attention_mask == 0] == pad).all()
+        assert not scored[batch.attention_mask == 0].any()
+        changed = scored & (batch.input_ids != original)
+        assert (batch.input_ids[changed & (batch.input_ids != mask)] < VOCAB).all()
+        assert not torch.isin(batch.input_ids[changed & (batch.input_ids != mask)], torch.tensor(special)).any()
+    inputs = torch.cat([b.input_ids.flatten() for b in batches])
+    labels = torch.cat([b.labels.flatten() for b in batches])
+    assert (inputs[labels != IGNORE_INDEX] == mask).float().mean() > 0.7  # 80% of the chosen become [MASK] = 11
+    assert ((labels >= 0) & (labels < NUM_SPECIAL)).any()  # ids 0..4 are ordinary words here, and are scored
+
+
+# -- evaluation batches ----------------------------------------------------------------------------------------
+def test_evaluation_blocks_of_one_shard_are_eval_batches_of_its_blocks():
+    # What the classic path scores (eval_batches over a cache split's blocks), through the shard index.
+    shard = _corpus(shard_docs=(40,))[0]
+    blocks = shard.tokens[: len(shard.tokens) // SEQ * SEQ].reshape(-1, SEQ)
+    ours = eval_row_batches([shard], SEQ, BATCH, "bert", 0.15, VOCAB, 1234, max_batches=5)
+    theirs = eval_batches(blocks, BATCH, "bert", 0.15, VOCAB, 1234, max_batches=5)
+    assert len(ours) == len(theirs) == 5 and all(_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    whole = eval_row_batches([shard], SEQ, BATCH, "bert", 0.15, VOCAB, 1234)
+    assert sum(len(b.input_ids) for b in whole) == len(blocks)
+    assert len(whole[-1].input_ids) == (len(blocks) % BATCH or BATCH)
+
+
+@pytest.mark.parametrize("rows", ["sentences", "documents"])
+def test_evaluation_rows_are_every_row_in_order_padded_and_never_scored_there(rows):
+    shards, pad = _corpus(), 3
+    batches = eval_row_batches(shards, SEQ, BATCH, "pt2023", 0.3, VOCAB, 7, rows=rows, pad_id=pad)
+    index = _stream(rows).row_index
+    assert sum(len(b.input_ids) for b in batches) == len(index)
+    shard, offset, length = index.spans(np.arange(len(index)))
+    r = 0
+    for batch in batches:
+        assert batch.input_ids.shape[1] == int(length[r : r + len(batch.input_ids)].max())
+        original = _originals(batch)
+        for row in range(len(batch.input_ids)):
+            n = int(length[r])
+            source = shards[shard[r]].tokens[offset[r] : offset[r] + n].astype(np.int64)
+            assert np.array_equal(original[row, :n].numpy(), source)
+            assert batch.attention_mask[row].sum() == n and (batch.labels[row, n:] == IGNORE_INDEX).all()
+            assert (batch.input_ids[row, n:] == pad).all()
+            r += 1
+    again = eval_row_batches(shards, SEQ, BATCH, "pt2023", 0.3, VOCAB, 7, max_batches=2, rows=rows, pad_id=pad)
+    assert len(again) == 2 and all(_equal(a, b) for a, b in zip(again, batches, strict=False))  # fixed masks
 
 
 # -- the prefetcher --------------------------------------------------------------------------------------------

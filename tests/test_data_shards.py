@@ -149,3 +149,22 @@ def test_own_file_names():
         assert fmt.is_own_file(name), name
     for name in ("notes.txt", "train-1.tokens", "dev-000000.tokens", ".train-000001.tokens", "sub"):
         assert not fmt.is_own_file(name), name
+
+
+def test_a_prepared_directory_is_told_from_a_text_directory(tmp_path):
+    from probformer.data.shards import is_prepared_directory
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("some text")
+    (texts / "index.json").write_text('{"pages": 3}')  # someone else's index: still a text directory
+    assert not is_prepared_directory(texts) and not is_prepared_directory(texts / "a.txt")
+    assert not is_prepared_directory(tmp_path / "missing")
+    begun = tmp_path / "begun"  # killed before its first commit: shard files, no index
+    begun.mkdir()
+    (begun / "train-000000.tokens").write_bytes(b"\x05\x00")
+    assert is_prepared_directory(begun)
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "index.json").write_text('{"format": "probformer-shards", "version": 1}')
+    assert is_prepared_directory(ours)

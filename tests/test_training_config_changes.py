@@ -29,6 +29,7 @@ def changed(*overrides: str) -> tuple[list[str], list[str]]:
     ("model.hidden_size=64", "model.hidden_size", "the checkpoint holds this model's weights"),
     ("data.vocab_size=600", "data.vocab_size", "the corpus"),
     ("data.source=elsewhere", "data.source", "the corpus"),
+    ("data.rows=sentences", "data.rows", "counts rows of this kind (blocks, sentences or documents)"),
 ])
 def test_keys_that_change_the_data_position_or_the_model_are_refused(override, key, why):
     refused, allowed = changed(override)
@@ -104,3 +105,31 @@ def test_a_task_runs_files_and_start_are_fixed_its_budget_and_evaluation_may_cha
         assert len(refused) == 1 and refused[0].startswith(f"{key} ") and not allowed
     else:
         assert not refused and len(allowed) == 1 and allowed[0].startswith(f"{key} ") and allowed_note in allowed[0]
+
+
+def test_a_data_field_added_since_a_run_was_written_is_its_default_not_a_change(tmp_path):
+    """``data.rows`` is absent from the train_config.json of every run written before it existed, the
+    committed experiment records among them: absent means blocks, so they still count as their runs."""
+    import json
+    from pathlib import Path
+
+    from probformer.config import config_from_dict
+    from probformer.experiments.runs import check_run_dir
+
+    old = load_config(preset="tiny").to_dict()
+    del old["data"]["rows"]
+    assert changed_keys(old, load_config(preset="tiny").to_dict()) == []
+    refused, _ = check_resume(old, load_config(preset="tiny", overrides=["data.rows=documents"]).to_dict())
+    assert [line.split(" ")[0] for line in refused] == ["data.rows"]
+    records = sorted(Path(__file__).parents[1].glob("results/**/train_config.json"))
+    assert records
+    for record in records:
+        stored = json.loads(record.read_text())
+        assert "rows" not in stored["data"]
+        config = config_from_dict(stored)
+        assert config.data.rows == "blocks" and changed_keys(stored, config.to_dict()) == [], record
+        run = tmp_path / record.parent.name
+        run.mkdir()
+        (run / "train_config.json").write_text(record.read_text())
+        config.out_dir = str(run)
+        check_run_dir(config)  # the experiment commands reuse the record: no "different data" error

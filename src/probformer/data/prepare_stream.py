@@ -15,7 +15,10 @@ The pipeline, in order:
    most one document past its cap); later candidates of theirs go to train. *Special case*: for the
    bundled corpus (``source == "sotu"``) the candidate split is data/corpus.py's seeded permutation
    (:func:`sotu_split_assignment`, what ``probformer train`` has always used), so the default
-   corpus's splits, and the numbers measured on them, stay comparable.
+   corpus's splits, and the numbers measured on them, stay comparable. ``split_rule="permutation"``
+   applies that permutation to any source (its documents counted in a first pass), without caps it
+   is exactly data/corpus.py's :func:`~probformer.data.corpus.split_documents`: how the corpus cache
+   of ``probformer train`` (data/prepared.py) is built through this pipeline.
 3. **Tokenizer.** A given one (a ``tokenizer.json``, or a Hugging Face tokenizer directory holding
    one) is copied byte for byte and its special ids are read from it (a missing ``[PAD]`` /
    ``[UNK]`` / ``[CLS]`` / ``[SEP]`` / ``[MASK]`` is an error); its truncation and padding, if it has
@@ -121,20 +124,34 @@ def sotu_split_assignment(seed: int, valid_fraction: float = DEFAULT_FRACTION,
     return split_assignment(sum(1 for _ in iter_documents(SOTU)), valid_fraction, test_fraction, seed)
 
 
-class CandidateSplit:
-    """The candidate split (an index into SPLITS) of a document, from its index and split hash."""
+SPLIT_RULES = ("text-hash", "permutation")
 
-    def __init__(self, source: str, seed: int, valid_fraction: float, test_fraction: float):
+
+class CandidateSplit:
+    """The candidate split (an index into SPLITS) of a document, from its index and split hash: the
+    hash rule, or (``rule="permutation"``, and always for sotu) data/corpus.py's seeded permutation of
+    the source's documents, counted in one pass."""
+
+    def __init__(self, source: str, seed: int, valid_fraction: float, test_fraction: float,
+                 rule: str = "text-hash", text_field: str = "text", hub_streaming: bool = True):
+        if rule not in SPLIT_RULES:
+            raise DataError(f"prepare-data: split_rule must be one of {SPLIT_RULES}, got {rule!r}")
         self.valid_cut = valid_fraction * _HASH_2_64
         self.test_cut = (valid_fraction + test_fraction) * _HASH_2_64
         self.table = None
+        self.source = source
         if source == SOTU:
             self.table = [SPLITS.index(s) for s in sotu_split_assignment(seed, valid_fraction, test_fraction)]
+        elif rule == "permutation":
+            count = sum(1 for _ in iter_documents(source, text_field, hub_streaming=hub_streaming))
+            self.table = [SPLITS.index(s) for s in split_assignment(count, valid_fraction, test_fraction, seed)]
 
     def __call__(self, index: int, split_hash: int) -> int:
         if self.table is not None:
             if index >= len(self.table):
-                raise DataError(f"{SOTU}: more documents than when its split was made; reinstall the sotu package")
+                raise DataError(f"{self.source}: more documents than when its split was made (the source changed "
+                                "during the preparation?)" if self.source != SOTU else
+                                f"{SOTU}: more documents than when its split was made; reinstall the sotu package")
             return self.table[index]
         return 1 if split_hash < self.valid_cut else 2 if split_hash < self.test_cut else 0
 
@@ -169,8 +186,12 @@ def source_fingerprint(source: str) -> str:
 
 
 # -- the tokenizer -------------------------------------------------------------------------------------
-def read_tokenizer(path: str | Path) -> bytes:
-    """The bytes of a tokenizer.json file, or of the one in a Hugging Face tokenizer directory."""
+def read_tokenizer(path: str | Path | bytes) -> bytes:
+    """The bytes of a tokenizer.json file, or of the one in a Hugging Face tokenizer directory (given
+    as bytes: those, checked to parse)."""
+    if isinstance(path, bytes):
+        parse_tokenizer(path, "the given tokenizer")
+        return path
     path = Path(path).expanduser()
     if path.is_dir():
         if not (path / TOKENIZER_FILE).is_file():
@@ -192,14 +213,15 @@ def parse_tokenizer(data: bytes, where: str) -> Tokenizer:
         raise DataError(f"{where}: not a readable tokenizer.json ({type(err).__name__}: {message})") from None
 
 
-def tokenizer_sample(source: str, text_field: str, candidate: CandidateSplit, budget: int, seed: int) -> list[str]:
+def tokenizer_sample(source: str, text_field: str, candidate: CandidateSplit, budget: int, seed: int,
+                     hub_streaming: bool = True) -> list[str]:
     """Train-candidate documents with the smallest seeded sample hashes, at most ``budget`` bytes of
     them (at least one document), in corpus order: one pass, memory bounded by ``budget``."""
     import heapq
 
     heap: list[tuple[int, int, str, int]] = []  # (-hash, -index, text, bytes): the root is the first to drop
     total = 0
-    for index, text in enumerate(iter_documents(source, text_field)):
+    for index, text in enumerate(iter_documents(source, text_field, hub_streaming=hub_streaming)):
         if candidate(index, text_hash(seed, text, b"split")) != 0:
             continue
         size = len(text.encode("utf-8"))
@@ -355,7 +377,8 @@ def _empty_splits() -> dict:
     return {split: {"tokens": 0, "documents": 0, "sentences": 0, "shards": []} for split in SPLITS}
 
 
-def _start(out: Path, settings: dict, fingerprint: str, tokenizer: str | Path | None, log) -> dict:
+def _start(out: Path, settings: dict, fingerprint: str, tokenizer: str | Path | bytes | None, log,
+           hub_streaming: bool = True) -> dict:
     """The index to go on from: an existing one with the same settings, else a new one (after the
     tokenizer is trained or read and written)."""
     if (out / INDEX_FILE).exists():
@@ -371,9 +394,9 @@ def _start(out: Path, settings: dict, fingerprint: str, tokenizer: str | Path | 
         if tokenizer is not None:
             given = hashlib.sha256(read_tokenizer(tokenizer)).hexdigest()
             if given != index["tokenizer_sha256"]:
-                raise DataError(f"{out} holds a preparation with another tokenizer than {tokenizer} (sha256 "
-                                f"{index['tokenizer_sha256'][:12]}... there, {given[:12]}... now); use another "
-                                "directory, or remove it to start over")
+                raise DataError(f"{out} holds a preparation with another tokenizer than {settings['tokenizer']} "
+                                f"(sha256 {index['tokenizer_sha256'][:12]}... there, {given[:12]}... now); use "
+                                "another directory, or remove it to start over")
         return index
     if out.exists() and not out.is_dir():
         raise DataError(f"output directory {out} is a file, not a directory")
@@ -386,14 +409,13 @@ def _start(out: Path, settings: dict, fingerprint: str, tokenizer: str | Path | 
             path.unlink()
     if tokenizer is not None:
         tokenizer_json = read_tokenizer(tokenizer)
-        where = str(tokenizer)
+        where = settings["tokenizer"]
     else:
-        candidate = CandidateSplit(settings["source"], settings["split_seed"], settings["valid_fraction"],
-                                   settings["test_fraction"])
+        candidate = _candidate(settings, hub_streaming)
         log(f"training a {settings['vocab_size']}-token WordPiece tokenizer on a sample of up to "
             f"{settings['tokenizer_sample_bytes'] / 1e6:g} MB of train text")
         sample = tokenizer_sample(settings["source"], settings["text_field"], candidate,
-                                  settings["tokenizer_sample_bytes"], settings["split_seed"])
+                                  settings["tokenizer_sample_bytes"], settings["split_seed"], hub_streaming)
         trained = train_wordpiece(sample, settings["vocab_size"], settings["lowercase"])
         del sample
         tokenizer_json = trained.to_str(pretty=True).encode("utf-8")
@@ -416,6 +438,12 @@ def _start(out: Path, settings: dict, fingerprint: str, tokenizer: str | Path | 
     }
     commit_index(out, index)
     return index
+
+
+def _candidate(settings: dict, hub_streaming: bool) -> CandidateSplit:
+    rule = "permutation" if settings["split_rule"] == "permutation" else "text-hash"
+    return CandidateSplit(settings["source"], settings["split_seed"], settings["valid_fraction"],
+                          settings["test_fraction"], rule, settings["text_field"], hub_streaming)
 
 
 def _clear_uncommitted(out: Path, index: dict) -> None:
@@ -446,53 +474,61 @@ def _committed_train_counts(out: Path, index: dict, dtype: np.dtype) -> np.ndarr
 
 
 def prepare_shards(source: str, out_dir: str | Path, *, text_field: str = "text",
-                   vocab_size: int = DEFAULT_VOCAB_SIZE, lowercase: bool = True, tokenizer: str | Path | None = None,
+                   vocab_size: int = DEFAULT_VOCAB_SIZE, lowercase: bool = True,
+                   tokenizer: str | Path | bytes | None = None,
                    tokenizer_sample_bytes: int = DEFAULT_TOKENIZER_SAMPLE_BYTES, split_seed: int = 0,
                    valid_fraction: float = DEFAULT_FRACTION, test_fraction: float = DEFAULT_FRACTION,
                    valid_tokens: int = DEFAULT_VALID_TOKENS, test_tokens: int = DEFAULT_TEST_TOKENS,
                    work_unit_bytes: int = DEFAULT_WORK_UNIT_BYTES, shard_tokens: int = DEFAULT_SHARD_TOKENS,
-                   workers: int = 1, progress: bool = True, log: Callable[[str], object] = print) -> PreparedShards:
+                   workers: int = 1, progress: bool = True, log: Callable[[str], object] = print,
+                   split_rule: str = "text-hash", hub_streaming: bool = True) -> PreparedShards:
     """Stream ``source`` into token shards in ``out_dir`` (the module docstring says how) and open them.
 
     ``tokenizer``: None (train one: ``vocab_size``, ``lowercase``, ``tokenizer_sample_bytes``), a
-    tokenizer.json file or a Hugging Face tokenizer directory. An ``out_dir`` holding an unfinished
-    preparation with the same settings is resumed; a finished one is opened as it is; one with other
-    settings is an error. ``workers`` does not change the output."""
+    tokenizer.json file, a Hugging Face tokenizer directory, or a tokenizer.json's bytes. An
+    ``out_dir`` holding an unfinished preparation with the same settings is resumed; a finished one is
+    opened as it is; one with other settings is an error. ``workers`` does not change the output.
+    ``split_rule``: ``text-hash`` (the default) or ``permutation`` (module docstring, 2);
+    ``hub_streaming=False`` downloads an ``hf:`` dataset instead of streaming it (as
+    :func:`~probformer.data.corpus.load_documents` reads it)."""
     _check_arguments(vocab_size=vocab_size, tokenizer_sample_bytes=tokenizer_sample_bytes,
                      work_unit_bytes=work_unit_bytes, shard_tokens=shard_tokens, workers=workers,
                      valid_tokens=valid_tokens, test_tokens=test_tokens, valid_fraction=valid_fraction,
                      test_fraction=test_fraction)
+    if split_rule not in SPLIT_RULES:
+        raise DataError(f"prepare-data: split_rule must be one of {SPLIT_RULES}, got {split_rule!r}")
     out = Path(out_dir).expanduser()
     trained = tokenizer is None
+    given = (f"given (sha256 {hashlib.sha256(tokenizer).hexdigest()})" if isinstance(tokenizer, bytes)
+             else str(tokenizer))
     settings = {
         "source": source, "text_field": text_field, "split_seed": split_seed,
-        "split_rule": "sotu-permutation" if source == SOTU else "text-hash",
+        "split_rule": "sotu-permutation" if source == SOTU else split_rule,
         "valid_fraction": valid_fraction, "test_fraction": test_fraction,
         "valid_tokens": valid_tokens, "test_tokens": test_tokens,
         "work_unit_bytes": work_unit_bytes, "shard_tokens": shard_tokens,
-        "tokenizer": "trained" if trained else str(tokenizer),
+        "tokenizer": "trained" if trained else given,
         "lowercase": lowercase if trained else None, "vocab_size": vocab_size if trained else None,
         "tokenizer_sample_bytes": tokenizer_sample_bytes if trained else None,
     }
     fingerprint = source_fingerprint(source)
-    index = _start(out, settings, fingerprint, tokenizer, log)
+    index = _start(out, settings, fingerprint, tokenizer, log, hub_streaming)
     if index["finished"]:
         log(f"{out} is already prepared")
         return PreparedShards.open(out)
     _clear_uncommitted(out, index)
-    _Run(out, index, workers, progress, log).run()
+    _Run(out, index, workers, progress, log, hub_streaming).run()
     return PreparedShards.open(out)
 
 
 class _Run:
     """One pass of the pipeline from the index's position to the end (module docstring, 4 and 5)."""
 
-    def __init__(self, out: Path, index: dict, workers: int, progress: bool, log):
+    def __init__(self, out: Path, index: dict, workers: int, progress: bool, log, hub_streaming: bool = True):
         self.out, self.index, self.workers, self.progress, self.log = out, index, workers, progress, log
-        self.settings = index["settings"]
+        self.settings, self.hub_streaming = index["settings"], hub_streaming
         self.dtype = np.dtype(index["dtype"]).newbyteorder("<")
-        self.candidate = CandidateSplit(self.settings["source"], self.settings["split_seed"],
-                                        self.settings["valid_fraction"], self.settings["test_fraction"])
+        self.candidate = _candidate(self.settings, hub_streaming)
         self.caps = [None, self.settings["valid_tokens"], self.settings["test_tokens"]]
         self.totals = [index["splits"][split]["tokens"] for split in SPLITS]
         self.buffers = [SplitBuffer(self.dtype) for _ in SPLITS]
@@ -500,8 +536,8 @@ class _Run:
         self.position = index["position"]  # updated in place: committed with the index
 
     def units_to_encode(self) -> Iterator[list[str]]:
-        units = work_units(iter_documents(self.settings["source"], self.settings["text_field"]),
-                           self.settings["work_unit_bytes"])
+        units = work_units(iter_documents(self.settings["source"], self.settings["text_field"],
+                                          hub_streaming=self.hub_streaming), self.settings["work_unit_bytes"])
         skip, skipped_docs = self.position["work_units"], 0
         for number, unit in enumerate(units):
             if number < skip:

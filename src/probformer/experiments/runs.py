@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from probformer.config import ConfigError, TrainConfig
-from probformer.training.config_changes import changed_keys, flatten, ignored, with_model_defaults
+from probformer.training.config_changes import changed_keys, flatten, ignored, with_defaults
 
 FINISHED = ("completed", "diverged")
 # What must match for an existing run directory to count as this run: stricter than what a resume
@@ -25,9 +25,9 @@ IDENTITY_KEYS = ("model", "optim", "data", "seed", "batch_size", "grad_accum", "
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """What of a ``TrainConfig.to_dict()`` must match for a run directory to hold this run: the
-    :data:`IDENTITY_KEYS`, as the dotted keys training/config_changes.py compares (where a key one
-    config lacks equals null, e.g. a model field added since the other was written)."""
-    return {k: v for k, v in flatten(with_model_defaults(config)).items()
+    :data:`IDENTITY_KEYS`, as the dotted keys training/config_changes.py compares (a model or data
+    field added since a run was written, absent from its train_config.json, counts as its default)."""
+    return {k: v for k, v in flatten(with_defaults(config)).items()
             if k.split(".")[0] in IDENTITY_KEYS and not ignored(k) and v is not None}
 
 

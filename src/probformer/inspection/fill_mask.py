@@ -24,7 +24,8 @@ def fill_mask(model, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[Ma
     if top_k < 1:
         raise InspectionError(f"top_k must be >= 1, got {top_k}")
     ids = tokenizer.encode(text, add_special_tokens=False).ids
-    positions = [i for i, t in enumerate(ids) if t == MASK_ID]
+    mask_id = getattr(model.config, "mask_token_id", None)  # the data's [MASK] (a prepared directory may move it)
+    positions = [i for i, t in enumerate(ids) if t == (MASK_ID if mask_id is None else mask_id)]
     if not positions:
         raise InspectionError(f"no [MASK] in {text!r}; write the token to predict as [MASK]")
     check_length(model, len(ids))

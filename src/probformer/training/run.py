@@ -20,21 +20,24 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from probformer.config import ConfigError, TrainConfig
-from probformer.data.batches import Batch
+from probformer.data.batches import RankBatch
 from probformer.training import distributed
-from probformer.training.build import TrainingSetup, build_training, corpus_for, reapply_group_hyperparameters
+from probformer.training.build import TrainingSetup, build_training, reapply_group_hyperparameters
 from probformer.training.checkpoint import CheckpointError
 from probformer.training.device import autocast_for, resolve_device, uses_bf16
 from probformer.training.export import RunExporter
-from probformer.training.mlm_data import VALID, MaskedLMData
+from probformer.training.mlm_data import VALID, MaskedLMData, open_source
 
 __all__ = ["VALID", "Progress", "Run", "RunData", "build_run", "resume_from"]
 
 
 class TrainingStream(Protocol):
-    def next(self) -> Batch: ...
+    """This process's micro-batches (each with its global batch's real-token count), resumable."""
+
+    def next(self) -> RankBatch: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
+    def close(self) -> None: ...
 
 
 class RunData(Protocol):
@@ -51,7 +54,7 @@ class RunData(Protocol):
     def batch_shape(self) -> str: ...
     def make_model(self, log: Callable[[str], None]) -> PreTrainedModel: ...
     def objective(self, model: nn.Module) -> nn.Module: ...
-    def stream(self) -> TrainingStream: ...
+    def stream(self, context: distributed.ProcessContext) -> TrainingStream: ...
     def evaluation_sets(self) -> dict[str, Any]: ...
     def test_set(self) -> Any | None: ...
     def evaluate(self, wrapped: nn.Module, eval_set: Any, device: torch.device,
@@ -124,11 +127,10 @@ class Progress:
 
 def run_data(config: TrainConfig, context: distributed.ProcessContext, log: Callable[[str], None],
              tokenizer_json: bytes | None) -> RunData:
-    """The masked LM's corpus (rank 0 builds the cache first) or the task's files."""
+    """The masked LM's tokens (a prepared directory every rank opens, or the cache rank 0 builds first:
+    mlm_data.py's open_source) or the task's files."""
     if config.task.is_mlm:
-        with distributed.main_process_first(context):
-            corpus = corpus_for(config, log, tokenizer_json)
-        return MaskedLMData(config, corpus)
+        return MaskedLMData(config, open_source(config, context, log, tokenizer_json), context)
     from probformer.training.task_data import TaskData
 
     return TaskData(config, log, tokenizer_json)
@@ -151,8 +153,9 @@ def build_run(config: TrainConfig, context: distributed.ProcessContext, log: Cal
     data = run_data(config, context, log, tokenizer_json)
     total_steps = data.total_steps()
     setup = build_training(config, context, device, data, total_steps, log)
-    return Run(config, context, device, bf16, autocast_for(device, bf16), data, total_steps, setup, data.stream(),
-               data.evaluation_sets(), RunExporter(Path(config.out_dir), setup, context, config, data))
+    evaluations = data.evaluation_sets()
+    return Run(config, context, device, bf16, autocast_for(device, bf16), data, total_steps, setup,
+               data.stream(context), evaluations, RunExporter(Path(config.out_dir), setup, context, config, data))
 
 
 def resume_from(run: Run, checkpoint: Path, log: Callable[[str], None]) -> Progress:

@@ -38,6 +38,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from probformer.config import ConfigError, TrainConfig, model_fields
+from probformer.data.batches import RankShards
 from probformer.data.errors import DataError, DataWarning
 from probformer.data.masking import IGNORE_INDEX
 from probformer.data.prepared import sha256_hex
@@ -226,8 +227,10 @@ class TaskData:
         return TrainingObjective(model, self.config.optim.ternary_norm_penalty, scored_logits_only=False)
 
     # -- training ---------------------------------------------------------------------------------------
-    def stream(self) -> BucketedStream:
-        return BucketedStream(self.rows["train"], self.config.batch_size, self.config.seed)
+    def stream(self, context: ProcessContext) -> RankShards:
+        """The global batches of :class:`BucketedStream`, this process's rows of each."""
+        return RankShards(BucketedStream(self.rows["train"], self.config.batch_size, self.config.seed), context.rank,
+                          context.world_size)
 
     def total_steps(self) -> int:
         c = self.config

@@ -91,6 +91,7 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, resume: boo
         for note in begin.notes:
             logger.info(f"--resume: {note}")
         run = build_run(config, context, logger.info, tokenizer)
+        held.callback(run.stream.close)  # a prefetching stream's thread stops with the run, however it ends
         if begin.checkpoint is not None and config.total_steps is None:  # counted by the data: known only now
             finished = _decided_by_rank_0(context, lambda: _finished_or_past(out_dir, begin.checkpoint,
                                                                              run.total_steps, log))
@@ -178,9 +179,8 @@ def _loop(run: Run, progress: Progress, logger: Logger, on_eval: EvalCallback | 
         window.restore(progress.loss_window, context)
     try:
         while progress.step < run.total_steps:
-            global_batches = [run.stream.next() for _ in range(config.grad_accum)]
-            step_tokens = sum(b.num_tokens for b in global_batches)  # real tokens of every process (no padding)
-            micro_batches = [b.shard(context.rank, context.world_size) for b in global_batches]
+            micro_batches = [run.stream.next() for _ in range(config.grad_accum)]  # this process's rows
+            step_tokens = sum(b.global_num_tokens for b in micro_batches)  # real tokens of every process (no padding)
             stats = optimizer_step(s.wrapped, s.optimizer, s.scheduler, micro_batches, context, run.device,
                                    run.autocast, config.optim.grad_clip)
             progress.step += 1
