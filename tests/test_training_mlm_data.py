@@ -238,3 +238,14 @@ def test_processes_that_read_different_tokenizers_stop_with_one_line(prepared_sh
                         lambda value, context: [value, ("error", "data.source: /x was not finished; run ...")])
     with pytest.raises(DataError, match=r"/x was not finished; run \.\.\. \(on rank 1\)"):
         open_source(config, context, quiet)
+
+
+def test_a_resume_with_another_tokenizer_than_the_directorys_is_refused(prepared_shards_dir, tiny_run_config,
+                                                                        tmp_path):
+    from probformer.training.checkpoint import CheckpointError
+
+    config = on_prepared(tiny_run_config, prepared_shards_dir, tmp_path / "run")
+    own = PreparedShards.open(prepared_shards_dir).tokenizer_json
+    assert open_source(config, ProcessContext(), quiet, tokenizer_json=own).tokenizer_json == own
+    with pytest.raises(CheckpointError, match="trained with another tokenizer than .* holds"):
+        open_source(config, ProcessContext(), quiet, tokenizer_json=own + b" ")

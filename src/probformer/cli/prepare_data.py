@@ -89,4 +89,5 @@ PREPARE_DATA = Command(
     description="Stream SOURCE (any source `train` accepts) into token shards in OUT_DIR: a seeded per-document "
                 "split with valid and test capped in tokens, a tokenizer trained on a seeded sample (or given), "
                 "tokenisation in worker processes, an index committed after each shard so that a killed run "
-                "resumes; the output is the same for any number of workers.")
+                "resumes; the output is the same for any number of workers. Train on it with "
+                "`probformer train --set data.source=OUT_DIR` (docs/training.md, Data).")
