@@ -41,7 +41,6 @@ from tokenizers import Tokenizer
 from probformer.data.cache import check_files, file_record, locked, make_directory, publish_directory
 from probformer.data.corpus import load_documents, local_source_path
 from probformer.data.errors import DataError, DataWarning
-from probformer.data.masking import SpecialIds
 from probformer.data.prepare_stream import prepare_shards
 from probformer.data.shards import (
     COUNTS_FILE,
@@ -152,10 +151,6 @@ class PreparedCorpus:
     def special_ids(self) -> dict[str, int]:
         """Role -> id of [PAD] [UNK] [CLS] [SEP] [MASK] (0..4 for the WordPiece the cache trains)."""
         return self.shards.special_ids
-
-    @property
-    def special(self) -> SpecialIds:
-        return SpecialIds.from_roles(self.special_ids)
 
     @property
     def unk_fraction(self) -> float:
