@@ -1,20 +1,22 @@
-"""The device a benchmark runs on: its name, precision, synchronisation and peak FLOP/s (for MFU).
+"""The device a benchmark runs on: its name, synchronisation and peak FLOP/s per precision (for MFU).
 
-MFU = achieved model FLOP/s / the device's peak. On a GPU the peak is the datasheet's dense
-(no 2:4 sparsity) bf16 tensor-core rate, since the benchmark runs under bf16 autocast. A CPU has no
-datasheet figure we can look up, so its peak is an *estimate* of fp32 FMA throughput (the CPU
-benchmark runs in fp32): threads used x clock x fp32 FLOP per cycle per core, the last from the
-vector extensions /proc/cpuinfo lists (AVX-512: 2 FMA units x 16 lanes x 2; AVX2 + FMA: 2 x 8 x 2;
-...). The clock is the nominal one /proc/cpuinfo reports; turbo and virtualisation shift it, so
-CPU MFU is a rough figure and is labelled as an estimate everywhere.
+MFU = achieved model FLOP/s / the device's peak in the precision the model ran in. On a GPU the
+bf16 peak is the datasheet's dense (no 2:4 sparsity) bf16 tensor-core rate; no fp32 peak is
+tabulated (MFU of fp32 runs on a GPU is left out). A CPU has no datasheet figure we can look up, so
+its peaks are *estimates*: threads used x clock x FLOP per cycle per core, from the vector
+extensions /proc/cpuinfo lists. fp32: FMA throughput (AVX-512: 2 FMA units x 16 lanes x 2; AVX2 +
+FMA: 2 x 8 x 2; ...; AMD Zen 4 runs AVX-512 on 256-bit datapaths, so 2 x 8 x 2 there). bf16:
+AVX512-BF16's dot product (VDPBF16PS: every fp32 lane accumulates a pair of bf16 products) runs at
+2x the fp32 FMA rate; AMX-BF16 at 1024 FLOP per cycle (Intel's figure); a CPU without bf16 units
+emulates bf16 matmuls, so its "bf16 peak" is the fp32 estimate. The clock is the nominal one
+/proc/cpuinfo reports; turbo and virtualisation shift it, so CPU MFU is a rough figure and is
+labelled as an estimate everywhere.
 """
 
 from __future__ import annotations
 
-import contextlib
 import platform
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +82,15 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
 
 
-def cpu_fp32_flops_per_cycle(flags: set[str]) -> int:
+def _half_width_avx512(info: dict[str, str]) -> bool:
+    """AMD family 25 (Zen 3 / Zen 4) with AVX-512 is Zen 4: 512-bit ops run as two 256-bit halves."""
+    return info.get("vendor_id") == "AuthenticAMD" and info.get("cpu family") == "25"
+
+
+def cpu_fp32_flops_per_cycle(flags: set[str], half_width_avx512: bool = False) -> int:
     """fp32 FLOP per cycle per core from the ISA flags, assuming two FMA pipes (Zen 2+, Skylake-SP+)."""
     if "avx512f" in flags:
-        return 2 * 16 * 2
+        return 2 * 8 * 2 if half_width_avx512 else 2 * 16 * 2
     if "avx2" in flags and "fma" in flags:
         return 2 * 8 * 2
     if "avx" in flags:
@@ -91,11 +98,25 @@ def cpu_fp32_flops_per_cycle(flags: set[str]) -> int:
     return 2 * 4  # SSE
 
 
-def peak_flops(device: torch.device, threads: int, override: float | None = None) -> PeakFlops | None:
-    """The MFU denominator, or None where it is unknown (an unlisted GPU without ``override``)."""
+def cpu_bf16_flops_per_cycle(flags: set[str], half_width_avx512: bool = False) -> tuple[int, str] | None:
+    """bf16 matmul FLOP per cycle per core of the CPU's bf16 units and what they are, or None (none)."""
+    if "amx_bf16" in flags:
+        return 1024, "AMX-BF16 tiles"  # Intel: 1024 bf16 FLOP / cycle / core (Sapphire Rapids)
+    if "avx512_bf16" in flags:
+        return 2 * cpu_fp32_flops_per_cycle(flags, half_width_avx512), "AVX512-BF16 dot products, 2x fp32 FMA"
+    return None
+
+
+def peak_flops(device: torch.device, threads: int, override: float | None = None,
+               precision: str | None = None) -> PeakFlops | None:
+    """The MFU denominator for ``precision`` (``fp32`` / ``bf16``; default: the device's usual one,
+    bf16 on CUDA, fp32 on CPU), or None where it is unknown (an unlisted GPU without ``override``,
+    fp32 on a GPU)."""
     if override:
         return PeakFlops(override, "given with --peak-flops", estimated=False)
     if device.type == "cuda":
+        if precision == "fp32":
+            return None
         name = torch.cuda.get_device_name(device).lower()
         for pattern, label, flops in GPU_PEAK_BF16:
             if re.search(pattern, name):
@@ -106,16 +127,19 @@ def peak_flops(device: torch.device, threads: int, override: float | None = None
         ghz = float(info["cpu MHz"]) / 1e3
     except (KeyError, ValueError):
         return None
-    per_cycle = cpu_fp32_flops_per_cycle(set(info.get("flags", "").split()))
+    flags, half = set(info.get("flags", "").split()), _half_width_avx512(info)
+    per_cycle, what = cpu_fp32_flops_per_cycle(flags, half), "fp32"
+    if half and "avx512f" in flags:
+        what += " (AVX-512 on 256-bit datapaths, AMD Zen 4)"
+    if precision == "bf16":
+        bf16 = cpu_bf16_flops_per_cycle(flags, half)
+        if bf16:
+            per_cycle, what = bf16[0], f"bf16 ({bf16[1]})"
+        else:
+            what += " (no bf16 units: bf16 matmuls are emulated)"
     return PeakFlops(threads * ghz * 1e9 * per_cycle,
-                     f"estimated fp32 peak: {threads} threads x {ghz:.2f} GHz (nominal) x {per_cycle} FLOP/cycle",
+                     f"estimated {what} peak: {threads} threads x {ghz:.2f} GHz (nominal) x {per_cycle} FLOP/cycle",
                      estimated=True)
-
-
-def autocast_for(device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext  # fp32 on CPU, as the trainer
 
 
 def sync(device: torch.device) -> None:

@@ -72,11 +72,13 @@ def test_estimate_equals_saved_tensors(case: str, precision: str):
         assert estimate.per_token(checkpointing=True) == pytest.approx(kept + estimate.repeated_per_token())
 
 
-def test_checkpointing_keeps_less_than_a_tenth_at_the_ladder_shapes():
-    """What checkpointing buys at seq_len 512 on CUDA: the PT 400M rung keeps < 1/10 of its activations."""
+def test_checkpointing_keeps_about_a_tenth_at_the_ladder_shapes():
+    """What checkpointing buys at seq_len 512 on CUDA: the PT 400M rung keeps about 1/10 of its activations
+    (10.1%: 1.01 of 10.0 MB per token; 9.6% before the message path held the head marginals in bf16, which
+    cut the activations without checkpointing by a quarter, issue 24)."""
     config = load_config(preset="ladder-pt-400m")
     pt = model_config_class("pt")(**{k: v for k, v in config.model.items() if k != "arch"}, vocab_size=32768)
     estimate = estimate_activation_memory("pt", pt, seq_len=512, precision=Precision("bf16", "cuda"))
     assert estimate.kernel == "fast"
-    assert estimate.per_token(checkpointing=True) < estimate.per_token() / 10
+    assert estimate.per_token(checkpointing=True) < 0.11 * estimate.per_token()
     assert estimate.fixed(checkpointing=True) < estimate.fixed() / 4  # weight copies: one iteration's, not T

@@ -191,7 +191,7 @@ class TrainConfig:
     snapshot_interval: int = 0  # also export the model (HF directory) to snapshots/step-NNNNNN every this many steps
     log_interval: int = 10  # training metrics every this many steps
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA and on CPUs with bf16 units
     distributed: Literal["auto", "ddp", "fsdp"] = "auto"  # under torchrun: auto = ddp; fsdp shards (FSDP2 fully_shard)
     compile: bool = False  # torch.compile one layer / MFVI iteration (regional) and call it T times
     activation_checkpointing: bool = False  # recompute each layer / iteration in backward (memory for compute)

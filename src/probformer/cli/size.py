@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fixed model fields and the base shape, e.g. --set model.num_iterations=5")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="device the memory is estimated for")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"),
-                   help="bf16 = bf16 autocast (default: the preset's, else auto = bf16 on cuda, fp32 on cpu)")
+                   help="bf16 = bf16 autocast (default: the preset's, else auto = bf16 on cuda and on a cpu "
+                        "with bf16 units, as this one is checked)")
     p.add_argument("--mask-prob", type=float, help="fraction of tokens scored (default: the preset's, else 0.15)")
     p.add_argument("--batch-size", type=int, help="sequences per micro-batch (default: the preset's)")
     p.add_argument("--device-memory", type=memory, metavar="SIZE",
@@ -63,7 +64,12 @@ def run(arch: str | None = None, params: int | None = None, preset: str | None =
     if seq_len is None:
         seq_len = train.data.seq_len if train else 128
     precision = precision or (train.precision if train else "auto")
-    precision = ("bf16" if device == "cuda" else "fp32") if precision == "auto" else precision
+    if precision == "auto":  # the trainer's rule (training/device.py); for cpu: this machine's bf16 units
+        import torch
+
+        from probformer.training.device import uses_bf16
+
+        precision = "bf16" if uses_bf16("auto", torch.device(device)) else "fp32"
     mask_prob = mask_prob if mask_prob is not None else (train.data.resolved_mask_prob if train else 0.15)
     try:
         if params is not None:

@@ -32,7 +32,7 @@ from probformer.training import distributed
 from probformer.training.build import corpus_for, group_table
 from probformer.training.checkpoint import CheckpointError, read_json, read_tokenizer
 from probformer.training.config_changes import check_resume
-from probformer.training.device import resolve_device
+from probformer.training.device import describe_precision, resolve_device
 from probformer.training.divergence import divergence
 from probformer.training.logger import Logger, logger_for
 from probformer.training.run import Progress, Run, build_run, resume_from
@@ -104,6 +104,7 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, resume: boo
         if begin.checkpoint is None:
             logger.record("info", 0, run.info())
         logger.info(run.describe())
+        logger.info(describe_precision(config.precision, run.device))
         logger.info(group_table(run.setup.optimizer))
         result = _loop(run, progress, logger, on_eval)
         return _finish(run, progress, result, logger)

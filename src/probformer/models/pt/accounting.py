@@ -124,12 +124,14 @@ def _terms(c: PTConfig, n: int, p: Precision, f: float, kernel: str) -> tuple[tu
         Term("not-allowed mask of the head logits (bool)", n),
         Term("head marginals: softmax output (fp32, h x n per token)", 4 * hn),
     ]
+    # From the softmax on, the message path holds a in the matmul dtype (a.to(matmul_dtype(s)) before
+    # the head dropout, _iteration): p.act bytes per element, 2 under bf16 autocast.
     if c.head_dropout > 0:
-        tokens.append(Term("head dropout mask", p.dropout_mask(4) * hn))
+        tokens.append(Term("head dropout mask (in a's matmul dtype)", p.dropout_mask(a) * hn))
     if kernel == "banded":
         tokens += [
             Term("far-bucket score operands (qry, key copies)", a * 4 * hr),
-            Term("far-bucket marginals a_k (both message directions)", 2 * p.matmul_input(hn, 2)),
+            Term("far-bucket marginals a_k (one storage for both message directions)", a * 2 * hn),
             Term("far-bucket context operands (key, qry copies)", a * 4 * hr),
             Term("contexts, child and head stacked (message einsums)", 2 * p.matmul_input(K * hr, 1)),
         ]
@@ -138,19 +140,19 @@ def _terms(c: PTConfig, n: int, p: Precision, f: float, kernel: str) -> tuple[tu
             tokens += [
                 Term("queries of all buckets (kept by the band products)", a * K * hr),
                 Term("near-bucket shifted keys (scores and contexts)", a * 2 * W * hr),
-                Term("head marginals a (kept by the band gather, fp32)", 4 * hn),
-                Term("near-bucket marginals a[i, i+off] (fp32)", 4 * h * W),
+                Term("head marginals a after dropout (kept by the band gather)", a * hn),
+                Term("near-bucket marginals a[i, i+off]", a * h * W),
             ]
     else:
         tokens += [
             Term("far-bucket operands, channel-major copies (scores and contexts)", a * 8 * hr),
-            Term("far-bucket marginals a split by triangle (both directions)", p.matmul_input(2 * hn, 2)),
+            Term("far-bucket marginals a split by triangle (one storage, both directions)", a * 2 * hn),
             Term("contexts stacked for the one message GEMM", p.matmul_input(2 * K * hr, 1)),
         ]
         if near:
             tokens += [
                 Term("queries and keys q [U|V] (kept by the diagonal products)", a * 2 * K * hr),
-                Term("head marginals a (kept by the diagonal products, fp32)", 4 * hn),
+                Term("head marginals a after dropout (kept by the diagonal products)", a * hn),
             ]
     if latent:
         tokens += [
@@ -168,7 +170,7 @@ def _terms(c: PTConfig, n: int, p: Precision, f: float, kernel: str) -> tuple[tu
         if near:
             W = 2 * (D - 1)
             fixed += [Term("band index (int64, n x W)", 8 * n * W, "shared"),
-                      Term("band-exists mask as fp32 (converted every iteration)", 4 * n * W)]
+                      Term("band-exists mask in a's dtype (converted every iteration)", a * n * W)]
         fixed.append(Term("effective U, V (fp32, held by the checkpoint)", 4 * 2 * KhNr, "kept_once"))
     else:
         # The stacked [U|V] weight is built once per forward (kernel.weights) and used by both GEMMs
