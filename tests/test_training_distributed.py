@@ -43,6 +43,7 @@ def run_config(tmp_path: Path, name: str, corpus: Path, cache: Path, **overrides
         "batch_size": 8, "grad_accum": 2, "steps": 3, "eval_interval": 3, "eval_batches": 2,
         "checkpoint_interval": 0, "log_interval": 1, "out_dir": str(tmp_path / name),
         "progress": False, "tensorboard": False, "test_eval": False, "threads": 1,
+        "precision": "fp32",  # exactness across process counts is checked to fp32 rounding
     }
     for key, value in overrides.items():
         values[key] = value

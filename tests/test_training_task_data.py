@@ -289,7 +289,8 @@ def test_two_ddp_processes_train_a_task_exactly_like_one(task_files, tmp_path):
     def config_file(name: str) -> Path:
         config = task_config(tmp_path / name, task_files, "token-classification", "steps=4", "eval_interval=4",
                              "threads=1", "optim.warmup_fraction=0", "optim.eps=1e-4", "grad_accum=2",
-                             "model.head_dropout=0", "model.label_dropout=0")  # dropout streams differ by rank
+                             "model.head_dropout=0", "model.label_dropout=0",  # dropout streams differ by rank
+                             "precision=fp32")  # exactness to fp32 rounding
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config.to_dict()))
         return path

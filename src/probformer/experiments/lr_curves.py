@@ -180,8 +180,11 @@ def load_reference(spec: LrCurvesSpec) -> ReferenceRun:
         if not path.is_file():
             raise ConfigError(f"reference: {path} not found (reference is the out_dir of a finished lr-curves run)")
     ref_spec = yaml.safe_load(spec_path.read_text()) or {}
-    ref_train = ref_spec.get("train") or {}
-    differing = _differing(_result_settings(spec.train), _result_settings(ref_train))
+    # A spec that names no precision was written before precision auto meant bf16 on a CPU with bf16
+    # units: every such (CPU) record trained in fp32, and the bundled lr-curves specs name fp32.
+    ref_train = {"precision": "fp32", **(ref_spec.get("train") or {})}
+    here = {"precision": "fp32", **spec.train}
+    differing = _differing(_result_settings(here), _result_settings(ref_train))
     if differing:
         raise ConfigError(f"reference: {ref} trained with different {', '.join('train.' + k for k in differing)} "
                           f"({', '.join(f'{there!r} there, {here!r} here' for there, here in differing.values())}); "
