@@ -113,6 +113,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from procfs import reset_peak_rss
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 METHODS = ("prepare", "nanogpt", "batched")
 LABELS = {"prepare": "prepare_shards", "nanogpt": "datasets.map, one text per call (nanoGPT)",
@@ -287,23 +289,13 @@ def _live_children() -> int:
     return len(_process_tree(os.getpid())) - 1 if Path("/proc").is_dir() else -1
 
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's VmHWM to its current RSS (Linux >= 4.0, ``clear_refs`` 5), as memory.py does."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
 class Region:
     """Times what runs inside it (wall, CPU of the process and its children) and reads the process's RSS
     at the start and its peak (VmHWM, reset at the start where the kernel allows) at the end; ``record``
     holds the figures."""
 
     def __enter__(self) -> Region:
-        self.hwm_reset = _reset_peak_rss()
+        self.hwm_reset = reset_peak_rss()
         self.rss_start = _status_bytes("self", "VmRSS").get("VmRSS", 0)
         self.t_start, self.cpu_start = time.time(), _cpu_seconds()
         self.began = time.perf_counter()

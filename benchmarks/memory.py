@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from devices import sync
+from procfs import reset_peak_rss
 
 
 def _proc_status_bytes(field: str) -> int | None:
@@ -38,16 +39,6 @@ def _malloc_trim() -> None:
         pass
 
 
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0: clear_refs 5)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 class MemoryProbe:
     """Peak memory of what happens between ``start()`` and ``stop()``, above the level at ``start()``.
     Other models already built stay resident but idle, so they only shift the baseline."""
@@ -66,7 +57,7 @@ class MemoryProbe:
             return
         _malloc_trim()
         self.base = _proc_status_bytes("VmRSS")
-        self.reset = _reset_peak_rss()
+        self.reset = reset_peak_rss()
 
     def stop(self) -> dict:
         if self.device.type == "cuda":
