@@ -22,6 +22,8 @@ from typing import Any, Literal
 import yaml
 
 from probformer.data.masking import DEFAULT_MASK_PROB
+from probformer.data.task_files import FORMATS as TASK_FILE_FORMATS
+from probformer.data.task_files import SENTENCE_FORMATS, TOKEN_FORMATS
 
 # Beyond these a value is a typo, and a library further down fails on it without a useful message
 # (torch's seed is 64-bit; 10^5 OpenMP threads crash the process; the tokenizer trainer aborts on a
@@ -104,7 +106,6 @@ class OptimConfig:
 
 
 TASK_NAMES = ("mlm", "token-classification", "text-classification")  # HF pipeline names for the two tasks
-TASK_FILE_FORMATS = ("conllu", "conll", "tsv", "csv", "jsonl", "label-text")  # data/task_files.py
 _FORMAT_BY_SUFFIX = {".conllu": "conllu", ".conll": "conll", ".bio": "conll", ".iob": "conll", ".tsv": "tsv",
                      ".csv": "csv", ".jsonl": "jsonl", ".txt": "label-text"}
 
@@ -151,10 +152,9 @@ class TaskConfig:
                    f"one of {TASK_FILE_FORMATS} (the train file's suffix {suffix or '(none)'!r} does not say which)",
                    self.format)
             self.format = _FORMAT_BY_SUFFIX[suffix]
-        token_formats = ("conllu", "conll")
-        _check((self.name == "token-classification") == (self.format in token_formats), "task.format",
-               f"{' or '.join(token_formats)} for token-classification, one of "
-               f"{tuple(f for f in TASK_FILE_FORMATS if f not in token_formats)} for text-classification",
+        _check((self.name == "token-classification") == (self.format in TOKEN_FORMATS), "task.format",
+               f"{' or '.join(TOKEN_FORMATS)} for token-classification, one of "
+               f"{SENTENCE_FORMATS} for text-classification",
                self.format)
         _check(self.epochs is None or (math.isfinite(self.epochs) and self.epochs > 0), "task.epochs",
                "null or a number > 0", self.epochs)

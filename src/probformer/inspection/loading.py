@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from probformer.inspection.errors import InspectionError
-from probformer.models.registry import TASKS, TOKENIZER_FILE, Architecture, architecture_of
+from probformer.models.registry import TASKS, TOKENIZER_FILE, Architecture, architecture_of, find_model_directory
 
 # A model directory may come from anyone: before a model is built from its config.json, sizes beyond
 # these are refused (a config naming 10^7 MFVI iterations would make a command run without end). Each
@@ -49,9 +49,9 @@ TASK_COMMANDS = {"fill-mask": "probformer fill-mask", "token-classification": "p
 def model_directory(run: str | Path) -> Path:
     """The saved-model directory of a run directory, or ``run`` itself if it is one."""
     path = Path(run)
-    for candidate in (path / "model", path):
-        if (candidate / "config.json").is_file():
-            return candidate
+    directory = find_model_directory(path)
+    if directory is not None:
+        return directory
     if not path.exists():
         raise InspectionError(f"{str(path)!r} not found: "
                               "pass a run directory (e.g. runs/pt-mlm) or its model/ directory")

@@ -255,6 +255,16 @@ def add_prefix_processor(tokenizer_file: Path, prefix_ids: tuple[int, ...]) -> N
     tokenizer.save(str(tokenizer_file))
 
 
+def find_model_directory(run: str | Path) -> Path | None:
+    """The exported model of a run directory (its ``model/``), or ``run`` itself if it is one (holds a
+    config.json); None if neither is."""
+    path = Path(run)
+    for candidate in (path / "model", path):
+        if (candidate / "config.json").is_file():
+            return candidate
+    return None
+
+
 def write_tokenizer_config(directory: Path, model_max_length: int) -> None:
     """tokenizer_config.json and special_tokens_map.json for ``PreTrainedTokenizerFast`` over our
     tokenizer.json, written by hand rather than by ``save_pretrained``: the class that transformers

@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import PretrainedConfig
 
 from probformer.data.masking import IGNORE_INDEX  # one label value for "not scored"
+from probformer.parametrization import Role, tag
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+
+def classifier_linear(config: PretrainedConfig) -> nn.Linear:
+    """A task head's classifier W_task, b (docs/design.md §9): hidden_size -> num_labels, the weight
+    with the output role (zero init and the alpha_out N0/N multiplier under muP), the bias a vector."""
+    return tag(nn.Linear(config.hidden_size, config.num_labels), weight=Role.OUTPUT, bias=Role.VECTOR)
 
 
 def _accurate(x: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,7 @@ from probformer.data.sentence_rows import BucketedStream, Row, encode_rows, eval
 from probformer.data.task_files import LabelledText, TaggedSentence, TaskFormat, read_task_splits
 from probformer.data.tokenization import MASK_ID, PAD_ID, SPECIAL_TOKENS, train_wordpiece
 from probformer.models import architecture, architecture_of
+from probformer.models.registry import find_model_directory
 from probformer.training.distributed import ProcessContext, unwrap
 from probformer.training.mlm_data import VALID
 from probformer.training.objective import TrainingObjective
@@ -76,8 +77,8 @@ class InitSource:
     @classmethod
     def read(cls, path: str) -> InitSource:
         given = Path(path)
-        directory = given / "model" if (given / "model" / "config.json").is_file() else given
-        if not (directory / "config.json").is_file():
+        directory = find_model_directory(given)
+        if directory is None:
             raise ConfigError(f"task.init_from: {given} holds no model (neither {given}/model/config.json nor "
                               f"{given}/config.json); give the directory of a finished `probformer train` run")
         for name in ("tokenizer.json", MODEL_FILE):

@@ -97,8 +97,6 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, resume: boo
                                                                              run.total_steps, log))
             if finished is not None:
                 return finished
-            if context.is_main:
-                (out_dir / "summary.json").unlink(missing_ok=True)
         progress = resume_from(run, begin.checkpoint, logger.info) if begin.checkpoint is not None else Progress()
         logger.open(config, progress.step if begin.checkpoint is not None else None)
         if begin.checkpoint is None:
@@ -142,13 +140,13 @@ def _start(config: TrainConfig, resume: bool, overwrite: bool, log) -> Start:
         finished = _finished_or_past(out_dir, checkpoint, config.total_steps, log)
         if finished is not None:
             return Start(checkpoint, finished)
-        (out_dir / "summary.json").unlink(missing_ok=True)  # the run goes on: how it ended is no longer how it ends
     return Start(checkpoint, None, allowed)
 
 
 def _finished_or_past(out_dir: Path, checkpoint: Path, total_steps: int, log) -> dict[str, Any] | None:
     """The summary of the finished run ``checkpoint`` ends, if it does; a ConfigError if it is past
-    ``total_steps``; None if it has steps left."""
+    ``total_steps``; None if it has steps left (its old summary.json is then removed: the run goes on,
+    so how it ended before is no longer how it ends)."""
     step = int(read_json(checkpoint / "trainer_state.json").get("step", 0))
     if step > total_steps:
         raise ConfigError(f"--resume: {checkpoint} is at step {step}, past the {total_steps} steps this "
@@ -158,6 +156,7 @@ def _finished_or_past(out_dir: Path, checkpoint: Path, total_steps: int, log) ->
         log(f"{out_dir} holds a finished run (completed at step {step}): nothing to resume; raise steps "
             "(or token_budget, or task.epochs) to train it further")
         return finished
+    (out_dir / "summary.json").unlink(missing_ok=True)
     return None
 
 

@@ -57,7 +57,7 @@ from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutp
 
 from probformer.models.bert.configuration_bert import ProbformerBertConfig
 from probformer.models.mlm_readout import mlm_readout
-from probformer.models.task_heads import sequence_classification_loss, token_classification_loss
+from probformer.models.task_heads import classifier_linear, sequence_classification_loss, token_classification_loss
 from probformer.parametrization import Role, tag
 
 TAP_NAMES = ("attention_logits", "attention_output", "ffn_output", "layer_output")
@@ -359,8 +359,7 @@ class TokenClassificationEncoder(TransformerEncoder):
     def build_head(self, config: ProbformerBertConfig) -> None:
         self.num_labels = config.num_labels
         self.dropout = classifier_dropout(config)
-        self.classifier = tag(nn.Linear(config.hidden_size, config.num_labels), weight=Role.OUTPUT,
-                              bias=Role.VECTOR)
+        self.classifier = classifier_linear(config)
 
     def output_layer(self) -> nn.Linear:
         return self.classifier
@@ -396,8 +395,7 @@ class SequenceClassificationEncoder(TransformerEncoder):
         self.num_labels = config.num_labels
         self.pooler = hidden_linear(config.hidden_size, config.hidden_size)
         self.dropout = classifier_dropout(config)
-        self.classifier = tag(nn.Linear(config.hidden_size, config.num_labels), weight=Role.OUTPUT,
-                              bias=Role.VECTOR)
+        self.classifier = classifier_linear(config)
 
     def output_layer(self) -> nn.Linear:
         return self.classifier

@@ -46,7 +46,7 @@ from probformer.models.mlm_readout import mlm_readout
 from probformer.models.pt.bucket_kernels import BucketKernel, bucket_index, build_kernel  # noqa: F401 (re-export)
 from probformer.models.pt.configuration_pt import PTConfig
 from probformer.models.pt.root import RootFactors, RootTerms
-from probformer.models.task_heads import sequence_classification_loss, token_classification_loss
+from probformer.models.task_heads import classifier_linear, sequence_classification_loss, token_classification_loss
 from probformer.parametrization import Role, tag
 
 TAP_NAMES = ("q", "head_logits", "messages", "latent", "labels")
@@ -379,8 +379,7 @@ class PTForTokenClassification(PTEncoder):
     def __init__(self, config: PTConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.classifier = tag(nn.Linear(config.hidden_size, config.num_labels), weight=Role.OUTPUT,
-                              bias=Role.VECTOR)  # W_task, b
+        self.classifier = classifier_linear(config)  # W_task, b
         self.post_init()
 
     def forward(
@@ -414,8 +413,7 @@ class PTForSequenceClassification(PTEncoder):
             raise ValueError("classifier_pooling='root' reads ROOT's label logits and needs use_root=True "
                              "(or set classifier_pooling='mean')")
         self.num_labels = config.num_labels
-        self.classifier = tag(nn.Linear(config.hidden_size, config.num_labels), weight=Role.OUTPUT,
-                              bias=Role.VECTOR)  # W_task, b
+        self.classifier = classifier_linear(config)  # W_task, b
         self.post_init()
 
     def pooled(self, inference: PTInference, attention_mask: torch.Tensor | None) -> torch.Tensor:
