@@ -415,3 +415,88 @@ def test_compare_reads_the_point_a_sweep_chose(tiny_spec, tmp_path, monkeypatch)
     assert main(["compare", "--config", str(out / "spec.yaml"), "--out-dir", str(out), "--rerender"]) == 0
     assert (out / "results.md").read_text() == md
     assert [r.config for r in plan_runs(load_spec(out / "spec.yaml"), 495, out)] == planned  # the same runs
+
+
+def test_lr_scale_multiplies_the_tuned_lr_of_one_arch(tiny_spec, tmp_path):
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"optim": {"lr": 3e-3}, "model": {}}))
+    spec = spec_from_dict({**tiny_spec, "hparams_from": {"pt": str(best)}, "lr_scale": {"pt": 0.5}})
+    runs = {r.name: r.config for r in plan_runs(spec, 495, tmp_path)}
+    assert runs["pt-20k-s0"].optim.lr == 1.5e-3 and runs["bert-20k-s0"].optim.lr == 1e-3
+    assert "pt lr 0.0015 (0.5x the lr of hparams_from " in compare_mod.markdown([], spec)
+    for bad in (0, -2, True, "half", float("inf")):
+        with pytest.raises(ConfigError, match="lr_scale.pt: expected a positive number"):
+            spec_from_dict({**tiny_spec, "lr_scale": {"pt": bad}})
+    with pytest.raises(ConfigError, match="lr_scale: expected a mapping keyed by architecture"):
+        spec_from_dict({**tiny_spec, "lr_scale": {"gpt": 2}})
+
+
+def test_lr_check_picks_the_lowest_loss_and_the_comparison_reuses_its_run(tiny_spec, tmp_path, monkeypatch):
+    """Three lr_scale runs of pt and bert (bert's x2 diverges; losses from a stand-in with pt's optimum at
+    x0.5 and bert's at x1): the check writes each arch's point with the winning lr, and a comparison that
+    adopts the winners finds them trained under its own configuration and reads them back."""
+    from probformer.experiments.compare import lr_check
+
+    tuned = {"pt": tmp_path / "pt.json", "bert": tmp_path / "bert.json"}
+    tuned["pt"].write_text(json.dumps({"optim": {"lr": 1e-2, "warmup_fraction": 0.1}, "model": {"arch": "pt"}}))
+    tuned["bert"].write_text(json.dumps({"optim": {"lr": 1e-3}, "model": {"hidden_dropout": 0.1}}))
+    calls = []
+
+    def stand_in(config, **_kwargs):
+        calls.append(config.out_dir)
+        out = Path(config.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(config.to_dict()))
+        best_lr = {"pt": 5e-3, "bert": 1e-3}[config.model["arch"]]
+        if config.optim.lr > 1.5e-3 and config.model["arch"] == "bert":
+            return {"status": "diverged", "step": 3}
+        return {"status": "completed", "valid_loss": 4.0 + abs(math.log(config.optim.lr / best_lr)), "step": 12}
+
+    monkeypatch.setattr(compare_mod, "train", stand_in)
+    base = {**tiny_spec, "budgets": ["20k"], "hparams_from": {k: str(v) for k, v in tuned.items()}}
+    dirs = {scale: tmp_path / f"x{scale}" for scale in (0.5, 1, 2)}
+    for scale, out in dirs.items():
+        compare(spec_from_dict({**base, "lr_scale": {"pt": scale, "bert": scale}}), out)
+    (dirs[2] / "runs" / "pt-20k-s1").mkdir()  # another seed's unfinished run: not a point of the check
+    check = tmp_path / "check"
+    best = lr_check.write_check(list(dirs.values()), 20_000, 0, {k: str(v) for k, v in tuned.items()}, check)
+    assert {a: p.lr for a, p in best.items()} == {"pt": 5e-3, "bert": 1e-3}
+    pt = json.loads((check / "pt.json").read_text())
+    assert pt["optim"] == {"lr": 5e-3, "warmup_fraction": 0.1} and pt["model"] == {"arch": "pt"}
+    assert [p["lr"] for p in pt["lr_check"]["points"]] == [5e-3, 1e-2, 2e-2]
+    bert_points = json.loads((check / "bert.json").read_text())["lr_check"]["points"]
+    assert [p["status"] for p in bert_points] == ["completed", "completed", "diverged"]
+    md = (check / "lr-check.md").read_text()
+    assert "- pt: lr 0.005 (0.5x the sweep's lr), 0.6931 nats below the next lr." in md
+    assert "- bert: lr 0.001 (the sweep's lr kept)" in md and (check / "lr-check.png").stat().st_size > 0
+    assert len(read_csv(check / "lr-check.csv")) == 6
+
+    calls.clear()
+    chosen = spec_from_dict({**base, "hparams_from": {a: str(check / f"{a}.json") for a in ("pt", "bert")}})
+    assert lr_check.main(["--runs", *map(str, dirs.values()), "--budget", "20k", "--tuned",
+                          f"pt={tuned['pt']},bert={tuned['bert']}", "--out", str(check),
+                          "--adopt", str(tmp_path / "main")]) == 0
+    assert sorted(p.name for p in (tmp_path / "main" / "runs").iterdir()) == ["bert-20k-s0", "pt-20k-s0"]
+    rows = compare(chosen, tmp_path / "main")
+    assert calls == [] and [(r["arch"], r["valid_loss"]) for r in rows] == [("pt", 4.0), ("bert", 4.0)]
+    with pytest.raises(ConfigError, match="holds a run with a different optim"):
+        compare(chosen, dirs[1])  # the x1 check's pt run is not the chosen point
+    with pytest.raises(SystemExit):
+        lr_check.main(["--runs", str(tmp_path / "nothing"), "--budget", "20k", "--tuned", f"pt={tuned['pt']}",
+                       "--out", str(check)])
+
+
+def test_cpu_20m_preset_is_cpu_2m_at_ten_times_the_tokens_in_bf16():
+    """compare-cpu-20m: compare-cpu-2m's models, data and batch at its two smallest budgets for 10 epochs,
+    pinned to bf16 (never mixed inside one table), reading each arch's point from the lr check."""
+    cpu = load_spec(preset="compare-cpu-2m", overrides=["hparams_from={}"])
+    long = load_spec(preset="compare-cpu-20m", overrides=["hparams_from={}"])
+    assert long.token_budget == 10 * cpu.token_budget and long.budgets == cpu.budgets[:2]
+    assert (long.archs, long.seeds, long.models, long.eval_texts) == (cpu.archs, cpu.seeds, cpu.models, cpu.eval_texts)
+    for key in ("data", "batch_size", "eval_batches"):
+        assert long.train[key] == cpu.train[key], key
+    assert long.train["precision"] == "bf16" and cpu.train["precision"] == "fp32"
+    runs = plan_runs(long, 4096, "unused")
+    assert {(r.config.total_steps, r.config.eval_interval, r.config.precision) for r in runs} == {(5000, 250, "bf16")}
+    raw = read_yaml(resources.files("probformer.experiments.specs") / "compare-cpu-20m.yaml")
+    assert raw["hparams_from"] == {a: f"results/compare/cpu-20m/lr-check/{a}.json" for a in ("pt", "bert", "ut")}

@@ -32,14 +32,15 @@ def _run_dir(root: Path, name: str, status: str | None) -> Path:
 
 
 def _script(root: Path, action: str) -> subprocess.CompletedProcess:
-    script = root / "results" / "compare" / "cpu-2m" / "finished-runs.sh"
-    return subprocess.run(["bash", str(script), action], capture_output=True, text=True)
+    script = root / "results" / "compare" / "finished-runs.sh"
+    return subprocess.run(["bash", str(script), action, "runs/compare-cpu-2m/runs", "results/compare/cpu-2m/runs"],
+                          capture_output=True, text=True)
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     (tmp_path / "results" / "compare" / "cpu-2m").mkdir(parents=True)
-    shutil.copy(RESULT / "finished-runs.sh", tmp_path / "results" / "compare" / "cpu-2m")
+    shutil.copy(RESULT.parent / "finished-runs.sh", tmp_path / "results" / "compare")
     return tmp_path
 
 

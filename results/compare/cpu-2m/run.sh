@@ -37,9 +37,10 @@ COMPARE=(probformer compare --preset compare-cpu-2m --set train.threads=1
   --set hparams_from.pt=results/sweeps/pt-2m/best.json
   --set hparams_from.bert=results/sweeps/bert-2m/best.json
   --set hparams_from.ut=results/sweeps/ut-2m/best.json)
-# Runs finished in earlier sessions are committed as records (finished-runs.sh): put them back first,
+# Runs finished in earlier sessions are committed as records (../finished-runs.sh): put them back first,
 # so a fresh checkout reads them back instead of training them again.
-bash results/compare/cpu-2m/finished-runs.sh restore
+KEEP=(runs/compare-cpu-2m/runs results/compare/cpu-2m/runs)
+bash results/compare/finished-runs.sh restore "${KEEP[@]}"
 "${COMPARE[@]}" --dry-run
 "${COMPARE[@]}" --seeds 0 >> runs/logs/compare-cpu-2m-s0.log 2>&1 &
 seed0=$!
@@ -48,6 +49,6 @@ trap 'kill $seed0 2>/dev/null' EXIT
 wait "$seed0"
 trap - EXIT
 "${COMPARE[@]}"
-bash results/compare/cpu-2m/finished-runs.sh save
+bash results/compare/finished-runs.sh save "${KEEP[@]}"
 for f in runs/compare-cpu-2m/*; do if [ -f "$f" ]; then cp "$f" results/compare/cpu-2m/; fi; done
 echo "done: results/sweeps/{bert,ut,pt}-2m and results/compare/cpu-2m"

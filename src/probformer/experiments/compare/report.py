@@ -364,6 +364,8 @@ def markdown(rows: list[dict[str, Any]], spec: CompareSpec, curves: list[dict[st
         source = spec.hparams_from.get(arch, spec.hparams_source.get(arch))
         where = (f"hparams_from {source}" if source else "spec hparams" if arch in spec.hparams
                  else "trainer defaults")
+        if arch in spec.lr_scale:
+            where = f"{spec.lr_scale[arch]:g}x the lr of {where}"
         sources.append(f"{arch} lr {lr:g} ({where})")
     return render(rows, list(curves), spec, "; ".join(sources))
 

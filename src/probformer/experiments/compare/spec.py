@@ -13,7 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probformer.config import ConfigError, config_from_dict, model_config_class, model_fields, validate_model_section
+from probformer.config import (
+    ConfigError,
+    OptimConfig,
+    config_from_dict,
+    model_config_class,
+    model_fields,
+    validate_model_section,
+)
 from probformer.experiments import spec as specs
 from probformer.experiments.spec import merge
 from probformer.models import ARCHITECTURES
@@ -33,6 +40,8 @@ class CompareSpec:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-arch base model: shape at N0, depth
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-arch {optim: ..., model: ...} tuned at N0
     hparams_from: dict[str, str] = field(default_factory=dict)  # per-arch JSON file, applied over hparams
+    # Per-arch factor on the tuned lr, applied last (an lr check around a tuned point: 0.5 and 2 beside 1).
+    lr_scale: dict[str, float] = field(default_factory=dict)
     # Where hparams.<arch> came from when compare inlined a hparams_from file into the spec.yaml it writes
     # (so a result directory reruns and re-renders without the sweep's); report text only.
     hparams_source: dict[str, str] = field(default_factory=dict)
@@ -48,7 +57,7 @@ class CompareSpec:
         self.budgets = sorted({parse_count(b, "budgets") for b in self.budgets})
         self.token_budget = parse_count(self.token_budget, "token_budget")
         self.archs = _names(self.archs, "archs")
-        for name in ("models", "hparams", "hparams_from", "hparams_source"):
+        for name in ("models", "hparams", "hparams_from", "hparams_source", "lr_scale"):
             section = getattr(self, name) or {}
             if not isinstance(section, dict) or set(section) - set(ARCHITECTURES):
                 raise ConfigError(f"{name}: expected a mapping keyed by architecture ({', '.join(ARCHITECTURES)}), "
@@ -58,6 +67,11 @@ class CompareSpec:
                 isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds) \
                 or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: expected a non-empty list of distinct integers >= 0, got {self.seeds!r}")
+        for arch, scale in self.lr_scale.items():
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+                raise ConfigError(f"lr_scale.{arch}: expected a positive number (the factor on the tuned lr), "
+                                  f"got {scale!r}")
+        self.lr_scale = {arch: float(scale) for arch, scale in self.lr_scale.items()}
         self.train = dict(self.train or {})
         owned = sorted(set(self.train) & set(RUN_OWNED_KEYS))
         if owned:
@@ -159,7 +173,7 @@ def check_tuned_base(arch: str, base: dict[str, Any], tuned: dict[str, Any], pat
 
 def arch_settings(spec: CompareSpec, arch: str, *, read_files: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """(base model fields, optim section) of ``arch``: models, then hparams, then hparams_from (read only
-    with ``read_files``: a spec is checked without touching the files it names)."""
+    with ``read_files``: a spec is checked without touching the files it names), then lr_scale."""
     layers = [{"model": spec.models.get(arch) or {}}, spec.hparams.get(arch) or {}]
     tuned_base = None
     path = spec.hparams_from.get(arch)
@@ -185,6 +199,8 @@ def arch_settings(spec: CompareSpec, arch: str, *, read_files: bool = True) -> t
     except ConfigError as err:
         raise ConfigError(f"{arch}: {err}") from None
     base.pop("arch")
+    if arch in spec.lr_scale:
+        optim["lr"] = optim.get("lr", OptimConfig.lr) * spec.lr_scale[arch]
     if tuned_base is not None:
         check_tuned_base(arch, base, tuned_base, spec.hparams_from[arch])
     return base, optim

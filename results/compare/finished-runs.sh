@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The records of finished compare-cpu-2m runs, committed so that the comparison survives a fresh
-# checkout (runs/ is not in git, and the comparison takes longer than one session):
-#   save     copy every finished run's records from runs/compare-cpu-2m/runs/ into
-#            results/compare/cpu-2m/runs/ (then commit them)
+# The records of a comparison's finished runs, committed so that it survives a fresh checkout (runs/ is
+# not in git, and a comparison takes longer than one session). Usage: finished-runs.sh ACTION LIVE KEPT,
+# LIVE the runs/ folder of a `probformer compare` out_dir (runs/compare-cpu-2m/runs), KEPT its committed
+# copy (results/compare/cpu-2m/runs), both from the repository root:
+#   save     copy every finished run's records from LIVE into KEPT (then commit them)
 #   restore  put the committed records back where `probformer compare` looks, for runs that are not
 #            there yet; compare then reads those runs back instead of training them again
 # A record is the run's text files only: train_config.json (compare refuses a record trained with
@@ -10,9 +11,10 @@
 # metrics.jsonl (the learning curve). Weights and checkpoints stay out of git: an unfinished run is not
 # kept, and a fresh checkout trains it from its start.
 set -euo pipefail
-cd "$(dirname "$0")/../../.."
-live=runs/compare-cpu-2m/runs
-kept=results/compare/cpu-2m/runs
+cd "$(dirname "$0")/../.."
+if [ $# -ne 3 ]; then echo "usage: $0 save|restore LIVE KEPT" >&2; exit 2; fi
+live=$2
+kept=$3
 FILES="train_config.json summary.json compare_run.json metrics.jsonl"
 finished() {  # the trainer writes summary.json with status completed or diverged only at the end
   [ -f "$1/summary.json" ] && grep -Eq '"status": "(completed|diverged)"' "$1/summary.json" && [ -f "$1/compare_run.json" ]
@@ -42,5 +44,5 @@ case "${1:-}" in
       n=$((n + 1))
     done
     echo "restored the records of $n finished runs into $live";;
-  *) echo "usage: $0 save|restore" >&2; exit 2;;
+  *) echo "usage: $0 save|restore LIVE KEPT" >&2; exit 2;;
 esac
