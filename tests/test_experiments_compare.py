@@ -19,7 +19,7 @@ import probformer.experiments.compare.run as compare_mod
 from probformer.cli import main
 from probformer.config import ConfigError, read_yaml
 from probformer.experiments.compare import compare, load_spec, plan_runs, plot_loss, rerender, spec_from_dict
-from probformer.experiments.compare.report import along_training, checkpoint_steps, curve_tables, render
+from probformer.experiments.compare.report import along_training, checkpoint_steps, curve_tables, lead_table, render
 from probformer.experiments.compare.run import COLUMNS, CURVE_COLUMNS
 from probformer.experiments.sweep import load_sweep_spec
 from probformer.sizing import units
@@ -282,6 +282,19 @@ def test_ranking_at_half_and_full_budget_against_hand_computed_noise():
             + r["seed"] * 0.01} for r in rows]
     assert "pt ahead by" not in along_training(ood, ["pt", "bert"], "ood")[1_000_000]
     assert along_training([r for r in rows if r["step"] == 500], ["pt", "bert"]) == {}  # one evaluation: no curve
+
+    # the gap behind the final leader (bert) at each checkpoint: pt - bert = -0.05, -0.11, +0.05 (noise as above)
+    lead = lead_table(rows, ["pt", "bert"], [0.1, 0.5, 1.0])
+    assert lead[0] == ("| budget | gap | 10% (204,800 tokens) | 50% (1,024,000 tokens) | 100% (2,048,000 tokens) "
+                       "| trend |")
+    noise_10 = math.sqrt(0.1414214**2 / 2)
+    assert lead[2] == (f"| 1M | pt - bert | -0.050, {0.05 / noise_10:.1f}x | -0.110, {0.11 / half_noise:.1f}x "
+                       f"| +0.050, {0.05 / full_noise:.1f}x | widens overall (-0.050 -> +0.050), not monotone |")
+    assert lead[-1] == "- 1M: leader at each checkpoint: 10% pt, 50% pt, 100% bert."
+    gaps = {50: 0.3, 250: 0.2, 500: 0.05}
+    steady = [curve_row(arch, seed, step, 5.0 + seed / 50 + (arch == "pt") * gap)
+              for step, gap in gaps.items() for arch in ("pt", "bert") for seed in (0, 1)]
+    assert lead_table(steady, ["pt", "bert"], [0.1, 0.5, 1.0])[2].endswith("| narrows at every checkpoint |")
 
 
 def test_out_of_domain_verdict_per_budget(tiny_spec):

@@ -7,12 +7,14 @@ of ``curves.csv`` (one per run and evaluation: tokens seen, valid loss, and the 
 
 Per budget the report says which architecture has the lowest mean loss at the end, by how much against
 that rule; with learning curves also the ranking at half the token budget and whether it changed by the
-end (so a reader sees whether the ranking is still moving with tokens); and the same for each
-out-of-domain text, with whether its winner is the in-domain one.
+end (so a reader sees whether the ranking is still moving with tokens), and how far each architecture
+is behind the final leader at every curve fraction, with whether that gap narrows or widens; and the
+same for each out-of-domain text, with whether its winner is the in-domain one.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,8 +29,8 @@ from probformer.experiments.curves import DEFAULT_MARGIN, VALID, Curve, loss_key
 from probformer.figures import pyplot, save_figure
 from probformer.sizing.units import count_label
 
-__all__ = ["aggregate", "along_training", "checkpoint_steps", "curve_tables", "plot_learning_curves", "plot_loss",
-           "render", "verdicts"]
+__all__ = ["aggregate", "along_training", "checkpoint_steps", "curve_tables", "lead_table", "plot_learning_curves",
+           "plot_loss", "render", "verdicts"]
 
 HALF = 0.5  # the point along training the end-of-training ranking is checked against
 
@@ -180,6 +182,54 @@ def along_training(curve_rows: list[dict[str, Any]], archs: Sequence[str], text:
     return out
 
 
+def _trend(gaps: list[float]) -> str:
+    """How a gap behind the leader moved over the checkpoints: narrows / widens (every step, or overall)."""
+    if len(gaps) < 2:
+        return "-"
+    steps = [b - a for a, b in itertools.pairwise(gaps)]
+    overall = "narrows" if gaps[-1] < gaps[0] else "widens" if gaps[-1] > gaps[0] else "unchanged"
+    if all(d < 0 for d in steps) or all(d > 0 for d in steps):
+        return f"{overall} at every checkpoint"
+    return f"{overall} overall ({gaps[0]:+.3f} -> {gaps[-1]:+.3f}), not monotone"
+
+
+def lead_table(curve_rows: list[dict[str, Any]], archs: Sequence[str], fractions: Sequence[float],
+               text: str = VALID) -> list[str]:
+    """Per budget, the architecture that leads at the end and how far each other one is behind it at each
+    of ``fractions`` of the training (mean difference, x the seed noise; negative: ahead of it there), and
+    whether the gap narrows or widens: does more training let the others catch up?"""
+    points = checkpoint_steps(curve_rows, fractions)
+    if len(points) < 2:
+        return []
+    key = loss_key(text)
+    head = " | ".join(f"{f:.0%} ({tokens:,} tokens)" for f, _, tokens in points)
+    lines = [f"| budget | gap | {head} | trend |", "|---|---|" + "---|" * len(points) + "---|"]
+    notes = []
+    for budget in sorted({r["budget"] for r in curve_rows}):
+        by_point = [at_step(curve_rows, step, key, archs, budget) for _, step, _ in points]
+        final = by_point[-1]
+        if len(final) < 2:
+            continue
+        leader = _ranking(final)[0]
+        leaders = [_ranking(p)[0] if p else "-" for p in by_point]
+        for other in (a for a in archs if a in final and a != leader):
+            cells, gaps = [], []
+            for here in by_point:
+                if leader in here and other in here:
+                    d = noise.difference(here[other], here[leader])
+                    gaps.append(d.delta)
+                    ratio = f", {d.ratio:.1f}x" if d.estimated else ""
+                    cells.append(f"{d.delta:+.3f}{ratio}")
+                else:
+                    cells.append("-")
+            lines.append(f"| {count_label(budget)} | {other} - {leader} | {' | '.join(cells)} | {_trend(gaps)} |")
+        notes.append(f"- {count_label(budget)}: leader at each checkpoint: "
+                     + ", ".join(f"{f:.0%} {who}" for (f, _, _), who in zip(points, leaders, strict=True)) + ".")
+    if len(lines) == 2:
+        return []
+    return [*lines, "", *notes]
+
+
 def curve_tables(curve_rows: list[dict[str, Any]], archs: Sequence[str], fractions: Sequence[float],
                  text: str = VALID, margin: float = DEFAULT_MARGIN) -> list[str]:
     """Mean ± std of the loss on ``text`` at each fraction of the training, per (arch, budget), and the
@@ -260,6 +310,11 @@ def render(rows: list[dict[str, Any]], curve_rows: list[dict[str, Any]], spec: C
                        f"last column: the tokens seen when each seed's {text} loss first fell {DEFAULT_MARGIN:g} nats "
                        "below its unigram baseline (off the plateau every model starts on)."), "",
                       *curve_tables(curve_rows, spec.archs, spec.curve_fractions, text), ""]
+            lead = lead_table(curve_rows, spec.archs, spec.curve_fractions, text)
+            if lead:
+                lines += [f"How far each architecture is behind the one that leads at the end ({text} loss, "
+                          "mean difference in nats and its ratio to the seed noise; a gap whose ratio is at "
+                          "most 2 is within the noise; negative: ahead at that point):", "", *lead, ""]
         lines += ["![learning curves](learning_curves.png)", ""]
     return "\n".join(lines)
 
