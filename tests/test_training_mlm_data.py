@@ -249,3 +249,39 @@ def test_a_resume_with_another_tokenizer_than_the_directorys_is_refused(prepared
     assert open_source(config, ProcessContext(), quiet, tokenizer_json=own).tokenizer_json == own
     with pytest.raises(CheckpointError, match="trained with another tokenizer than .* holds"):
         open_source(config, ProcessContext(), quiet, tokenizer_json=own + b" ")
+
+
+def test_eval_texts_go_through_the_streaming_preparation_in_the_run_row_mode(tiny_run_config, tmp_path):
+    # An eval text becomes a cache entry in the run's tokenizer (prepared once, then opened): in the
+    # classic block mode its blocks are the text's documents each followed by [SEP], cut into seq_len
+    # (what scored it before, so committed out-of-domain numbers stay); with rows=documents each row is
+    # one of its documents (a treebank's sentence), padded, or a seq_len piece of a longer one, never two.
+    from conftest import sentence_documents
+
+    docs = [d.replace("\n", " ") for d in sentence_documents(40, seed=5)]
+    text = tmp_path / "ood.jsonl"
+    text.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    config = tiny_run_config(tmp_path / "run", f"eval_texts.ood={text}")
+    logged: list[str] = []
+    data = MaskedLMData(config, open_source(config, ProcessContext(), quiet), ProcessContext(), logged.append)
+    blocks = data.evaluation_sets()["eval_ood"]
+    assert sum("preparing text" in line for line in logged) == 1
+    tokenizer = data.corpus.tokenizer
+    stream = [t for e in tokenizer.encode_batch(docs, add_special_tokens=False)
+              for t in (*e.ids, data.special_ids["sep"])]
+    seq_len = config.data.seq_len
+    expected = torch.tensor(stream[: len(stream) // seq_len * seq_len]).reshape(-1, seq_len)
+    seen = torch.cat([torch.where(b.labels == IGNORE_INDEX, b.input_ids, b.labels) for b in blocks])
+    assert torch.equal(seen, expected)
+    data.evaluation_sets()
+    assert sum("preparing text" in line for line in logged) == 1  # the entry is reused, not prepared again
+
+    per_doc = tiny_run_config(tmp_path / "docs", f"eval_texts.ood={text}", "data.rows=documents")
+    data = MaskedLMData(per_doc, open_source(per_doc, ProcessContext(), quiet), ProcessContext(), quiet)
+    rows = data.evaluation_sets()["eval_ood"]
+    lengths = [int(n) for b in rows for n in b.attention_mask.sum(dim=1)]
+    encoded = [e.ids for e in tokenizer.encode_batch(docs, add_special_tokens=False)]
+    pieces = [[seq_len] * ((len(ids) + 1) // seq_len) + [(len(ids) + 1) % seq_len] for ids in encoded]
+    assert lengths == [n for p in pieces for n in p if n]  # one document (+ [SEP]) per row, or a piece
+    first = torch.where(rows[0].labels == IGNORE_INDEX, rows[0].input_ids, rows[0].labels)[0]
+    assert first[: lengths[0]].tolist() == (encoded[0] + [data.special_ids["sep"]])[:seq_len]

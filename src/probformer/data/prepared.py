@@ -39,7 +39,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from probformer.data.cache import check_files, file_record, locked, make_directory, publish_directory
-from probformer.data.corpus import load_documents, local_source_path
+from probformer.data.corpus import local_source_path
 from probformer.data.errors import DataError, DataWarning
 from probformer.data.prepare_stream import prepare_shards
 from probformer.data.shards import (
@@ -166,30 +166,9 @@ class PreparedCorpus:
             raise DataError(f"the {split} split has {len(stream)} tokens, fewer than one block of {seq_len}")
         return stream[: num * seq_len].reshape(num, seq_len)
 
-    def text_blocks(self, source: str, seq_len: int, text_field: str = "text") -> np.ndarray:
-        """:func:`text_blocks` of ``source`` in this corpus's tokenizer."""
-        return text_blocks(self.tokenizer, self.special_ids["sep"], source, seq_len, text_field)
-
     def unigram_log_probs(self) -> np.ndarray:
         """Add-one smoothed log unigram probabilities of non-special tokens, from the train split."""
         return unigram_log_probs(self.unigram_counts, self.special_ids.values())
-
-
-def text_blocks(tokenizer: Tokenizer, sep_id: int, source: str, seq_len: int, text_field: str = "text") -> np.ndarray:
-    """Blocks (num_blocks, seq_len) of any other text (a file or directory :func:`load_documents` reads,
-    e.g. a CoNLL-U treebank's sentences) in ``tokenizer``, documents joined by [SEP] (``sep_id``) as in
-    training; the last partial block is dropped."""
-    docs = load_documents(source, text_field)
-    if tokenizer.truncation is not None or tokenizer.padding is not None:  # a saved pretrained tokenizer's
-        tokenizer = Tokenizer.from_str(tokenizer.to_str())
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
-    encodings = tokenizer.encode_batch(docs, add_special_tokens=False)
-    stream = np.fromiter((t for enc in encodings for t in (*enc.ids, sep_id)), dtype=np.int64)
-    num = len(stream) // seq_len
-    if num == 0:
-        raise DataError(f"{source}: {len(stream)} tokens, fewer than one block of {seq_len}")
-    return stream[: num * seq_len].reshape(num, seq_len)
 
 
 def _split_tokens(shards: PreparedShards, split: str) -> np.ndarray:
@@ -247,12 +226,38 @@ def prepare_corpus(spec: CorpusSpec, cache_dir: Path | None = None, log=print,
 
     ``tokenizer_json``: tokenise with this tokenizer (the bytes of a tokenizer.json, e.g. a
     checkpoint's) instead of training one; such an entry is cached under its own name."""
+    return _warn_if_unreadable(_cached(
+        cache_dir, entry_name(spec, tokenizer_json), lambda directory: _build(spec, directory, tokenizer_json, log),
+        f"corpus {spec.source!r} (vocab {spec.vocab_size})", log))
+
+
+def prepare_text(source: str, tokenizer_json: bytes, cache_dir: Path | None = None, text_field: str = "text",
+                 log=print) -> PreparedCorpus:
+    """Another text (a run's ``eval_texts`` entry: a file or directory
+    :func:`~probformer.data.corpus.load_documents` reads, e.g. a CoNLL-U treebank's sentences) tokenised
+    with ``tokenizer_json`` into a cache entry by the same streaming code as a corpus: every document in
+    its ``train`` split, in the source's order, each followed by [SEP], with its document and sentence
+    offsets (so it is read in any ``data.rows`` mode). Flat memory whatever its size; a second run (or
+    rank) opens the entry at once."""
+    name = f"text-{_text_key(source, text_field)}-tok-{sha256_hex(tokenizer_json)[:16]}"
+    return _cached(cache_dir, name, lambda directory: _build_text(source, text_field, directory, tokenizer_json),
+                   f"text {source!r}", log)
+
+
+def _text_key(source: str, text_field: str) -> str:
+    blob = json.dumps([CACHE_FORMAT, "text", source, text_field, source_fingerprint(source)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _cached(cache_dir: Path | None, name: str, build, what: str, log) -> PreparedCorpus:
+    """The checked entry ``name`` of the cache, built by ``build(directory)`` (then published whole) by
+    one process at a time when it is missing or damaged."""
     cache = usable_cache_dir(cache_dir or default_cache_dir())
-    entry = cache / entry_name(spec, tokenizer_json)
+    entry = cache / name
     lock = cache / f".{entry.name}.lock"
     corpus, _ = _open(entry)
     if corpus is not None:
-        return _warn_if_unreadable(corpus)
+        return corpus
     try:
         with locked(lock, holder=f"pid {os.getpid()}"):
             # Checked again under the lock: another process may have built or repaired it while we waited.
@@ -260,8 +265,8 @@ def prepare_corpus(spec: CorpusSpec, cache_dir: Path | None = None, log=print,
             if corpus is None:
                 if problem is not None:
                     log(f"cache entry {entry} is damaged ({problem}); rebuilding it")
-                log(f"preparing corpus {spec.source!r} (vocab {spec.vocab_size}) into {entry}")
-                publish_directory(entry, lambda directory: _build(spec, directory, tokenizer_json, log))
+                log(f"preparing {what} into {entry}")
+                publish_directory(entry, build)
     except OSError as err:
         if err.filename is None or cache not in Path(err.filename).parents:
             raise
@@ -270,7 +275,7 @@ def prepare_corpus(spec: CorpusSpec, cache_dir: Path | None = None, log=print,
     corpus, problem = _open(entry)
     if corpus is None:
         raise DataError(f"cache entry {entry} does not read back as written ({problem}); check the disk")
-    return _warn_if_unreadable(corpus)
+    return corpus
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -296,15 +301,30 @@ def _build(spec: CorpusSpec, directory: Path, tokenizer_json: bytes | None, log)
                             test_fraction=spec.test_fraction, valid_tokens=UNBOUNDED, test_tokens=UNBOUNDED,
                             shard_tokens=UNBOUNDED, workers=1, progress=False, log=lambda *_: None,
                             split_rule="permutation", hub_streaming=False)
+    _write_meta(directory, shards, asdict(spec), tokenizer_json)
     tokens = {split: shards.num_tokens(split) for split in SPLITS}
     documents = {split: shards.num_documents(split) for split in SPLITS}
-    meta = {"format": CACHE_FORMAT, "spec": asdict(spec), "vocab_size": shards.vocab_size,
-            "dtype": np.dtype(shards.dtype).name, "tokens": tokens, "documents": documents,
+    log(f"corpus ready: {documents['train']}/{documents['valid']}/{documents['test']} documents, "
+        f"{tokens['train']:,}/{tokens['valid']:,}/{tokens['test']:,} tokens (train/valid/test)")
+
+
+def _build_text(source: str, text_field: str, directory: Path, tokenizer_json: bytes) -> None:
+    """:func:`prepare_text`'s entry: the streaming pipeline with no valid or test split (the hash rule
+    with both fractions 0 keeps every document in train, in order), one shard, then meta.json."""
+    shards = prepare_shards(source, directory, text_field=text_field, tokenizer=tokenizer_json, valid_fraction=0.0,
+                            test_fraction=0.0, valid_tokens=0, test_tokens=0, shard_tokens=UNBOUNDED, workers=1,
+                            progress=False, log=lambda *_: None, split_rule="text-hash", hub_streaming=False)
+    _write_meta(directory, shards, {"source": source, "text_field": text_field}, tokenizer_json)
+
+
+def _write_meta(directory: Path, shards: PreparedShards, spec: dict, tokenizer_json: bytes | None) -> None:
+    """meta.json, written last: what the entry is, and every file's size and checksum."""
+    meta = {"format": CACHE_FORMAT, "spec": spec, "vocab_size": shards.vocab_size,
+            "dtype": np.dtype(shards.dtype).name, "tokens": {split: shards.num_tokens(split) for split in SPLITS},
+            "documents": {split: shards.num_documents(split) for split in SPLITS},
             "tokenizer": "trained" if tokenizer_json is None else "given",
             "files": {name: file_record(directory / name) for name in entry_files(directory)}}
     _write_json(directory / META_FILE, meta)
-    log(f"corpus ready: {documents['train']}/{documents['valid']}/{documents['test']} documents, "
-        f"{tokens['train']:,}/{tokens['valid']:,}/{tokens['test']:,} tokens (train/valid/test)")
 
 
 def unigram_entropy_bound(corpus: PreparedCorpus) -> float:

@@ -24,7 +24,13 @@ Which loader trains (``data.rows``, :meth:`MaskedLMData.stream`):
   the train split's shards: a stateless per-epoch permutation (no O(rows) array), per-row mask seeds,
   and each process reads only its own rows. Sentence and document rows are padded (attention 0, never
   scored). Valid and test are read in the same row mode (:func:`~probformer.data.shard_loader.eval_row_batches`,
-  masks fixed by the seeds below); ``eval_texts`` are blocks in every case, as before.
+  masks fixed by the seeds below).
+
+``eval_texts`` go through the same streaming preparation (:func:`~probformer.data.prepared.prepare_text`:
+a cache entry in the run's tokenizer, flat memory, built once and shared by every rank and run) and are
+read in the run's row mode: blocks masked as the classic stream masks its splits (the committed
+out-of-domain numbers), or through the shard loader's rows (sentence rows of a treebank are its
+sentences).
 
 Either way every stream returns this process's rows with the global batch's real-token count
 (:class:`~probformer.data.batches.RankBatch`): the trainer no longer splits batches itself.
@@ -46,7 +52,7 @@ from probformer.config import ConfigError, TrainConfig
 from probformer.data.batches import Batch, RankShards, TrainStream, eval_batches
 from probformer.data.errors import DataError
 from probformer.data.masking import SpecialIds
-from probformer.data.prepared import PreparedCorpus, text_blocks
+from probformer.data.prepared import PreparedCorpus, prepare_text
 from probformer.data.shard_loader import Prefetcher, ShardBlockStream, eval_row_batches
 from probformer.data.shards import PreparedShards, is_prepared_directory
 from probformer.training import distributed
@@ -119,8 +125,9 @@ class MaskedLMData:
     task = "fill-mask"
     select_by: str | None = None  # the final model is exported, not a best-on-valid one
 
-    def __init__(self, config: TrainConfig, source: MLMSource, context: ProcessContext | None = None):
-        self.config, self.context = config, context or ProcessContext()
+    def __init__(self, config: TrainConfig, source: MLMSource, context: ProcessContext | None = None,
+                 log: Callable[[str], None] = print):
+        self.config, self.context, self.log = config, context or ProcessContext(), log
         self.corpus = source if isinstance(source, PreparedCorpus) else None
         self.shards: PreparedShards = source.shards if isinstance(source, PreparedCorpus) else source
         self.source = source
@@ -210,15 +217,31 @@ class MaskedLMData:
 
     def evaluation_sets(self) -> dict[str, list[Batch]]:
         """The validation split (its first ``eval_batches``, in ``data.rows``), then every
-        ``eval_texts`` entry whole as blocks (e.g. out-of-domain text), each under its metrics kind."""
-        c, d = self.config, self.config.data
-        sets = {VALID: self._split_batches("valid", VALID_MASK_SEED, c.eval_batches)}
-        tokenizer = self.corpus.tokenizer if self.corpus is not None else self.shards.tokenizer()
-        for name, path in c.eval_texts.items():
-            blocks = text_blocks(tokenizer, self.special_ids["sep"], path, d.seq_len, d.text_field)
-            sets[f"eval_{name}"] = eval_batches(blocks, c.batch_size, d.mask_style, d.resolved_mask_prob,
-                                                self.vocab_size, seed=EVAL_TEXT_MASK_SEED, special=self.special)
+        ``eval_texts`` entry whole (e.g. out-of-domain text), each under its metrics kind."""
+        sets = {VALID: self._split_batches("valid", VALID_MASK_SEED, self.config.eval_batches)}
+        for name, path in self.config.eval_texts.items():
+            sets[f"eval_{name}"] = self._text_batches(name, path)
         return sets
+
+    def _text_batches(self, name: str, path: str) -> list[Batch]:
+        c, d = self.config, self.config.data
+        text = prepare_text(path, self.tokenizer_json, Path(d.cache_dir) if d.cache_dir else None, d.text_field,
+                            self.log)
+        tokens = text.shards.num_tokens("train")
+        if self.classic:
+            if tokens < d.seq_len:
+                raise DataError(f"eval_texts.{name}: {path} has {tokens} tokens, fewer than one block of "
+                                f"data.seq_len={d.seq_len}")
+            return eval_batches(text.blocks("train", d.seq_len), c.batch_size, d.mask_style, d.resolved_mask_prob,
+                                self.vocab_size, seed=EVAL_TEXT_MASK_SEED, special=self.special)
+        batches = eval_row_batches(text.shards.shards["train"], d.seq_len, c.batch_size, d.mask_style,
+                                   d.resolved_mask_prob, self.vocab_size, EVAL_TEXT_MASK_SEED, rows=self.rows,
+                                   pad_id=self.special_ids["pad"], mask_id=self.special_ids["mask"],
+                                   special_ids=self.special.special)
+        if not batches:
+            raise DataError(f"eval_texts.{name}: {path} holds no {self.rows[:-1]} of data.seq_len={d.seq_len} "
+                            f"({tokens:,} tokens)")
+        return batches
 
     def test_set(self) -> list[Batch] | None:
         if not self.config.test_eval or self.shards.num_tokens("test") == 0:  # a prepared test split may be empty

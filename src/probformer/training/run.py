@@ -130,7 +130,7 @@ def run_data(config: TrainConfig, context: distributed.ProcessContext, log: Call
     """The masked LM's tokens (a prepared directory every rank opens, or the cache rank 0 builds first:
     mlm_data.py's open_source) or the task's files."""
     if config.task.is_mlm:
-        return MaskedLMData(config, open_source(config, context, log, tokenizer_json), context)
+        return MaskedLMData(config, open_source(config, context, log, tokenizer_json), context, log)
     from probformer.training.task_data import TaskData
 
     return TaskData(config, log, tokenizer_json)
