@@ -285,3 +285,22 @@ def test_eval_texts_go_through_the_streaming_preparation_in_the_run_row_mode(tin
     assert lengths == [n for p in pieces for n in p if n]  # one document (+ [SEP]) per row, or a piece
     first = torch.where(rows[0].labels == IGNORE_INDEX, rows[0].input_ids, rows[0].labels)[0]
     assert first[: lengths[0]].tolist() == (encoded[0] + [data.special_ids["sep"]])[:seq_len]
+
+
+def test_a_token_budget_over_sentence_rows_counts_real_tokens(prepared_shards_dir, tiny_run_config, tmp_path):
+    # Sentence rows are mostly padding at seq_len 32: a budget counted in row capacity would train on a
+    # fraction of it. The steps come from the split's mean real tokens per row, so the tokens seen (real
+    # tokens, padding excluded) land near the budget; blocks keep the plain formula.
+    budget = 16 * 32 * 40
+    config = on_prepared(tiny_run_config, prepared_shards_dir, tmp_path / "run", "data.rows=sentences",
+                         f"token_budget={budget}", "eval_interval=1000", "test_eval=false")
+    assert config.total_steps is None  # counted by the data
+    data = MaskedLMData(config, open_source(config, ProcessContext(), quiet))
+    mean_row = data.train_tokens / len(data.shard_stream.row_index)
+    assert mean_row < 32 / 2 and data.total_steps() == int(budget // (16 * mean_row)) > 40
+    result = train(config, log=quiet)
+    assert result["step"] == data.total_steps()
+    assert 0.85 * budget < result["tokens_seen"] < 1.15 * budget
+    blocks = on_prepared(tiny_run_config, prepared_shards_dir, tmp_path / "b", f"token_budget={budget}")
+    assert blocks.total_steps == 40
+    assert MaskedLMData(blocks, open_source(blocks, ProcessContext(), quiet)).total_steps() == 40

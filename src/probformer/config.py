@@ -182,7 +182,9 @@ class TrainConfig:
     batch_size: int = 32  # sequences per micro-batch, all processes together (each of K takes batch_size / K)
     grad_accum: int = 1  # micro-batches per optimizer step
     steps: int = 500  # optimizer steps (ignored when token_budget is set)
-    token_budget: int | None = None  # if set: steps = token_budget // (batch_size * grad_accum * seq_len)
+    # if set: steps = token_budget // (batch_size * grad_accum * seq_len); rows of many lengths (data.rows
+    # sentences / documents, task runs): the training split's mean real tokens per row instead of seq_len
+    token_budget: int | None = None
     eval_interval: int = 100  # evaluate every this many steps (and at the end)
     eval_batches: int | None = 16  # validation batches per evaluation (null: the whole split)
     # name -> other text (.txt/.jsonl/.conllu/dir), scored whole at every evaluation
@@ -238,9 +240,12 @@ class TrainConfig:
 
     @property
     def total_steps(self) -> int | None:
-        """Optimizer steps; None when they depend on the data (a task run's epochs or token budget:
-        its rows have many lengths), which the run then counts (training/task_data.py)."""
+        """Optimizer steps; None when they depend on the data (a task run's epochs, or a token budget
+        over rows of many lengths: a task's, or sentence / document rows), which the run then counts
+        (training/task_data.py, training/mlm_data.py)."""
         if not self.task.is_mlm and (self.task.epochs is not None or self.token_budget is not None):
+            return None
+        if self.token_budget is not None and self.data.rows != "blocks":
             return None
         if self.token_budget is None:
             return self.steps

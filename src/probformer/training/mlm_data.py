@@ -157,9 +157,16 @@ class MaskedLMData:
         return self.shards.num_tokens("train")
 
     def total_steps(self) -> int:
-        steps = self.config.total_steps
-        assert steps is not None  # an MLM config always counts its steps
-        return steps
+        """The config's steps; with a token budget over padded rows, the steps that train on about
+        ``token_budget`` real tokens: the budget over the training split's mean real tokens per row
+        (every token of the split lies in exactly one row), not over seq_len."""
+        c = self.config
+        steps = c.total_steps
+        if steps is not None:
+            return steps
+        assert c.token_budget is not None and not self.classic
+        mean_row = self.train_tokens / len(self.shard_stream.row_index)
+        return max(1, int(c.token_budget // (c.batch_size * c.grad_accum * mean_row)))
 
     def batch_shape(self) -> str:
         c = self.config
