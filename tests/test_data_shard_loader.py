@@ -439,3 +439,24 @@ def test_a_stream_over_ten_billion_tokens_costs_no_memory_per_block():
     assert f["construct_seconds"] < 1.0
     assert f["construct_peak_bytes"] < 2_000_000 and f["first_batch_peak_bytes"] < 2_000_000
     assert f["index_bytes"] < 20_000 and f["order_array_bytes"] == 625_000_000  # TrainStream's order, per epoch
+
+
+
+def test_short_sentence_rows_are_masked_at_the_mask_rate():
+    # One mask_tokens call per row, without its at-least-one rule: 4-token sentences (+ one [SEP] per
+    # document) are masked at 15%, not the ~24% that forcing a token into every row drawing none gives.
+    from probformer.data.masking import mask_tokens
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(NUM_SPECIAL, VOCAB, 5 * 4000).astype(np.uint16)
+    tokens[4::5] = SEP_ID  # documents of one 4-token sentence and its [SEP]
+    starts = np.arange(0, len(tokens), 5, dtype=np.int64)
+    stream = ShardBlockStream([_Shard(tokens, starts, starts)], SEQ, 100, "bert", 0.15, VOCAB, 0, rows="sentences")
+    batches = [stream.next() for _ in range(stream.batches_per_epoch)]
+    labels = torch.cat([b.labels for b in batches])
+    maskable = _originals(Batch(torch.cat([b.input_ids for b in batches]), labels, labels)) >= NUM_SPECIAL
+    rate = float((labels != IGNORE_INDEX).sum() / maskable.sum())
+    assert abs(rate - 0.15) < 0.01, rate  # 16,000 maskable tokens: sd ~ 0.003
+    forced = sum(int((mask_tokens(torch.arange(10, 14), "bert", 0.15, VOCAB, torch.Generator().manual_seed(s))[1]
+                      != IGNORE_INDEX).sum()) for s in range(2000)) / (2000 * 4)
+    assert forced > 0.22  # the at-least-one rule applied to each such row, what the loader no longer does

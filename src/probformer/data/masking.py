@@ -53,12 +53,15 @@ DEFAULT_SPECIAL_IDS = SpecialIds()
 
 def mask_tokens(
     ids: torch.Tensor, style: MaskStyle, mask_prob: float, vocab_size: int, generator: torch.Generator,
-    special: SpecialIds = DEFAULT_SPECIAL_IDS,
+    special: SpecialIds = DEFAULT_SPECIAL_IDS, at_least_one: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (inputs, labels); labels are -100 where nothing is scored. Special tokens (``special``)
     are never chosen, so padding with a special id is never scored.
 
-    At least one token per batch is scored, so the loss is always defined. With the default layout
+    ``at_least_one``: if no token was chosen, choose one, so that the loss of ``ids`` alone is defined
+    (a whole batch). A caller that masks a batch one row at a time turns it off: forcing a token into
+    every short row would raise its masking rate (a 5-token row: ~24% instead of 15%), and the step
+    already leaves a micro-batch without scored tokens out (training/step.py). With the default layout
     (specials 0..n-1) the random draws are those of every earlier version, so batches are unchanged."""
     if style not in MASK_STYLES:
         raise ValueError(f"mask style must be one of {MASK_STYLES}, got {style!r}")
@@ -69,7 +72,7 @@ def mask_tokens(
     else:
         maskable = ~torch.isin(ids, torch.tensor(special.special, dtype=torch.long))
     chosen = (torch.rand(ids.shape, generator=generator) < mask_prob) & maskable
-    if not chosen.any() and maskable.any():
+    if at_least_one and not chosen.any() and maskable.any():
         flat = maskable.flatten().nonzero().squeeze(1)
         pick = flat[torch.randint(len(flat), (1,), generator=generator)]
         chosen.view(-1)[pick] = True

@@ -23,11 +23,11 @@ Why this exists, next to :class:`~probformer.data.batches.TrainStream`:
   trains, and its ``state_dict`` counts the batches handed out, not those prepared ahead.
 
 Masking goes through :func:`~probformer.data.masking.mask_tokens`, one call per row, with the
-tokenizer's special ids (``mask_id``, ``special_ids``; probformer's own layout by default). It scores
-at least one token per call, so a row with no token chosen by chance gets one. For blocks that never
-matters (a 128-token block is left unmasked with probability 0.85**128 ~ 1e-9), but it raises the
-masking rate of very short sentence rows (a 5-token row: about 24% instead of 15%). Padding is never
-passed to it, so padding is never masked nor scored, whatever ``pad_id`` is.
+tokenizer's special ids (``mask_id``, ``special_ids``; probformer's own layout by default) and without
+its at-least-one rule: a short sentence row is masked at ``mask_prob`` like any other (forcing a token
+into each would mask a 5-token row at ~24%), and a row, or a process's share of a batch, that draws no
+token is simply not scored (training/step.py leaves a micro-batch without targets out). Padding is
+never passed to it, so padding is never masked nor scored, whatever ``pad_id`` is.
 
 :func:`eval_row_batches` gives the fixed-mask evaluation batches of a split in the same row modes.
 """
@@ -461,7 +461,7 @@ class ShardBlockStream(EpochPosition):
             ids = torch.from_numpy(np.asarray(self.shards[int(shard[r])].tokens[start : start + n], dtype=np.int64))
             generator = torch.Generator().manual_seed(int(seeds[r]))
             inputs, targets = mask_tokens(ids, self.mask_style, self.mask_prob, self.vocab_size, generator,
-                                          self.special)
+                                          self.special, at_least_one=False)
             input_ids[r, :n], attention_mask[r, :n], labels[r, :n] = inputs, 1, targets
         return RankBatch(input_ids, attention_mask, labels)
 
