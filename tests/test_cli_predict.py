@@ -53,6 +53,10 @@ def test_text_task_prints_label_probability_and_text(runs, tmp_path, capsys, mon
     assert list(got["probabilities"]) == list(LABELS) and sum(got["probabilities"].values()) == pytest.approx(1)
     assert got["probability"] == got["probabilities"][got["label"]]
 
+    # options may come between the run and the texts, and between texts
+    assert main(["predict", str(run), "--json", TEXTS[0], "--batch-size", "1", TEXTS[1]]) == 0
+    assert [g["text"] for g in json.loads(capsys.readouterr().out)] == TEXTS[:2]
+
 
 def test_errors_exit_2_with_one_line(runs, tmp_path, capsys):
     from task_models import tokenizer_file

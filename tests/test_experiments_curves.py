@@ -60,6 +60,25 @@ def test_evaluations_by_step_in_tokens_seen_and_the_plateau_exit(tmp_path):
         read_evaluations(tmp_path / "missing")
 
 
+def test_padded_rows_count_the_tokens_seen_and_task_runs_say_what_loss(tmp_path):
+    # Evaluation records carry the real tokens seen (padded rows hold fewer than batch x seq_len); a task
+    # run's plot is labelled by its task, not as a masked-LM loss.
+    from probformer.experiments.curves import loss_label, run_task
+
+    run = write_run(tmp_path / "tagger", [
+        {"kind": "info", "step": 0, "task": "token-classification"},
+        {"kind": "valid", "step": 10, "loss": 1.2, "unigram_loss": 2.0, "tokens": 51, "tokens_seen": 300},
+        {"kind": "valid", "step": 20, "loss": 0.9, "unigram_loss": 2.0, "tokens": 51, "tokens_seen": 620},
+    ])
+    assert [e["tokens"] for e in read_evaluations(run)] == [300, 620]  # not 640 and 1280
+    old = write_run(tmp_path / "mlm", [{"kind": "info", "step": 0},
+                                       {"kind": "valid", "step": 10, "loss": 6.3, "unigram_loss": 6.3, "tokens": 5}])
+    assert (run_task(run), run_task(old)) == ("token-classification", "fill-mask")
+    assert loss_label(["fill-mask"]) == "MLM loss (nats)"
+    assert loss_label(["token-classification", "text-classification"]) == "label cross-entropy (nats)"
+    assert loss_label(["fill-mask", "text-classification"]) == "loss (nats)"
+
+
 @pytest.fixture(scope="module")
 def tiny_runs(tiny_run_config, tmp_path_factory) -> list[Path]:
     """A PT and a BERT run of 12 steps of 8 x 32 tokens, evaluated every 4 steps, with an eval text."""

@@ -144,6 +144,27 @@ def test_best_on_valid_is_the_exported_model_not_the_last(task_files, tmp_path, 
     assert any(not torch.equal(exported[k], final[k]) for k in exported)  # step 8's weights, not step 24's
 
 
+def test_the_cli_reports_the_metric_that_picked_the_model(task_files, tmp_path, capsys):
+    """task.select_by=loss: the run keeps the lowest valid loss, and the final line names that metric."""
+    from probformer.cli.main import main
+
+    out = tmp_path / "by-loss"
+    args = ["train", "--out-dir", str(out)]
+    overrides = ["task.select_by=loss", "task.name=token-classification", f"task.train={task_files['tag_train']}",
+                 f"task.valid={task_files['tag_valid']}", f"task.test={task_files['tag_valid']}",
+                 "data.vocab_size=128", "data.seq_len=32", "batch_size=16", "steps=16", "eval_interval=8",
+                 "progress=false", "tensorboard=false", "model.hidden_size=32", "model.num_channels=2",
+                 "model.rank=8", "model.latent_size=32", "model.num_iterations=2", "model.base_hidden_size=32"]
+    assert main(args + [x for o in overrides for x in ("--set", o)]) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    start, end = lines.index("{"), len(lines) - 1 - lines[::-1].index("}")
+    result = json.loads("\n".join(lines[start : end + 1]))
+    assert result["select_by"] == "loss"
+    assert (f"best validation loss {result['best_valid_loss']:.4f} at step {result['best_step']}, "
+            f"test loss {result['test_loss']:.4f}; that model saved to") in printed
+
+
 def test_an_interrupted_task_run_resumes_exactly(task_files, tmp_path):
     common = ("checkpoint_interval=8", "eval_interval=8", "log_interval=3")
     full = train(task_config(tmp_path / "full", task_files, "token-classification", *common), log=quiet)

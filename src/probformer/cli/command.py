@@ -23,3 +23,23 @@ class Command:
     # What Ctrl-C leaves behind and how to go on, said once by the handler in main.
     on_interrupt: str = ""
     description: str | None = None
+    # Options may sit between positionals of a variable count (``predict RUN --json "a text"``):
+    # parsed as argparse's intermixed arguments (CommandParser).
+    intermixed: bool = False
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser; with ``intermixed`` set, positionals and options may interleave, which
+    plain argparse refuses once a ``nargs="*"`` positional has matched (zero items) before an option."""
+
+    intermixed = False
+    _inside = False  # parse_known_intermixed_args calls parse_known_args itself (Python 3.11, 3.12)
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not self.intermixed or self._inside:
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False

@@ -232,7 +232,8 @@ def curves(run_dirs: Sequence[str], out: str = "learning_curves.png", labels: li
                               + ("" if text == curves_lib.VALID else " (is it one of the run's eval_texts?)"))
         drawn.append(curve)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    curves_lib.plot_curves(drawn, out, margin=margin, title=f"{text} loss against tokens seen")
+    curves_lib.plot_curves(drawn, out, margin=margin, title=f"{text} loss against tokens seen",
+                           ylabel=curves_lib.loss_label([curves_lib.run_task(d) for d in dirs]))
     print(curves_lib.table(drawn, [curves_lib.run_status(d) for d in dirs], text, margin))
     print(f"plot: {out}")
     return 0

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from probformer.cli import experiments, inspect, predict, prepare_data, size, train
-from probformer.cli.command import EXIT_INTERRUPTED, EXIT_USAGE, Command
+from probformer.cli.command import EXIT_INTERRUPTED, EXIT_USAGE, Command, CommandParser
 from probformer.config import ConfigError
 from probformer.data.errors import DataError
 from probformer.inspection.errors import InspectionError
@@ -57,10 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="probformer", description="Probabilistic Transformer MLMs with muP",
                                      epilog="`probformer COMMAND --help` for a command's options",
                                      formatter_class=_OneLinePerCommand)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help,
                            description=command.description or command.help.replace("%%", "%"))
+        p.intermixed = command.intermixed
         command.add_arguments(p)
         p.set_defaults(_command=command)
     return parser

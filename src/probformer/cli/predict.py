@@ -75,4 +75,4 @@ def predict(run: str, texts: list[str] | None = None, file: str | None = None, b
 _dumps = json.dumps  # the command's `json` flag shadows the module inside it
 
 PREDICT = Command("predict", "a trained tagger's or text classifier's labels for texts (per word or per text)",
-                  add_predict_arguments, predict)
+                  add_predict_arguments, predict, intermixed=True)

@@ -42,7 +42,7 @@ def run(config: str | None = None, preset: str | None = None, overrides: Sequenc
         print(f"validation MLM loss {result['valid_loss']:.4f} nats vs unigram baseline "
               f"{result['valid_unigram_loss']:.4f}; model saved to {result['out_dir']}/model")
     else:
-        metric = next(k.removeprefix("best_valid_") for k in ("best_valid_f1", "best_valid_accuracy") if k in result)
+        metric = result["select_by"]  # the valid metric that picked the exported model
         test = f", test {metric} {result[f'test_{metric}']:.4f}" if f"test_{metric}" in result else ""
         print(f"best validation {metric} {result[f'best_valid_{metric}']:.4f} at step {result['best_step']}{test}; "
               f"that model saved to {result['out_dir']}/model")

@@ -38,10 +38,12 @@ __all__ = [
     "VALID",
     "Curve",
     "loss_keys",
+    "loss_label",
     "plateau_exit",
     "plot_curves",
     "read_evaluations",
     "run_status",
+    "run_task",
     "table",
 ]
 
@@ -57,10 +59,11 @@ def _number(value: Any) -> float:
 
 
 def read_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
-    """One dict per evaluation of the run in ``run_dir``, by step: ``step``, ``tokens`` (seen so far),
-    ``valid_loss``, ``valid_unigram_loss`` and, per eval text, ``eval_<name>_loss`` and
-    ``eval_<name>_unigram_loss``. A step logged twice (a resumed run replays steps after its
-    checkpoint) keeps its last record."""
+    """One dict per evaluation of the run in ``run_dir``, by step: ``step``, ``tokens`` (training tokens
+    seen so far: the record's ``tokens_seen``, real tokens without padding; a run logged before records
+    carried it, step x batch x seq_len), ``valid_loss``, ``valid_unigram_loss`` and, per eval text,
+    ``eval_<name>_loss`` and ``eval_<name>_unigram_loss``. A step logged twice (a resumed run replays
+    steps after its checkpoint) keeps its last record."""
     run = Path(run_dir)
     metrics, config_path = run / "metrics.jsonl", run / "train_config.json"
     if not metrics.is_file() or not config_path.is_file():
@@ -74,6 +77,8 @@ def read_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
             continue
         step = int(record["step"])
         entry = by_step.setdefault(step, {"step": step, "tokens": step * tokens_per_step})
+        if "tokens_seen" in record:
+            entry["tokens"] = int(record["tokens_seen"])
         entry[f"{kind}_loss"] = _number(record["loss"])
         entry[f"{kind}_unigram_loss"] = _number(record["unigram_loss"])
     return [by_step[s] for s in sorted(by_step)]
@@ -108,8 +113,27 @@ def plateau_exit(curve: Curve, margin: float = DEFAULT_MARGIN) -> int | None:
     return None
 
 
+def run_task(run_dir: str | Path) -> str:
+    """The task the run in ``run_dir`` trained (its info record's; ``fill-mask`` for runs logged before
+    records named it)."""
+    for record in read_metrics(Path(run_dir) / "metrics.jsonl"):
+        if record.get("kind") == "info":
+            return str(record.get("task", "fill-mask"))
+    return "fill-mask"
+
+
+def loss_label(tasks: Sequence[str]) -> str:
+    """The y-axis label for runs of ``tasks``: masked-LM loss, a task's label loss, or plain loss."""
+    kinds = set(tasks)
+    if kinds == {"fill-mask"}:
+        return "MLM loss (nats)"
+    if "fill-mask" not in kinds:
+        return "label cross-entropy (nats)"
+    return "loss (nats)"
+
+
 def plot_curves(curves: Sequence[Curve], path: str | Path, *, margin: float = DEFAULT_MARGIN,
-                title: str = "") -> dict[str, dict[str, Any]]:
+                title: str = "", ylabel: str = "MLM loss (nats)") -> dict[str, dict[str, Any]]:
     """Loss against tokens seen (log x), one colour per curve, each with its unigram baseline dashed and
     its plateau exit marked. Returns what was drawn, per label."""
     plt = pyplot()
@@ -129,7 +153,7 @@ def plot_curves(curves: Sequence[Curve], path: str | Path, *, margin: float = DE
     ax.plot([], [], "v", color="white", mec="black", ms=9, label=f"first point {margin:g} nats below it")
     ax.set_xscale("log")
     ax.set_xlabel("tokens seen")
-    ax.set_ylabel("MLM loss (nats)")
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)

@@ -310,7 +310,7 @@ def _evaluate(run: Run, progress: Progress, logger: Logger) -> None:
     for kind, eval_set in run.evaluations.items():
         metrics = run.evaluate(eval_set)
         progress.last[kind] = metrics
-        logger.record(kind, progress.step, metrics)
+        logger.record(kind, progress.step, {**metrics, "tokens_seen": progress.tokens_seen})
         logger.note(run.data.evaluation_line(progress.step, kind, metrics))
 
 
@@ -342,7 +342,7 @@ def _finish(run: Run, progress: Progress, result: dict[str, Any], logger: Logger
     for kind, metrics in progress.last.items():
         result.update({f"{kind}_{k}": v for k, v in metrics.items()})
     if progress.best is not None:
-        result.update(best_step=progress.best["step"],
+        result.update(best_step=progress.best["step"], select_by=run.data.select_by,
                       **{f"best_valid_{k}": v for k, v in progress.best["valid"].items()})
     if result["status"] == "completed":
         run.exporter.checkpoint(progress.step, progress.tokens_seen, run.stream, progress.last_valid, None,
