@@ -65,6 +65,14 @@ def read_points(compare_dirs: list[str | Path], budget: int, seed: int) -> list[
     return points
 
 
+def by_arch(points: list[LrPoint]) -> dict[str, list[LrPoint]]:
+    """The points of each architecture, by lr."""
+    groups: dict[str, list[LrPoint]] = {}
+    for p in sorted(points, key=lambda p: p.lr):
+        groups.setdefault(p.arch, []).append(p)
+    return groups
+
+
 def choose(points: list[LrPoint]) -> dict[str, LrPoint]:
     """Per architecture, the completed point with the lowest validation loss (diverged runs never win)."""
     best: dict[str, LrPoint] = {}
@@ -76,7 +84,7 @@ def choose(points: list[LrPoint]) -> dict[str, LrPoint]:
 
 def chosen_point(tuned: dict[str, Any], best: LrPoint, points: list[LrPoint], tuned_path: str) -> dict[str, Any]:
     """The sweep's point (``read_hparams_file`` of ``tuned_path``) with the winning lr, and the check's record."""
-    mine = sorted((p for p in points if p.arch == best.arch), key=lambda p: p.lr)
+    mine = by_arch(points)[best.arch]
     return {"optim": {**tuned["optim"], "lr": best.lr}, "model": {"arch": best.arch, **tuned["model"]},
             **({"base_model": tuned["base_model"]} if "base_model" in tuned else {}),
             "lr_check": {"tuned_from": tuned_path, "tuned_lr": tuned["optim"].get("lr"),
@@ -99,7 +107,7 @@ def report(points: list[LrPoint], best: dict[str, LrPoint], tuned_lrs: dict[str,
         lines.append(f"| {p.arch} | {p.lr:.4g} | {scale:.3g} | {p.status} | {loss}{mark} |")
     lines.append("")
     for arch, p in sorted(best.items()):
-        others = sorted(q.valid_loss for q in points if q.arch == arch and q is not p and q.status == "completed")
+        others = sorted(q.valid_loss for q in by_arch(points)[arch] if q is not p and q.status == "completed")
         margin = f", {others[0] - p.valid_loss:.4f} nats below the next lr" if others else ""
         where = "the sweep's lr kept" if math.isclose(p.lr, tuned_lrs.get(arch, math.nan)) else \
             f"{p.lr / tuned_lrs[arch]:g}x the sweep's lr"
@@ -112,8 +120,8 @@ def plot(points: list[LrPoint], best: dict[str, LrPoint], path: Path) -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for arch in sorted({p.arch for p in points}):
-        mine = sorted((p for p in points if p.arch == arch and p.status == "completed"), key=lambda p: p.lr)
+    for arch, group in sorted(by_arch(points).items()):
+        mine = [p for p in group if p.status == "completed"]
         line, = ax.plot([p.lr for p in mine], [p.valid_loss for p in mine], "o-", label=arch)
         if arch in best:
             ax.plot([best[arch].lr], [best[arch].valid_loss], "*", ms=14, color=line.get_color())
