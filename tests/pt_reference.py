@@ -44,7 +44,7 @@ def naive_label_logits(model: PTForMaskedLM, input_ids: torch.Tensor, attention_
                     logits = []
                     for j in cands:
                         k = bucket(i, j, D)
-                        logits.append(sc.head_logit * torch.dot(q[i] @ U[k, ch], q[j] @ V[k, ch]) / c.head_temperature)
+                        logits.append(sc.head_logit * torch.dot(q[i] @ U[k, ch], q[j] @ V[k, ch]) / sc.head_temperature)
                     probs = torch.softmax(torch.stack(logits), 0)
                     for j, p in zip(cands, probs, strict=True):
                         a[ch][i][j] = p
@@ -138,7 +138,7 @@ def naive_root_inference(
                     logits = [sc.head_logit * torch.dot(q[i] @ U[bucket(i, j, D), ch], q[j] @ V[bucket(i, j, D), ch])
                               for j in cands]
                     logits.append(sc.head_logit * torch.dot(q[i] @ UR[ch], q0 @ VR[ch]))  # ROOT as i's head
-                    probs = torch.softmax(torch.stack(logits) / c.head_temperature, 0)
+                    probs = torch.softmax(torch.stack(logits) / sc.head_temperature, 0)
                     for j, p in zip(cands, probs[:-1], strict=True):
                         a[ch][i][j] = p
                     a0[ch][i] = probs[-1]

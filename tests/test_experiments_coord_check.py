@@ -225,3 +225,25 @@ def test_transformer_baselines_run(arch, small_text_batch):
     assert {"embeddings", "logits", f"{prefix}0.attention_logits", f"{prefix}1.layer_output"} <= names
     zero_query = [r.mean_abs for r in recs if r.step == 0 and r.activation.endswith("attention_logits")]
     assert zero_query == [0.0] * len(zero_query)  # muP zero-initialises the query projection
+
+
+def test_pt_paradigm1_check_runs_end_to_end(small_text_batch, tmp_path, monkeypatch):
+    """Head paradigm 1 (design note 5) through `--set model.head_paradigm=1`: every width keeps the base's
+    channels and rank, and the grown head temperature shows at init (e is Theta(1) at fixed r, divided
+    by N/N0)."""
+    seen = {}
+    monkeypatch.setattr("probformer.experiments.coord_check.run_coord_check",
+                        lambda *args, **kw: seen.update(overrides=args[6], out=kw["out_dir"]))
+    assert main(["coord-check", "--set", "model.head_paradigm=1", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert seen == dict(overrides={"head_paradigm": 1}, out=tmp_path / "pt-mup")
+    monkeypatch.undo()
+    cfgs = width_configs("pt", "mup", [64, 256], seen["overrides"], 128, 16, base_width=32)
+    assert {(c.num_channels, c.rank, c.resolved_base) for c in cfgs.values()} == {(2, 16, (32, 16, 64))}
+    report = run_coord_check("pt", "mup", (64, 128, 256), steps=2, seeds=1, model_overrides=seen["overrides"],
+                             batch=small_text_batch, base_width=32, out_dir=tmp_path / "p1", progress=False,
+                             num_threads=1, log=None)
+    assert report.overrides == {"head_paradigm": 1}
+    assert "Base-model overrides: head_paradigm=1." in (tmp_path / "p1" / "slopes.md").read_text()
+    rows = {r.activation: r for r in report.slopes}
+    assert all(rows[f"it{t}.head_logits"].slopes[0] < -0.7 for t in range(3)), rows["it0.head_logits"].slopes
+    assert rows["it0.q"].passed and rows["it0.latent"].passed

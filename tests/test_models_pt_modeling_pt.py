@@ -3,11 +3,14 @@ HF conventions."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from pt_reference import bucket, forward_2023, naive_label_logits
 
 from probformer.data.tokenization import MASK_ID
+from probformer.models.config_utils import replace_config
 from probformer.models.pt.configuration_pt import PTConfig
 from probformer.models.pt.modeling_pt import PTForMaskedLM, bucket_index
 
@@ -167,3 +170,80 @@ def test_with_width_scales_channels_and_latent_keeps_base():
     assert wide.resolved_base == (32, 16, 64)
     by_rank = PTConfig(hidden_size=32, num_channels=2, rank=16, latent_size=64, width_scaling="rank").with_width(128)
     assert (by_rank.num_channels, by_rank.rank) == (2, 64) and by_rank.resolved_base == (32, 16, 64)
+
+
+# -- head-selection paradigm 1 (design note section 5): r_tot fixed, lambda_H x N/N0 -------------------
+P1_BASE = dict(vocab_size=40, hidden_size=8, num_channels=2, rank=4, latent_size=16, num_iterations=2,
+               head_dropout=0.0, label_dropout=0.0, init_std_output=0.1)
+
+
+def test_head_paradigm_is_validated():
+    for bad in (0, 3, "1", True, None):
+        with pytest.raises(ValueError, match="head_paradigm"):
+            PTConfig(head_paradigm=bad)
+    assert PTConfig().head_paradigm == 2 and PTConfig(head_paradigm=1).head_paradigm == 1
+
+
+@pytest.mark.parametrize("preset", ["sp", "mup"])
+def test_paradigm1_equals_paradigm2_at_base_width(preset):
+    ids, mask = batch()
+    logits = []
+    for paradigm in (1, 2):
+        torch.manual_seed(0)
+        model = PTForMaskedLM(PTConfig(**P1_BASE, parametrization=preset, head_paradigm=paradigm).with_width(8))
+        logits.append(model(ids, attention_mask=mask).logits)
+    assert torch.equal(logits[0], logits[1])  # same seed, same weights, same temperature: bit-identical
+
+
+@pytest.mark.parametrize("scaling", ["channels", "rank"])
+def test_with_width_keeps_r_tot_under_paradigm1_and_grows_it_under_2(scaling):
+    for paradigm, r_tot in ((1, 2 * 4), (2, 4 * 2 * 4)):
+        wide = PTConfig(**P1_BASE, width_scaling=scaling, head_paradigm=paradigm).with_width(32)
+        assert wide.num_channels * wide.rank == r_tot and wide.latent_size == 64 and wide.head_paradigm == paradigm
+        assert wide.resolved_base == (8, 4, 16)
+        if paradigm == 1:
+            assert (wide.num_channels, wide.rank) == (2, 4)
+            assert wide.with_width(128).resolved_base == (8, 4, 16)  # growing further keeps the base
+
+
+@pytest.mark.parametrize("preset", ["sp", "mup"])
+def test_paradigm1_head_temperature_is_m_times_the_base_one(preset):
+    base = PTConfig(**P1_BASE, parametrization=preset, head_paradigm=1, head_temperature=0.7)
+    assert base.scales().head_temperature == 0.7
+    for width in (16, 40):
+        assert base.with_width(width).scales().head_temperature == pytest.approx(0.7 * width / 8)
+        p2 = PTConfig(**P1_BASE, parametrization=preset, head_temperature=0.7).with_width(width)
+        assert p2.scales().head_temperature == 0.7  # paradigm 2: Theta(1)
+
+
+def test_paradigm1_model_divides_head_logits_by_the_grown_temperature():
+    """A paradigm-1 model at N = 4 N0 is, weight for weight, the paradigm-2 config with the same h, r and
+    lambda_H = 4: the model reads its temperature from scales(), nowhere else."""
+    wide = PTConfig(**P1_BASE, head_paradigm=1).with_width(32)
+    same_shape = replace_config(wide, head_paradigm=2, head_temperature=4.0)
+    assert same_shape.scales() == wide.scales()
+    torch.manual_seed(0)
+    p1 = PTForMaskedLM(wide).double()
+    p2 = PTForMaskedLM(same_shape).double()
+    p2.load_state_dict(p1.state_dict())
+    ids, mask = batch()
+    out1, out2 = (m(ids, attention_mask=mask, output_attentions=True) for m in (p1, p2))
+    torch.testing.assert_close(out1.logits, out2.logits, rtol=0, atol=0)
+    p1.config.head_paradigm = 2  # lambda_H back to 1: sharper heads
+    assert not torch.allclose(p1(ids, attention_mask=mask, output_attentions=True).attentions[0], out1.attentions[0])
+
+
+def test_paradigm1_roundtrips_through_save_pretrained_and_old_configs_read_as_2(tmp_path):
+    torch.manual_seed(0)
+    model = PTForMaskedLM(PTConfig(**P1_BASE, head_paradigm=1).with_width(16)).eval()
+    ids, mask = batch()
+    model.save_pretrained(tmp_path / "p1")
+    loaded = PTForMaskedLM.from_pretrained(tmp_path / "p1").eval()
+    assert loaded.config.head_paradigm == 1 and loaded.config.scales() == model.config.scales()
+    torch.testing.assert_close(loaded(ids, attention_mask=mask).logits, model(ids, attention_mask=mask).logits)
+    PTConfig(**P1_BASE).save_pretrained(tmp_path / "old")
+    path = tmp_path / "old" / "config.json"
+    saved = json.loads(path.read_text())
+    saved.pop("head_paradigm", None)  # a config written before the field existed
+    path.write_text(json.dumps(saved))
+    assert PTConfig.from_pretrained(tmp_path / "old").head_paradigm == 2

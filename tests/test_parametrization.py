@@ -153,3 +153,47 @@ def test_build_optimizer_reads_the_models_own_scales():
     for a, b in zip(implicit.param_groups, explicit.param_groups, strict=True):
         assert (a["lr"], a["eps"], a["weight_decay"]) == (b["lr"], b["eps"], b["weight_decay"])
     assert len({g["eps"] for g in implicit.param_groups}) > 1  # the muP eps rule is applied per group
+
+
+# -- head paradigm 1 (design note 5): U, V are factors of a fixed-rank hidden matrix --------------------
+@pytest.mark.parametrize("beta", [0.5, 1.0])
+def test_paradigm1_ternary_factors_get_the_lowrank_lr(beta):
+    """Paradigm 1 keeps r fixed: U, V (role lowrank) get the effective Adam lr eta (N0/N)^(1/2) that makes
+    T = U V^T's update Theta(1/N) (parametrization module doc); B stays hidden; eps is the hidden one."""
+    lr, width = 1e-2, 128
+    for preset in ("sp", "mup"):
+        model = pt(preset, width, hidden_exponent=beta, head_paradigm=1)
+        roles = {name: role for name, _, role in named_roles(model)}
+        assert roles["ternary.U"] == roles["ternary.V"] == Role.LOWRANK and roles["latent.B"] == Role.HIDDEN
+        sc = model.config.scales()
+        groups = {g["role"]: g for g in build_optimizer(model, lr=lr, weight_decay=0.1, betas=(0.9, 0.98),
+                                                                eps=1e-8).param_groups}
+        assert set(groups["lowrank"]["param_names"]) == {"ternary.U", "ternary.V"}
+        assert groups["hidden"]["param_names"] == ["latent.B"]
+        assert groups["lowrank"]["eps"] == groups["hidden"]["eps"] and groups["lowrank"]["weight_decay"] == 0.1
+        if preset == "mup":
+            assert groups["lowrank"]["lr"] == pytest.approx(lr * (32 / width) ** (0.5 - beta))
+            # effective lr (forward multiplier x stored lr) relative to the base width: (N0/N)^(1/2)
+            base = pt(preset, 32, hidden_exponent=beta, head_paradigm=1).config.scales()
+            ratio = (sc.ternary * sc.lowrank_lr_mult) / (base.ternary * base.lowrank_lr_mult)
+            assert ratio == pytest.approx(math.sqrt(32 / width))
+            assert groups["hidden"]["lr"] == pytest.approx(lr * (32 / width) ** (1 - beta))
+        else:
+            assert groups["lowrank"]["lr"] == groups["hidden"]["lr"] == lr
+
+
+def test_paradigm2_groups_unchanged_by_the_lowrank_role():
+    groups = build_optimizer(pt("mup", 128), lr=1e-2, weight_decay=0.0, betas=(0.9, 0.98), eps=1e-8).param_groups
+    assert [g["role"] for g in groups] == ["input", "vector", "hidden", "output"]
+
+
+def test_paradigm1_mup_equals_sp_and_paradigm2_at_base_width():
+    """At N0 the paradigm-1 muP model is the paradigm-1 SP model and the paradigm-2 model, in forward and
+    under AdamW (every lr and eps factor is 1 there; the lowrank group is a split of the hidden one)."""
+    models = [pt(preset, 32, init_std_output=0.05, head_paradigm=paradigm)
+              for preset, paradigm in (("mup", 1), ("sp", 1), ("mup", 2))]
+    ids = torch.randint(5, 128, (2, 9), generator=torch.Generator().manual_seed(3))
+    logits = [m(ids).logits for m in models]
+    assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])
+    losses = [_train_losses(m) for m in models]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6) and losses[0] == pytest.approx(losses[2], rel=1e-6)

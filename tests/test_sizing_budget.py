@@ -48,6 +48,17 @@ def test_config_for_budget(arch: str, budget: int):
         assert config.head_dim == 32 and config.num_layers == 4
 
 
+def test_paradigm1_budget_keeps_r_tot_and_counts_match_the_model():
+    """Head paradigm 1 (design note 5): the budget search grows N and M only; its count is the built model's."""
+    base = {"num_iterations": 3, "head_paradigm": 1, "num_channels": 2, "rank": 16}
+    config = config_for_budget("pt", 1_000_000, vocab_size=4096, base=base)
+    counts = count_parameters("pt", config)
+    assert abs(counts["total"] - 1_000_000) <= 0.02 * 1_000_000
+    assert (config.num_channels, config.rank, config.head_paradigm) == (2, 16, 1)
+    assert config.hidden_size != config.base_hidden_size  # a wider member of the family, not its base
+    assert counts["total"] == sum(p.numel() for p in MODEL_CLASSES["pt"][1](config).parameters())
+
+
 def test_config_for_budget_rejects_impossible_budget():
     with pytest.raises(ValueError, match="bert"):
         config_for_budget("bert", 10_000, vocab_size=4096)

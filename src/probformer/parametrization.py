@@ -12,6 +12,7 @@ role       PT                                     BERT / UT
 =========  =====================================  ==========================================
 input      S (unary / embedding), P (positions)   word / position / timestep embeddings
 hidden     U, V (ternary), B (binary)             Q, K, V, O, FFN in
+lowrank    U, V under head paradigm 1 (below)     --
 ffn        --                                     FFN out (its fan-in is the FFN width I)
 output     W (read-out)                           MLM decoder
 vector     biases                                 biases, LayerNorm
@@ -24,6 +25,21 @@ under SP. docs/design.md §4's m is each matrix's fan-in multiplier: N/N0 for ev
 BERT / UT's FFN output projection, whose fan-in is the FFN width I, so its m is I/I0 (``ffn``: init
 sigma/sqrt(I/I0), lr eta * I0/I). The two agree while I grows in proportion to N (``with_width``);
 they part when I is set on its own, as ``probformer size`` does to land on a parameter budget.
+PT's head-selection paradigm 1 (docs/design.md §5; ``head_paradigm=1``) keeps the rank r and the
+channels fixed as N grows, so U, V in R^{N x r} are no longer N x Theta(N) hidden matrices, and
+they are not muP's output weights either: each is used both ways, N -> r (queries / keys q U,
+fan-in N) and r -> N (messages U key, fan-in r). What is still a hidden (N x N) matrix is their
+product, the ternary potential T = U V^T: its learned part must be Theta(1/N) entrywise, like every
+muP hidden matrix, so that the messages T q stay Theta(1). With r fixed that takes factors whose
+updates are Theta(1/sqrt(N)) each, i.e. an effective Adam lr eta * (N0/N)^(1/2) (role ``lowrank``;
+stored lr factor (N0/N)^(1/2 - beta), 1 at beta = 1/2), where the hidden role's eta * N0/N would give
+Theta(1/N) updates whose messages vanish like N^-1/2 (their head logits like 1/N). The head logits
+(alpha_H / r) <q U, q V> then grow like N, which is exactly what paradigm 1's head temperature
+lambda_H * N/N0 (:func:`pt_head_temperature`) brings back to Theta(1). Init stays the hidden one
+(effective std (N0/N)^beta / sqrt(N0 r0)), and so does eps (their gradients start at the hidden
+ones' scale and only grow as the factors learn). The coordinate check measured both lr rules
+(docs/results/coord-check.md, "Paradigm 1"). Under SP the role's lr factor is 1, like every SP group's.
+
 Weight decay is decoupled (AdamW multiplies it by each group's own lr) and is *not*
 rescaled with width: our choice, documented in docs/parametrization.md; biases, norms and embeddings are
 excluded from decay.
@@ -56,6 +72,7 @@ PRESETS = ("sp", "mup")
 class Role(str, Enum):
     INPUT = "input"
     HIDDEN = "hidden"
+    LOWRANK = "lowrank"  # a factor of a rank-r hidden matrix with r fixed as N grows: PT paradigm 1's U, V (module doc)
     FFN = "ffn"  # a hidden matrix whose fan-in is the FFN width, not N (module doc)
     OUTPUT = "output"
     VECTOR = "vector"
@@ -121,6 +138,8 @@ class PTScales:
     init_latent: float  # std of stored B
     init_output: float  # std of stored W (0 = zero init)
     hidden_lr_mult: float  # Adam lr factor of the hidden group
+    lowrank_lr_mult: float = 1.0  # Adam lr factor of the lowrank group (paradigm 1's U, V; module doc)
+    head_temperature: float = 1.0  # lambda_H at this width: head softmax logits are e / head_temperature
     eps_mult: float = 1.0  # Adam eps factor of the input / output / vector groups (module doc)
     hidden_eps_mult: float = 1.0  # Adam eps factor of the hidden group
 
@@ -142,9 +161,14 @@ def pt_scales(
     init_std_input: float,
     init_std_hidden: float,
     init_std_output: float,
+    head_paradigm: int = 2,
+    head_temperature: float = 1.0,
 ) -> PTScales:
+    """``head_paradigm`` / ``head_temperature``: docs/design.md §5 and the model's lambda_H; see
+    :func:`pt_head_temperature`."""
     check_preset(preset)
     n, r, m_lat = hidden_size, rank, latent_size
+    temperature = pt_head_temperature(head_temperature, head_paradigm, hidden_size, base_hidden_size)
     if preset == "sp":
         # 2023 PT: Q unscaled, head logits N<QU, QV>, U, V ~ N(0, 1/r). In q = N Q coordinates this
         # is U_eff = U / sqrt(N), head factor 1 (alpha_H = r), B logits (1/N) B q, messages B^T g / M.
@@ -160,6 +184,8 @@ def pt_scales(
             init_latent=init_std_hidden / math.sqrt(n),
             init_output=init_std_output,
             hidden_lr_mult=1.0,
+            lowrank_lr_mult=1.0,
+            head_temperature=temperature,
         )
     n0, r0, m0 = base_hidden_size, base_rank, base_latent_size
     shrink = (n0 / n) ** hidden_exponent  # (N0/N)^beta, docs/design.md §4a
@@ -175,11 +201,38 @@ def pt_scales(
         init_latent=init_std_hidden / math.sqrt(n0),
         init_output=init_std_output,
         hidden_lr_mult=(n0 / n) ** (1.0 - hidden_exponent),
+        # Paradigm 1's U, V (role lowrank, module doc): effective lr eta (N0/N)^(1/2). Unused under paradigm 2.
+        lowrank_lr_mult=(n0 / n) ** (0.5 - hidden_exponent),
+        head_temperature=temperature,
         # Gradients: dL/d(effective weight) ~ 1/N, and a stored hidden weight's gradient carries its
         # multiplier (N0/N)^beta on top; eps follows each (module doc).
         eps_mult=n0 / n,
         hidden_eps_mult=(n0 / n) ** (1.0 + hidden_exponent),
     )
+
+
+def pt_head_temperature(head_temperature: float, head_paradigm: int, hidden_size: int, base_hidden_size: int) -> float:
+    """lambda_H at width N: ``head_temperature`` under paradigm 2 (docs/design.md §5: tau = Theta(1), r_tot
+    grows with N), ``head_temperature * N/N0`` under paradigm 1 (r_tot fixed, tau proportional to N),
+    so that at N = N0 the two paradigms are one model.
+
+    Under SP the same rule applies (N0: the config's base width; a model that is its own base has
+    m = 1). The paradigm is a choice of model family -- how the CRF's head-selection free energy and
+    r_tot scale with N, appendix B -- not a choice of init and lr, which is all that SP and muP differ
+    in (docs/design.md §4); so SP and muP paradigm-1 models are, like paradigm 2's, the same model at N0
+    and differ only in init / lr away from it.
+    """
+    if head_paradigm == 2:
+        return head_temperature
+    if head_paradigm == 1:
+        return head_temperature * hidden_size / base_hidden_size
+    raise ValueError(f"head_paradigm must be 1 or 2, got {head_paradigm!r}")
+
+
+def pt_ternary_role(head_paradigm: int) -> Role:
+    """The role of PT's ternary factors U, V (and ROOT's U^R, V^R): hidden under paradigm 2, lowrank
+    under paradigm 1, where their rank stays fixed as N grows (module doc)."""
+    return Role.LOWRANK if head_paradigm == 1 else Role.HIDDEN
 
 
 @dataclass(frozen=True)
@@ -270,6 +323,7 @@ def param_groups(
     eps_mult: float = 1.0,
     hidden_eps_mult: float = 1.0,
     ffn_lr_mult: float | None = None,
+    lowrank_lr_mult: float | None = None,
 ) -> list[dict]:
     """The AdamW param groups for ``model``: one per role, each with its own lr (docs/design.md §4).
 
@@ -278,11 +332,14 @@ def param_groups(
     Adam eps, ``eps * eps_mult`` (``hidden_eps_mult`` for the hidden group): pass the model's
     ``scales().eps_mult`` / ``hidden_eps_mult`` for muP's eps rule (module doc). ``ffn_lr_mult``: the
     FFN output projection's lr factor (None: ``hidden_lr_mult``); its eps factor is the hidden one.
+    ``lowrank_lr_mult``: likewise for the lowrank role (PT paradigm 1's U, V; module doc).
     """
     specs = {
         Role.INPUT: GroupSpec(Role.INPUT, 1.0, 0.0, eps_mult),
         Role.VECTOR: GroupSpec(Role.VECTOR, 1.0, 0.0, eps_mult),
         Role.HIDDEN: GroupSpec(Role.HIDDEN, hidden_lr_mult, weight_decay, hidden_eps_mult),
+        Role.LOWRANK: GroupSpec(Role.LOWRANK, hidden_lr_mult if lowrank_lr_mult is None else lowrank_lr_mult,
+                                weight_decay, hidden_eps_mult),
         Role.FFN: GroupSpec(Role.FFN, hidden_lr_mult if ffn_lr_mult is None else ffn_lr_mult, weight_decay,
                             hidden_eps_mult),
         Role.OUTPUT: GroupSpec(Role.OUTPUT, 1.0, weight_decay, eps_mult),
@@ -321,6 +378,7 @@ def build_optimizer(
     eps_mult: float | None = None,
     hidden_eps_mult: float | None = None,
     ffn_lr_mult: float | None = None,
+    lowrank_lr_mult: float | None = None,
     scales=None,
     fused: bool = False,
 ) -> torch.optim.AdamW:
@@ -337,10 +395,15 @@ def build_optimizer(
     hidden = factor(hidden_lr_mult, "hidden_lr_mult")
     # The FFN output's factor (BERT / UT): explicit, else the model's own; an explicit hidden factor
     # moves it by the same ratio, so that it keeps its own fan-in's relation to the other hidden matrices.
-    ffn = ffn_lr_mult
-    if ffn is None and getattr(scales, "ffn_lr_mult", None) is not None:
-        ffn = scales.ffn_lr_mult * (hidden / scales.hidden_lr_mult)
+    # PT paradigm 1's lowrank factor (U, V) the same way.
+    def relative(explicit: float | None, name: str) -> float | None:
+        if explicit is None and getattr(scales, name, None) is not None:
+            return getattr(scales, name) * (hidden / scales.hidden_lr_mult)
+        return explicit
+
     groups = param_groups(model, lr=lr, weight_decay=weight_decay, hidden_lr_mult=hidden,
                           eps=eps, eps_mult=factor(eps_mult, "eps_mult"),
-                          hidden_eps_mult=factor(hidden_eps_mult, "hidden_eps_mult"), ffn_lr_mult=ffn)
+                          hidden_eps_mult=factor(hidden_eps_mult, "hidden_eps_mult"),
+                          ffn_lr_mult=relative(ffn_lr_mult, "ffn_lr_mult"),
+                          lowrank_lr_mult=relative(lowrank_lr_mult, "lowrank_lr_mult"))
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)

@@ -93,6 +93,7 @@ class CoordCheckReport:
     seconds_per_width: dict[int, float] = field(default_factory=dict)  # mean over seeds
     files: dict[str, Path] = field(default_factory=dict)
     base_width: int | None = None  # N0 (None: widths[0])
+    overrides: dict[str, Any] = field(default_factory=dict)  # base-model fields set for this check (--set model.*)
 
     @property
     def passed(self) -> bool:
@@ -369,6 +370,7 @@ def markdown_table(report: CoordCheckReport) -> str:
         f"{report.steps} AdamW steps at lr {report.lr:g} on one "
         f"fixed batch, {report.seeds} seed(s); slope of log2(mean|x|) vs log2(width), seed-averaged; "
         f"pass = |slope| <= {report.tol:g} at every step t = 0..{report.steps}.",
+        *([f"Base-model overrides: {_overrides_text(report)}."] if report.overrides else []),
         "",
         f"**Overall: {verdict}** ({len(report.slopes) - len(report.failing)}/{len(report.slopes)} activations flat)",
         "",
@@ -382,6 +384,10 @@ def markdown_table(report: CoordCheckReport) -> str:
     if report.seconds_per_width:
         lines += ["", "seconds per run: " + ", ".join(f"N={w}: {s:.1f}" for w, s in report.seconds_per_width.items())]
     return "\n".join(lines) + "\n"
+
+
+def _overrides_text(report: CoordCheckReport) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(report.overrides.items()))
 
 
 def plot_report(report: CoordCheckReport, path: Path | str) -> Path:
@@ -428,7 +434,9 @@ def plot_report(report: CoordCheckReport, path: Path | str) -> Path:
     fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="center right", fontsize=7,
                frameon=False)
     verdict = "PASS" if report.passed else "FAIL"
-    fig.suptitle(f"coord check {report.arch} / {report.param}: lr {report.lr:g}, {report.seeds} seed(s), {verdict}")
+    extra = f" ({_overrides_text(report)})" if report.overrides else ""
+    fig.suptitle(f"coord check {report.arch} / {report.param}{extra}: lr {report.lr:g}, {report.seeds} seed(s), "
+                 f"{verdict}")
     return save_figure(fig, path, rect=(0, 0, 1 - 2.6 / fig.get_figwidth(), 0.95))  # room for the legend
 
 
@@ -458,8 +466,9 @@ def run_coord_check(
     records = coord_check(arch, param, widths, steps, seeds, lr, model_overrides, batch, base_width=base_width,
                           cache_dir=cache_dir, progress=progress, timings=timings, num_threads=num_threads)
     n0 = int(base_width) if base_width is not None else int(widths[0])
+    overrides = {k: v for k, v in (model_overrides or {}).items() if k != "arch"}
     report = CoordCheckReport(arch, param, [int(w) for w in widths], steps, seeds, lr, tol, records,
-                              compute_slopes(records, tol), timings, base_width=n0)
+                              compute_slopes(records, tol), timings, base_width=n0, overrides=overrides)
     if out_dir is not None:
         write_outputs(report, out_dir)
     if log is not None:
@@ -471,7 +480,8 @@ def summary(report: CoordCheckReport) -> str:
     width = max(len(row.activation) for row in report.slopes)
     lines = [f"coord check {report.arch}/{report.param}: widths {report.widths} (N0 = "
              f"{report.base_width or report.widths[0]}), {report.steps} steps, "
-             f"{report.seeds} seed(s), lr {report.lr:g}, tol {report.tol:g}"]
+             f"{report.seeds} seed(s), lr {report.lr:g}, tol {report.tol:g}"
+             + (f"; overrides {_overrides_text(report)}" if report.overrides else "")]
     for row in report.slopes:
         lines.append(f"  {'pass' if row.passed else 'FAIL'}  {row.activation:<{width}}  worst slope "
                      f"{row.worst_slope:+.3f} at t={row.worst_step}")

@@ -62,7 +62,8 @@ def config_for_budget(
 
     ``base`` holds the family's fixed fields (depth, dropout, preset, ...) and its shape at a reference
     width: ``hidden_size`` there is the muP base N0, and the ratios to it are kept (PT: channels grow
-    at fixed rank, or rank at fixed channels with ``width_scaling="rank"``, and M in proportion,
+    at fixed rank, or rank at fixed channels with ``width_scaling="rank"``, or neither under
+    ``head_paradigm=1`` (r_tot fixed), and M in proportion,
     M = 2N by PTConfig's defaults; BERT / UT: heads grow at fixed head_dim, 32 by default, and the FFN
     in proportion, 4N by default). Omitted fields take the config class's defaults.
 

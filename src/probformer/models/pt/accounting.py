@@ -81,7 +81,8 @@ def training_flops_per_token(c: PTConfig, seq_len: int, mask_fraction: float) ->
 
 
 def width_step(c: PTConfig) -> int:
-    """Every width is allowed: channels (or rank) and M round to the nearest integer."""
+    """Every width is allowed: channels (or rank) and M round to the nearest integer (under head
+    paradigm 1 channels and rank stay fixed and only M rounds; the counts above read the config)."""
     return 1
 
 

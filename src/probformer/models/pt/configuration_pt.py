@@ -11,6 +11,7 @@ from probformer.models.pt.bucket_kernels import KERNEL_NAMES
 from probformer.parametrization import PRESETS, PTScales, pt_scales
 
 WIDTH_SCALINGS = ("channels", "rank")
+HEAD_PARADIGMS = (1, 2)  # docs/design.md §5: 2 = r_tot grows with N (default), 1 = r_tot fixed, lambda_H grows with N
 CLASSIFIER_POOLINGS = ("root", "mean")  # what PTForSequenceClassification reads out (docs/design.md §9)
 
 
@@ -23,6 +24,12 @@ class PTConfig(PretrainedConfig):
     fixed channels. Either way r_tot and M grow with N (docs/design.md §5, paradigm 2). The ``base_*``
     fields fix the base model (N0, r0, M0) that muP multipliers are relative to; left as ``None``
     they are derived from ``base_hidden_size`` and the width-scaling rule.
+
+    ``head_paradigm=1`` (experimental, docs/design.md §5) is the appendix's other head-selection
+    paradigm: channels and rank stay at their base values as N grows (r_tot fixed; only M grows with
+    N, and ``width_scaling`` has nothing to pick) and the head-selection temperature grows with the
+    width, lambda_H * N/N0. At N = N0 both paradigms are the same model. The width rules live in
+    :func:`probformer.parametrization.pt_scales`.
 
     ``use_root`` adds the ROOT variable of docs/design.md §9 (off by default, so configs saved before
     it existed load unchanged); ``classifier_pooling`` is what :class:`PTForSequenceClassification`
@@ -55,6 +62,7 @@ class PTConfig(PretrainedConfig):
         base_rank: int | None = None,  # r0 (None: derived from width_scaling)
         base_latent_size: int | None = None,  # M0 (None: M * N0 / N)
         width_scaling: Literal["channels", "rank"] = "channels",
+        head_paradigm: int = 2,  # docs/design.md §5: 2 = r_tot grows with N; 1 = r_tot fixed, lambda_H x N/N0
         hidden_exponent: float = 0.5,  # beta: hidden multiplier (N0/N)^beta; 1/2 = textbook muP (docs/design.md §4a-4b)
         input_mult: float = 1.0,  # alpha_in on S[w]
         output_mult: float = 1.0,  # alpha_out on the read-out
@@ -90,6 +98,7 @@ class PTConfig(PretrainedConfig):
         self.base_rank = base_rank
         self.base_latent_size = base_latent_size
         self.width_scaling = width_scaling
+        self.head_paradigm = head_paradigm
         self.hidden_exponent = hidden_exponent
         self.input_mult = input_mult
         self.output_mult = output_mult
@@ -126,6 +135,9 @@ class PTConfig(PretrainedConfig):
             raise ValueError(f"parametrization must be one of {PRESETS}, got {self.parametrization!r}")
         if self.width_scaling not in WIDTH_SCALINGS:
             raise ValueError(f"width_scaling must be one of {WIDTH_SCALINGS}, got {self.width_scaling!r}")
+        if isinstance(self.head_paradigm, bool) or self.head_paradigm not in HEAD_PARADIGMS:
+            raise ValueError(f"head_paradigm must be 1 (r_tot fixed, head temperature x N/N0) or 2 (r_tot grows "
+                             f"with N, the default), got {self.head_paradigm!r} (docs/design.md §5)")
         if not 0.0 <= self.hidden_exponent <= 1.5:
             raise ValueError(f"hidden_exponent must be in [0, 1.5], got {self.hidden_exponent!r}")
         for name in ("base_hidden_size", "base_rank", "base_latent_size"):
@@ -162,7 +174,8 @@ class PTConfig(PretrainedConfig):
         """(N0, r0, M0) the muP multipliers are relative to."""
         n0 = self.base_hidden_size or self.hidden_size
         m = self.hidden_size / n0
-        r0 = self.base_rank or (self.rank if self.width_scaling == "channels" else max(1, round(self.rank / m)))
+        rank_fixed = self.width_scaling == "channels" or self.head_paradigm == 1  # paradigm 1: r never grows
+        r0 = self.base_rank or (self.rank if rank_fixed else max(1, round(self.rank / m)))
         m0 = self.base_latent_size or max(1, round(self.latent_size / m))
         return n0, r0, m0
 
@@ -177,6 +190,8 @@ class PTConfig(PretrainedConfig):
             base_rank=r0,
             base_latent_size=m0,
             hidden_exponent=self.hidden_exponent,
+            head_paradigm=self.head_paradigm,
+            head_temperature=self.head_temperature,
             input_mult=self.input_mult,
             output_mult=self.output_mult,
             head_mult=self.head_mult,
@@ -187,10 +202,14 @@ class PTConfig(PretrainedConfig):
         )
 
     def with_width(self, hidden_size: int) -> PTConfig:
-        """The same model family at width ``hidden_size``: r_tot and M grow with N, base unchanged."""
+        """The same model family at width ``hidden_size``, base unchanged: M grows with N, and so does
+        r_tot under paradigm 2 (channels or rank, ``width_scaling``); paradigm 1 keeps channels and rank
+        (docs/design.md §5) and lets the head temperature grow instead (:meth:`scales`)."""
         n0, r0, m0 = self.resolved_base
         ratio = hidden_size / self.hidden_size
-        grown = "num_channels" if self.width_scaling == "channels" else "rank"
+        grown = {}
+        if self.head_paradigm == 2:
+            name = "num_channels" if self.width_scaling == "channels" else "rank"
+            grown[name] = max(1, round(getattr(self, name) * ratio))
         return replace_config(self, hidden_size=hidden_size, base_hidden_size=n0, base_rank=r0, base_latent_size=m0,
-                              latent_size=max(1, round(self.latent_size * ratio)),
-                              **{grown: max(1, round(getattr(self, grown) * ratio))})
+                              latent_size=max(1, round(self.latent_size * ratio)), **grown)

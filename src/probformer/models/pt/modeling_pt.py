@@ -14,7 +14,8 @@ Equations implemented (docs/design.md §2, scaled coordinates q = N Q): per iter
   qry = q U_ck, key = q V_ck;  e[c,i,j] = (alpha_H/r) <qry[i], key[j]>;  a = softmax_j(e / lambda_H)
   g = M softmax(alpha_G B q / lambda_G);  m_i = sum a U key (child) + sum a^T V qry (head)
   s = dropout(alpha_in S[w] + m + B^T g);  read-out y = (alpha_out/m) W s + b at masked positions.
-Width-dependent multipliers come from :mod:`probformer.parametrization` (docs/design.md §4a).
+Width-dependent multipliers come from :mod:`probformer.parametrization` (docs/design.md §4a), and so
+does lambda_H at this width: the config's under head paradigm 2, x N/N0 under paradigm 1 (§5).
 
 ROOT and task heads (docs/design.md §9; :mod:`.root`): with ``use_root`` a ROOT variable Z_0 joins the
 model, a candidate head of every word with its own root-bucket factors; its final label logits s_0
@@ -47,7 +48,7 @@ from probformer.models.pt.bucket_kernels import BucketKernel, bucket_index, buil
 from probformer.models.pt.configuration_pt import PTConfig
 from probformer.models.pt.root import RootFactors, RootTerms
 from probformer.models.task_heads import classifier_linear, sequence_classification_loss, token_classification_loss
-from probformer.parametrization import Role, tag
+from probformer.parametrization import Role, pt_ternary_role, tag
 
 TAP_NAMES = ("q", "head_logits", "messages", "latent", "labels")
 ROOT_TAP_NAMES = ("root_labels",)  # ROOT's label logits s_0, tapped per iteration only with use_root
@@ -64,11 +65,11 @@ def matmul_dtype(x: torch.Tensor) -> torch.dtype:
 class TernaryFactors(nn.Module):
     """U, V in R^{K x h x N x r}: T_ck = U_ck V_ck^T per directed bucket k and channel c."""
 
-    def __init__(self, num_buckets: int, num_channels: int, hidden_size: int, rank: int):
+    def __init__(self, num_buckets: int, num_channels: int, hidden_size: int, rank: int, role: Role = Role.HIDDEN):
         super().__init__()
         self.U = nn.Parameter(torch.empty(num_buckets, num_channels, hidden_size, rank))
         self.V = nn.Parameter(torch.empty(num_buckets, num_channels, hidden_size, rank))
-        tag(self, U=Role.HIDDEN, V=Role.HIDDEN)
+        tag(self, U=role, V=role)  # hidden; lowrank under head paradigm 1 (parametrization module doc)
 
     def frobenius_norm(self) -> torch.Tensor:
         """sum_ck ||U_ck V_ck^T||_F (2023 regulariser, not squared) without building T:
@@ -175,9 +176,11 @@ class PTEncoder(PTPreTrainedModel):
             tag(nn.Embedding(c.max_position_embeddings, c.hidden_size), weight=Role.INPUT)
             if c.use_position_unary else None
         )  # P
-        self.ternary = TernaryFactors(c.num_buckets, c.num_channels, c.hidden_size, c.rank)
+        ternary_role = pt_ternary_role(c.head_paradigm)
+        self.ternary = TernaryFactors(c.num_buckets, c.num_channels, c.hidden_size, c.rank, ternary_role)
         self.latent = LatentFactor(c.latent_size, c.hidden_size) if c.use_latent_factor else None
-        self.root = RootFactors(c.num_channels, c.hidden_size, c.rank) if c.use_root else None  # rho, U^R, V^R
+        self.root = (RootFactors(c.num_channels, c.hidden_size, c.rank, ternary_role)
+                     if c.use_root else None)  # rho, U^R, V^R
         self.head_dropout = nn.Dropout(c.head_dropout)
         self.label_dropout = nn.Dropout(c.label_dropout)
         # Distinct identity taps per iteration so activation hooks (coordinate check) see every call.
@@ -304,8 +307,9 @@ class PTEncoder(PTPreTrainedModel):
             q_root = N * torch.softmax(s_root.to(acc) / c.label_temperature, dim=-1).to(s_root.dtype)  # (B, N)
             qry_r, key_r = root.project(q, q_root)
             e = torch.cat([sc.head_logit * root.scores(qry_r, key_r), e], dim=-1)  # (B, h, n, 1 + n)
-        e = taps["head_logits"](e)
-        logits_h = (e.to(acc) / c.head_temperature).masked_fill(~allowed, torch.finfo(acc).min)
+        # The head softmax's logits e / lambda_H, lambda_H at this width (paradigm 1: x N/N0, docs/design.md
+        # §5; parametrization.pt_head_temperature); the tap sees them before the mask, as it saw e (lambda_H = 1).
+        logits_h = taps["head_logits"](e.to(acc) / sc.head_temperature).masked_fill(~allowed, torch.finfo(acc).min)
         a = torch.softmax(logits_h, dim=-1) * allowed  # rows with no candidate head are 0
         # The marginals leave the fp32 softmax in the matmul dtype (bf16 under autocast), once, before
         # dropout: every kernel's messages are matmuls of a (or of its masked copies / diagonals), which

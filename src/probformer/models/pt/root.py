@@ -14,8 +14,8 @@ in docs/design.md §2's equations ROOT is position 0 with k(i, 0) = root:
 ROOT is kept out of the bucket kernels (:mod:`.bucket_kernels`): its terms are added beside theirs,
 so the kernels' distance buckets, bands and triangles stay exactly as they are for the words, and
 every kernel gets ROOT from the same few GEMMs here. Roles (docs/design.md §4, 9): rho is an input
-(a row of S, with S's init and alpha_in), U^R and V^R are hidden with U and V's init, lr and forward
-multiplier, so ROOT adds no width rule of its own.
+(a row of S, with S's init and alpha_in), U^R and V^R have U and V's role (hidden; lowrank under
+head paradigm 1), init, lr and forward multiplier, so ROOT adds no width rule of its own.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from probformer.parametrization import Role, tag
 class RootFactors(nn.Module):
     """ROOT's parameters: unary rho in R^N and root-bucket factors U^R, V^R in R^{h x N x r}."""
 
-    def __init__(self, num_channels: int, hidden_size: int, rank: int):
+    def __init__(self, num_channels: int, hidden_size: int, rank: int, role: Role = Role.HIDDEN):
         super().__init__()
         self.rho = nn.Parameter(torch.empty(hidden_size))
         self.U = nn.Parameter(torch.empty(num_channels, hidden_size, rank))
         self.V = nn.Parameter(torch.empty(num_channels, hidden_size, rank))
-        tag(self, rho=Role.INPUT, U=Role.HIDDEN, V=Role.HIDDEN)
+        tag(self, rho=Role.INPUT, U=role, V=role)  # U, V's role: hidden, lowrank under head paradigm 1
 
     def frobenius_norm(self) -> torch.Tensor:
         """sum_c ||U^R_c V^R_c^T||_F: the root bucket's share of the 2023 regulariser (docs/design.md §3)."""
