@@ -49,7 +49,8 @@ def padded_batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 # -- ROOT against the naive reference ---------------------------------------------------------------
 @pytest.mark.parametrize("kernel", KERNEL_NAMES)
 @pytest.mark.parametrize("preset", ["sp", "mup"])
-@pytest.mark.parametrize("variant", [{}, {"use_latent_factor": False}, {"use_position_unary": True}])
+@pytest.mark.parametrize("variant", [{}, {"use_latent_factor": False}, {"use_position_unary": True},
+                                     {"head_paradigm": 1}])  # paradigm 1: lambda_H x N/N0 = 2 on ROOT's column too
 def test_root_forward_equals_naive_loops(kernel, preset, variant):
     model = root_model(kernel, preset, **variant)
     ids, mask = padded_batch()
@@ -269,6 +270,12 @@ def test_root_parameters_have_their_roles_and_groups():
               for g in param_groups(model, lr=1e-3, weight_decay=0.1, hidden_lr_mult=0.5)}
     assert {"root.U", "root.V"} <= groups["hidden"] and "root.rho" in groups["input"]
     assert groups["output"] == {"classifier.weight"} and "classifier.bias" in groups["vector"]
+
+
+def test_root_factors_follow_u_v_role_under_head_paradigm_1():
+    roles = {name: role for name, _, role in named_roles(root_model(head_paradigm=1))}
+    assert {roles[k] for k in ("ternary.U", "ternary.V", "root.U", "root.V")} == {Role.LOWRANK}
+    assert roles["latent.B"] == Role.HIDDEN and roles["root.rho"] == Role.INPUT
 
 
 def test_root_init_follows_s_and_u_v():
