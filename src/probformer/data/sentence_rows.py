@@ -2,21 +2,23 @@
 
 docs/design.md §9, "Sentence rows": a task batch holds one sentence per row and no head may point
 into another row. Rows are never concatenated, so that holds by construction; padding is marked
-by ``attention_mask == 0`` (and ``[PAD]`` ids), and the models keep padded positions out of every
-word's heads.
+by ``attention_mask == 0`` (and the tokenizer's ``[PAD]`` id, ``pad_id``), and the models keep padded
+positions out of every word's heads.
 
 Alignment of word labels to subword pieces follows Hugging Face's token classification: words are
 pre-split, each word is tokenised on its own, its label goes on its first piece and
 :data:`~probformer.data.masking.IGNORE_INDEX` on the others (docs/design.md §9, "Token head": each word is
 scored on its first piece). A word the tokenizer turns into nothing (a lone zero-width space, say)
-becomes one ``[UNK]`` piece, so every word is scored and predicted. :attr:`Row.word_positions` keeps
-each word's first-piece position for turning piece predictions back into word predictions
-(:func:`word_predictions`).
+becomes one ``[UNK]`` piece (the tokenizer's, ``unk_id``), so every word is scored and predicted.
+:attr:`Row.word_positions` keeps each word's first-piece position for turning piece predictions back
+into word predictions (:func:`word_predictions`).
 
 Model families differ only in tokens around the text: BERT / UT sentence classification prepends
-``[CLS]`` (``prefix_ids=(CLS_ID,)``); PT with ROOT needs none (ROOT lives inside the model). Those
-tokens are parameters, never an architecture branch. A sentence longer than ``max_len`` pieces is
-split into rows at word boundaries (token tasks) or truncated (sentence tasks), with one
+``[CLS]`` (``prefix_ids``: the tokenizer's [CLS] id, from models/registry.py's ``input_prefix_ids``); PT
+with ROOT needs none (ROOT lives inside the model). Those tokens, and the ``[PAD]`` / ``[UNK]`` ids
+(probformer's own 0 and 1 by default; read from any other tokenizer by its caller), are parameters,
+never an architecture branch. A sentence longer than ``max_len`` pieces is split into rows at word
+boundaries (token tasks) or truncated (sentence tasks), with one
 :class:`~probformer.data.errors.DataWarning` per call that says how many.
 
 Batches (:class:`BucketedStream` for training, :func:`eval_batches` for evaluation) are
@@ -77,8 +79,9 @@ def _content_budget(max_len: int, prefix_ids: Sequence[int], suffix_ids: Sequenc
     return budget
 
 
-def word_pieces(tokenizer: Tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
-    """Per sentence, per word, the word's piece ids (at least one: ``[UNK]`` for a word the tokenizer
+def word_pieces(tokenizer: Tokenizer, sentences: Sequence[Sequence[str]],
+                unk_id: int = UNK_ID) -> list[list[list[int]]]:
+    """Per sentence, per word, the word's piece ids (at least one: ``unk_id`` for a word the tokenizer
     drops). The tokenizer sees the words pre-split (``is_pretokenized``), so it never joins two words;
     its pre-tokenizer may still split one word into several pieces (``sat-on`` -> ``sat - on``)."""
     encodings = _plain(tokenizer).encode_batch([list(words) for words in sentences], is_pretokenized=True,
@@ -89,7 +92,7 @@ def word_pieces(tokenizer: Tokenizer, sentences: Sequence[Sequence[str]]) -> lis
         for piece, word in zip(encoding.ids, encoding.word_ids, strict=True):
             if word is not None:
                 pieces[word].append(piece)
-        out.append([p or [UNK_ID] for p in pieces])
+        out.append([p or [unk_id] for p in pieces])
     return out
 
 
@@ -121,15 +124,17 @@ def _token_row(pieces: Sequence[Sequence[int]], tags: Sequence[int], start: int,
 
 
 def token_rows(sentences: Sequence[TaggedSentence], tokenizer: Tokenizer, labels: LabelSet, max_len: int,
-               prefix_ids: Sequence[int] = (), suffix_ids: Sequence[int] = (), source: str = "sentences") -> list[Row]:
+               prefix_ids: Sequence[int] = (), suffix_ids: Sequence[int] = (), source: str = "sentences",
+               unk_id: int = UNK_ID) -> list[Row]:
     """Rows of a token task: each sentence one row, or several consecutive rows (chunks at word
     boundaries) when it has more than ``max_len`` pieces with the prefix and suffix. One DataWarning
-    says how many sentences were split. ``source`` names the file in warnings and label errors."""
+    says how many sentences were split. ``source`` names the file in warnings and label errors; ``unk_id``
+is the piece of a word the tokenizer drops (:func:`word_pieces`)."""
     budget = _content_budget(max_len, prefix_ids, suffix_ids)
     rows: list[Row] = []
     split = cut_words = 0
-    for example, (sentence, pieces) in enumerate(zip(sentences, word_pieces(tokenizer, [s.words for s in sentences]),
-                                                     strict=True)):
+    pieces_of = word_pieces(tokenizer, [s.words for s in sentences], unk_id)
+    for example, (sentence, pieces) in enumerate(zip(sentences, pieces_of, strict=True)):
         if not pieces or len(sentence.tags) != len(pieces):
             raise ValueError(f"{source}: sentence {example + 1} has {len(pieces)} words and {len(sentence.tags)} tags")
         tags = [labels.id(tag, _where(source, sentence, w, example)) for w, tag in enumerate(sentence.tags)]
@@ -155,15 +160,17 @@ def _where(source: str, sentence: TaggedSentence, word: int, example: int) -> st
 
 
 def sentence_rows(texts: Sequence[LabelledText], tokenizer: Tokenizer, labels: LabelSet, max_len: int,
-                  prefix_ids: Sequence[int] = (), suffix_ids: Sequence[int] = (), source: str = "texts") -> list[Row]:
+                  prefix_ids: Sequence[int] = (), suffix_ids: Sequence[int] = (), source: str = "texts",
+                  unk_id: int = UNK_ID) -> list[Row]:
     """Rows of a sentence task: one per text, truncated to ``max_len`` pieces with the prefix and
-    suffix; one DataWarning says how many were truncated."""
+    suffix (a text the tokenizer turns into nothing is one ``unk_id`` piece); one DataWarning says how
+    many were truncated."""
     budget = _content_budget(max_len, prefix_ids, suffix_ids)
     encodings = _plain(tokenizer).encode_batch([t.text for t in texts], add_special_tokens=False)
     rows, truncated = [], 0
     for example, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
         label = labels.id(text.label, f"{source}:{text.line}" if text.line else f"{source}: text {example + 1}")
-        pieces = encoding.ids or [UNK_ID]
+        pieces = encoding.ids or [unk_id]
         truncated += len(pieces) > budget
         ids = [*prefix_ids, *pieces[:budget], *suffix_ids]
         rows.append(Row(np.asarray(ids, dtype=np.int64), np.asarray(label, dtype=np.int64), example))
@@ -176,20 +183,21 @@ def sentence_rows(texts: Sequence[LabelledText], tokenizer: Tokenizer, labels: L
 
 def encode_rows(examples: Sequence[TaggedSentence] | Sequence[LabelledText], tokenizer: Tokenizer,
                 labels: LabelSet, max_len: int, prefix_ids: Sequence[int] = (), suffix_ids: Sequence[int] = (),
-                source: str = "examples") -> list[Row]:
+                source: str = "examples", unk_id: int = UNK_ID) -> list[Row]:
     """:func:`token_rows` for tagged sentences, :func:`sentence_rows` for labelled texts."""
     encode = token_rows if examples and isinstance(examples[0], TaggedSentence) else sentence_rows
-    return encode(examples, tokenizer, labels, max_len, prefix_ids, suffix_ids, source)  # type: ignore[arg-type]
+    return encode(examples, tokenizer, labels, max_len, prefix_ids, suffix_ids, source,  # type: ignore[arg-type]
+                  unk_id)
 
 
 # -- batches ---------------------------------------------------------------------------------------------
-def collate(rows: Sequence[Row], pad_to_multiple_of: int = 1) -> Batch:
-    """The rows as one Batch, padded with ``[PAD]`` (attention 0, label IGNORE_INDEX) to the longest
-    row, rounded up to a multiple of ``pad_to_multiple_of``."""
+def collate(rows: Sequence[Row], pad_to_multiple_of: int = 1, pad_id: int = PAD_ID) -> Batch:
+    """The rows as one Batch, padded with ``pad_id`` (the tokenizer's ``[PAD]``; attention 0, label
+    IGNORE_INDEX) to the longest row, rounded up to a multiple of ``pad_to_multiple_of``."""
     if not rows:
         raise ValueError("a batch needs at least one row")
     n = -(-max(len(row) for row in rows) // pad_to_multiple_of) * pad_to_multiple_of
-    input_ids = torch.full((len(rows), n), PAD_ID, dtype=torch.long)
+    input_ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), n), dtype=torch.long)
     sentence_task = rows[0].labels.ndim == 0
     if any((row.labels.ndim == 0) != sentence_task for row in rows):
@@ -218,17 +226,17 @@ class BucketedStream(EpochPosition):
     buckets of ``bucket_batches`` batches; rows sorted by length inside each bucket and cut into
     batches; then the order of all the epoch's batches shuffled with the same seed. The whole state is
     (epoch, index within it), as for :class:`~probformer.data.batches.TrainStream`, so a resumed run
-    sees exactly the batches the interrupted one would have seen.
+    sees exactly the batches the interrupted one would have seen. Rows are padded with ``pad_id``.
     """
 
     def __init__(self, rows: Sequence[Row], batch_size: int, seed: int, bucket_batches: int = 50,
-                 pad_to_multiple_of: int = 1):
+                 pad_to_multiple_of: int = 1, pad_id: int = PAD_ID):
         if batch_size < 1 or bucket_batches < 1:
             raise ValueError(f"batch_size and bucket_batches must be positive, got {batch_size}, {bucket_batches}")
         if len(rows) < batch_size:
             raise ValueError(f"only {len(rows)} training rows, fewer than batch_size={batch_size}")
         self.rows, self.batch_size, self.seed = rows, batch_size, seed
-        self.bucket_batches, self.pad_to_multiple_of = bucket_batches, pad_to_multiple_of
+        self.bucket_batches, self.pad_to_multiple_of, self.pad_id = bucket_batches, pad_to_multiple_of, pad_id
         self.lengths = np.asarray([len(row) for row in rows], dtype=np.int64)
         self._enter_epoch(0)
 
@@ -260,18 +268,20 @@ class BucketedStream(EpochPosition):
         return indices
 
     def next(self) -> Batch:
-        return collate([self.rows[i] for i in self.next_rows()], self.pad_to_multiple_of)
+        return collate([self.rows[i] for i in self.next_rows()], self.pad_to_multiple_of, self.pad_id)
 
 
 
-def eval_batches(rows: Sequence[Row], batch_size: int, pad_to_multiple_of: int = 1) -> list[tuple[np.ndarray, Batch]]:
+def eval_batches(rows: Sequence[Row], batch_size: int, pad_to_multiple_of: int = 1,
+                 pad_id: int = PAD_ID) -> list[tuple[np.ndarray, Batch]]:
     """Every row once, in a fixed order (sorted by length, so little padding), as (row indices, batch)
-    pairs; the last batch may be smaller. The indices map predictions back to rows."""
+    pairs, padded with ``pad_id``; the last batch may be smaller. The indices map predictions back to rows."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     lengths = np.asarray([len(row) for row in rows], dtype=np.int64)
     order = _by_length(lengths, np.arange(len(rows)))
-    return [(order[s : s + batch_size], collate([rows[i] for i in order[s : s + batch_size]], pad_to_multiple_of))
+    return [(order[s : s + batch_size], collate([rows[i] for i in order[s : s + batch_size]], pad_to_multiple_of,
+                                                pad_id))
             for s in range(0, len(rows), batch_size)]
 
 

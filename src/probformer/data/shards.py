@@ -84,14 +84,15 @@ def is_own_file(name: str) -> bool:
     return _OWN_FILE.fullmatch(name) is not None
 
 
-def special_token_ids(tokenizer: Tokenizer, where: str) -> dict[str, int]:
-    """The ids of ``[PAD]``, ``[UNK]``, ``[CLS]``, ``[SEP]`` and ``[MASK]`` in ``tokenizer``; a DataError
-    naming the first one it lacks (``where`` names the tokenizer)."""
+def special_token_ids(tokenizer: Tokenizer, where: str, needed_by: str = "prepare-data") -> dict[str, int]:
+    """The ids of ``[PAD]``, ``[UNK]``, ``[CLS]``, ``[SEP]`` and ``[MASK]`` in ``tokenizer`` (role -> id);
+    a one-line DataError naming the first one it lacks (``where`` names the tokenizer, ``needed_by``
+    what needs them)."""
     ids = {}
     for role, token in SPECIAL_TOKENS.items():
         token_id = tokenizer.token_to_id(token)
         if token_id is None:
-            raise DataError(f"{where}: the tokenizer has no {token} token; prepare-data needs "
+            raise DataError(f"{where}: the tokenizer has no {token} token; {needed_by} needs "
                             f"{', '.join(SPECIAL_TOKENS.values())} (BERT's names)")
         ids[role] = token_id
     return ids

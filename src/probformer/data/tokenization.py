@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from types import MappingProxyType
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 NUM_SPECIAL = len(SPECIAL_TOKENS)
+# Role -> id in this layout: what data/shards.py's special_token_ids reads from one of these tokenizers,
+# and the default of every call that takes the ids of another tokenizer.
+OWN_SPECIAL_IDS = MappingProxyType({"pad": PAD_ID, "unk": UNK_ID, "cls": CLS_ID, "sep": SEP_ID, "mask": MASK_ID})
 CONTINUATION_PREFIX = "##"  # the WordPiece trainer's default continuing_subword_prefix
 
 
