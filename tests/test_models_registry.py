@@ -17,7 +17,7 @@ from probformer.models.accounting import ActivationTerms, Precision
 PACKAGE = Path(probformer.__file__).resolve().parent
 BENCHMARKS = PACKAGE.parents[1] / "benchmarks"
 FACTS = [f.name for f in dataclasses.fields(Architecture)]
-OPTIONAL_FACTS = {"sequence_prefix_ids"}  # PT reads ROOT, not a prefix token
+OPTIONAL_FACTS = {"sequence_prefix_roles"}  # PT reads ROOT, not a prefix token
 
 
 def tiny_config(name: str):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from probformer.data.tokenization import CLS_ID, SPECIAL_TOKENS
+from probformer.data.shards import SPECIAL_TOKENS as SPECIAL_TOKEN_NAMES
+from probformer.data.shards import special_token_ids
+from probformer.data.tokenization import OWN_SPECIAL_IDS, SPECIAL_TOKENS
 from probformer.models.accounting import ActivationTerms, Precision
 from probformer.models.bert import accounting as bert_accounting
 from probformer.models.bert import coord_check as bert_coord_check
@@ -63,7 +65,7 @@ from probformer.models.ut.modeling_ut import (
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
-# Role of each special token for transformers, in SPECIAL_TOKENS' id order ([PAD] = 0 ... [MASK] = 4).
+# Role of each special token for transformers, by BERT's token names (whatever their ids).
 _SPECIAL_TOKEN_ROLES = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), SPECIAL_TOKENS,
                                 strict=True))
 
@@ -100,9 +102,10 @@ class Architecture:
     base_fields: tuple[str, ...]  # the muP base the multipliers are relative to
     variant_fields: tuple[str, ...]  # implementation choices that keep the shape and the count
     shape_symbols: tuple[tuple[str, str], ...]  # (field, symbol) for a one-line shape: N=128 L=4 ...
-    # Token ids put before a text of a sentence task (docs/design.md §9): BERT's pooler reads a [CLS]
-    # at position 0; PT reads its ROOT variable (inside the model) and needs none.
-    sequence_prefix_ids: tuple[int, ...] = ()
+    # Special tokens put before a text of a sentence task (docs/design.md §9), by role ("cls": data/shards.py's
+    # names), whose ids come from the run's tokenizer (input_prefix_ids): BERT's pooler reads a [CLS] at
+    # position 0; PT reads its ROOT variable (inside the model) and needs none.
+    sequence_prefix_roles: tuple[str, ...] = ()
     # Model fields a task model of this family defaults to, per task (a config or an init_from run's
     # own value wins): PT's sequence read-out is ROOT's label logits, so a PT text classifier has ROOT.
     task_model_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -127,11 +130,17 @@ class Architecture:
             raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
         return classes[task]
 
-    def input_prefix_ids(self, task: str) -> tuple[int, ...]:
-        """The ids the data layer puts before each row's text for ``task`` (and the exported
-        tokenizer's post-processor adds, so that pipelines feed the model what it was trained on)."""
+    def input_prefix_roles(self, task: str) -> tuple[str, ...]:
+        """The special tokens (roles: ``"cls"``, ...) put before each row's text for ``task``."""
         self.task_class(task)  # a known task
-        return self.sequence_prefix_ids if task == "text-classification" else ()
+        return self.sequence_prefix_roles if task == "text-classification" else ()
+
+    def input_prefix_ids(self, task: str, special_ids: Mapping[str, int] = OWN_SPECIAL_IDS) -> tuple[int, ...]:
+        """The ids the data layer puts before each row's text for ``task`` (and the exported
+        tokenizer's post-processor adds, so that pipelines feed the model what it was trained on):
+        :meth:`input_prefix_roles` in the tokenizer's ``special_ids`` (role -> id, data/shards.py's
+        ``special_token_ids``; default probformer's own layout, [CLS] = 2)."""
+        return tuple(int(special_ids[role]) for role in self.input_prefix_roles(task))
 
     def task_of(self, model: PreTrainedModel) -> str:
         """The task (a :data:`TASKS` name) that ``model``'s class is for."""
@@ -143,15 +152,20 @@ class Architecture:
     def export(self, model: PreTrainedModel, directory: Path, tokenizer_file: Path,
                state_dict: dict | None = None) -> Path:
         """Write ``model`` (safetensors + config.json) and its tokenizer into ``directory`` so that
-        transformers' Auto classes and the fill-mask pipeline load it offline. ``state_dict``: full
-        weights gathered from a sharded run (default: the model's own)."""
+        transformers' Auto classes and pipelines load it offline. ``state_dict``: full weights gathered
+        from a sharded run (default: the model's own).
+
+        A task model's tokenizer gets a post-processor that adds exactly the prefix its rows had
+        (:meth:`input_prefix_ids`, in that tokenizer's own ids), and none when they had none: a
+        pretrained tokenizer's own ``[CLS] $A [SEP]`` template is replaced, so that a pipeline feeds the
+        model what it was trained on."""
         directory = Path(directory)
         model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
         if Path(tokenizer_file).resolve() != (directory / TOKENIZER_FILE).resolve():
             shutil.copy(tokenizer_file, directory / TOKENIZER_FILE)
-        prefix = self.input_prefix_ids(self.task_of(model))
-        if prefix:
-            add_prefix_processor(directory / TOKENIZER_FILE, prefix)
+        task = self.task_of(model)
+        if task != "fill-mask":
+            set_prefix_processor(directory / TOKENIZER_FILE, self.input_prefix_roles(task))
         write_tokenizer_config(directory, model_max_length=int(model.config.max_position_embeddings))
         return directory
 
@@ -199,7 +213,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             base_fields=_ENCODER_BASE,
             variant_fields=("pre_layer_norm",),
             shape_symbols=(("hidden_size", "N"), ("num_layers", "L"), ("num_heads", "H"), ("intermediate_size", "I")),
-            sequence_prefix_ids=(CLS_ID,),
+            sequence_prefix_roles=("cls",),
         ),
         # BERT's layer shared across T steps: BERT's base model, lr and knobs, its own count and memory.
         Architecture(
@@ -219,7 +233,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             base_fields=_ENCODER_BASE,
             variant_fields=("pre_layer_norm",),
             shape_symbols=(("hidden_size", "N"), ("num_layers", "T"), ("num_heads", "H"), ("intermediate_size", "I")),
-            sequence_prefix_ids=(CLS_ID,),
+            sequence_prefix_roles=("cls",),
         ),
     )
 }
@@ -241,17 +255,26 @@ def architecture_of(model_type: str | None) -> Architecture:
                      f"known: {', '.join(a.model_type for a in ARCHITECTURES.values())}")
 
 
-def add_prefix_processor(tokenizer_file: Path, prefix_ids: tuple[int, ...]) -> None:
-    """Make the tokenizer put ``prefix_ids`` (special tokens) before every text it encodes with
-    special tokens, as HF pipelines do: a sequence classifier that pools its first position then reads
-    the [CLS] it was trained with."""
+def set_prefix_processor(tokenizer_file: Path, prefix_roles: tuple[str, ...]) -> None:
+    """Make the tokenizer put the special tokens ``prefix_roles`` (``"cls"``, ...), at its own ids,
+    before every text it encodes with special tokens, as HF pipelines do: a sequence classifier that
+    pools its first position then reads the [CLS] it was trained with. No roles: the tokenizer adds
+    nothing (a post-processor it has is removed; a file without one is left as it is, byte for byte).
+    A tokenizer lacking one of BERT's special tokens is a one-line DataError."""
     from tokenizers import Tokenizer, processors
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    tokens = [tokenizer.id_to_token(i) for i in prefix_ids]
+    if not prefix_roles:
+        spec = json.loads(tokenizer.to_str())
+        if spec.get("post_processor") is not None:
+            spec["post_processor"] = None
+            Tokenizer.from_str(json.dumps(spec)).save(str(tokenizer_file))
+        return
+    ids = special_token_ids(tokenizer, str(tokenizer_file), needed_by="a task model's export")
+    prefix = [(SPECIAL_TOKEN_NAMES[role], ids[role]) for role in prefix_roles]
+    tokens = [token for token, _ in prefix]
     tokenizer.post_processor = processors.TemplateProcessing(
-        single=" ".join([*tokens, "$A"]), pair=" ".join([*tokens, "$A", "$B"]),
-        special_tokens=sorted(set(zip(tokens, prefix_ids, strict=True))))
+        single=" ".join([*tokens, "$A"]), pair=" ".join([*tokens, "$A", "$B"]), special_tokens=sorted(set(prefix)))
     tokenizer.save(str(tokenizer_file))
 
 
@@ -270,8 +293,10 @@ def write_tokenizer_config(directory: Path, model_max_length: int) -> None:
     tokenizer.json, written by hand rather than by ``save_pretrained``: the class that transformers
     5 records there does not exist in transformers 4, and these two files load in both.
 
-    The tokenizer has no post-processor, so HF tokenizers add no [CLS]/[SEP]: inference inputs are
-    exactly what the trainer fed (running text, documents separated by [SEP], never a [CLS])."""
+    An MLM's tokenizer trained by probformer has no post-processor, so HF tokenizers add no [CLS]/[SEP]:
+    inference inputs are exactly what the trainer fed (running text, documents separated by [SEP],
+    never a [CLS]); a task model's adds exactly its rows' prefix (:func:`set_prefix_processor`). The
+    special tokens are named by BERT's names, whatever their ids in the tokenizer."""
     directory = Path(directory)
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
