@@ -9,7 +9,10 @@ What is particular to a task (docs/tasks.md, docs/design.md §9):
 - Rows are sentences (data/sentence_rows.py): one per row, padded, length-bucketed; the model's heads
   never cross rows. A token task's label sits on each word's first piece; a text task's on the row.
 - The tokenizer is, in this order: a resumed checkpoint's; the ``task.init_from`` run's (its model
-  reads those ids); ``task.tokenizer``; else a WordPiece trained on the training file's text.
+  reads those ids); ``task.tokenizer``; else a WordPiece trained on the training file's text. Any
+  tokenizer with BERT's special-token names works: the ids of [PAD], [UNK], [CLS], [SEP], [MASK] are
+  read from it (data/shards.py's ``special_token_ids``) and go into the model config (pad / mask),
+  the rows' padding and [UNK] fallback, and the sentence prefix (models/registry.py).
 - ``task.init_from`` starts the encoder (and ROOT, if the run has it) from an MLM run: its model
   fields are the run's, a field the config sets to another width or shape is refused with the reason,
   the MLM read-out is dropped and the task head starts as a fresh one (zero classifier, §9).
@@ -43,8 +46,9 @@ from probformer.data.errors import DataError, DataWarning
 from probformer.data.masking import IGNORE_INDEX
 from probformer.data.prepared import sha256_hex
 from probformer.data.sentence_rows import BucketedStream, Row, encode_rows, eval_batches, word_predictions
+from probformer.data.shards import special_token_ids
 from probformer.data.task_files import LabelledText, TaggedSentence, TaskFormat, read_task_splits
-from probformer.data.tokenization import MASK_ID, PAD_ID, SPECIAL_TOKENS, train_wordpiece
+from probformer.data.tokenization import train_wordpiece
 from probformer.models import architecture, architecture_of
 from probformer.models.registry import find_model_directory
 from probformer.training.distributed import ProcessContext, unwrap
@@ -103,16 +107,20 @@ class TaskData:
         self.labels = self.splits.labels
         self.init_source = InitSource.read(t.init_from) if t.init_from else None
         self.model_config = self._model_fields(log)
-        self.tokenizer_json = tokenizer_json or self._tokenizer_json(log)
+        if tokenizer_json:
+            self.tokenizer_json, where = tokenizer_json, "the checkpoint's tokenizer"
+        else:
+            self.tokenizer_json, where = self._tokenizer_json(log)
         self.tokenizer_sha256 = sha256_hex(self.tokenizer_json)
-        tokenizer = _checked_tokenizer(self.tokenizer_json)
+        tokenizer = _load_tokenizer(self.tokenizer_json, where)
+        self.special_ids = special_token_ids(tokenizer, where, needed_by="a task run")  # role -> id
         self.vocab_size = tokenizer.get_vocab_size()
         self.max_len = config.data.seq_len
         max_positions = int(self.model_config.get("max_position_embeddings", self.max_len))
         if self.max_len > max_positions:
             raise ConfigError(f"data.seq_len: {self.max_len} pieces per row, more than the model's "
                               f"max_position_embeddings ({max_positions}); lower data.seq_len")
-        prefix = self.arch.input_prefix_ids(self.task)
+        prefix = self.arch.input_prefix_ids(self.task, self.special_ids)
         self.rows: dict[str, list[Row]] = {}
         for split, examples, path in (("train", self.splits.train, t.train), (VALID, self.splits.valid, t.valid),
                                       (TEST, self.splits.test, t.test)):
@@ -120,7 +128,8 @@ class TaskData:
                 with warnings.catch_warnings(record=True) as caught:  # said in the run's log, one line each
                     warnings.simplefilter("always", DataWarning)
                     self.rows[split] = encode_rows(examples, tokenizer, self.labels, self.max_len,
-                                                   prefix_ids=prefix, source=str(path))
+                                                   prefix_ids=prefix, source=str(path),
+                                                   unk_id=self.special_ids["unk"])
                 for warning in caught:
                     log(f"warning: {warning.message}")
         if len(self.rows["train"]) < config.batch_size:
@@ -136,22 +145,24 @@ class TaskData:
             f"the model with the best valid {self.select_by} is exported")
 
     # -- tokenizer and model ----------------------------------------------------------------------------
-    def _tokenizer_json(self, log: Callable[[str], None]) -> bytes:
+    def _tokenizer_json(self, log: Callable[[str], None]) -> tuple[bytes, str]:
+        """The tokenizer.json and what to call it in an error (module docstring's order, less a resumed
+        checkpoint's)."""
         t, d = self.config.task, self.config.data
         if self.init_source is not None:
             if t.tokenizer is not None:
                 raise ConfigError(f"task.tokenizer: the run task.init_from={t.init_from} brings its own tokenizer, "
                                   "whose ids its encoder reads; leave task.tokenizer out")
-            return self.init_source.tokenizer_json
+            return self.init_source.tokenizer_json, f"task.init_from: {self.init_source.directory / 'tokenizer.json'}"
         if t.tokenizer is not None:
             path = Path(t.tokenizer)
             file = path / "tokenizer.json" if path.is_dir() else path
             if not file.is_file():
                 raise ConfigError(f"task.tokenizer: {file} not found (give a tokenizer.json or a directory with one)")
-            return file.read_bytes()
+            return file.read_bytes(), f"task.tokenizer: {file}"
         texts = [" ".join(e.words) if isinstance(e, TaggedSentence) else e.text for e in self.splits.train]
         log(f"training a WordPiece tokenizer ({d.vocab_size:,} pieces) on the text of {t.train}")
-        return train_wordpiece(texts, d.vocab_size, d.lowercase).to_str().encode("utf-8")
+        return train_wordpiece(texts, d.vocab_size, d.lowercase).to_str().encode("utf-8"), "the trained tokenizer"
 
     def _model_fields(self, log: Callable[[str], None]) -> dict[str, Any]:
         """The model config's fields: the config's, over the init_from run's (refused where they differ
@@ -184,9 +195,10 @@ class TaskData:
         return {**run_fields, **defaults, **user}
 
     def make_model(self, log: Callable[[str], None]) -> PreTrainedModel:
-        config = self.arch.config_class(vocab_size=self.vocab_size, pad_token_id=PAD_ID, mask_token_id=MASK_ID,
-                                        num_labels=len(self.labels), id2label=self.labels.id2label,
-                                        label2id=self.labels.label2id, **self.model_config)
+        config = self.arch.config_class(vocab_size=self.vocab_size, pad_token_id=self.special_ids["pad"],
+                                        mask_token_id=self.special_ids["mask"], num_labels=len(self.labels),
+                                        id2label=self.labels.id2label, label2id=self.labels.label2id,
+                                        **self.model_config)
         try:
             model = self.arch.task_class(self.task)(config)
         except ValueError as err:  # e.g. classifier_pooling=root without use_root
@@ -230,8 +242,9 @@ class TaskData:
     # -- training ---------------------------------------------------------------------------------------
     def stream(self, context: ProcessContext) -> RankShards:
         """The global batches of :class:`BucketedStream`, this process's rows of each."""
-        return RankShards(BucketedStream(self.rows["train"], self.config.batch_size, self.config.seed), context.rank,
-                          context.world_size)
+        stream = BucketedStream(self.rows["train"], self.config.batch_size, self.config.seed,
+                                pad_id=self.special_ids["pad"])
+        return RankShards(stream, context.rank, context.world_size)
 
     def total_steps(self) -> int:
         c = self.config
@@ -254,7 +267,8 @@ class TaskData:
         examples = self.splits.valid if split == VALID else self.splits.test
         assert examples is not None
         rows = self.rows[split]
-        return EvalSet(split, examples, rows, eval_batches(rows, self.config.batch_size))
+        batches = eval_batches(rows, self.config.batch_size, pad_id=self.special_ids["pad"])
+        return EvalSet(split, examples, rows, batches)
 
     def evaluation_sets(self) -> dict[str, EvalSet]:
         return {VALID: self._eval_set(VALID)}
@@ -308,16 +322,9 @@ def _targets(rows: Sequence[Row]) -> np.ndarray:
     return labels[labels != IGNORE_INDEX]
 
 
-def _checked_tokenizer(tokenizer_json: bytes) -> Tokenizer:
-    """The tokenizer, if it has probformer's special tokens at their ids (the models and the data layer
-    read [PAD] as 0, [CLS] as 2, ...); a one-line error otherwise."""
+def _load_tokenizer(tokenizer_json: bytes, where: str) -> Tokenizer:
+    """The tokenizer; a one-line DataError naming ``where`` when it does not load."""
     try:
-        tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
+        return Tokenizer.from_str(tokenizer_json.decode("utf-8"))
     except Exception as err:
-        raise DataError(f"task.tokenizer does not load as a tokenizers tokenizer.json ({type(err).__name__})") from None
-    wrong = [f"{token}={tokenizer.token_to_id(token)}" for i, token in enumerate(SPECIAL_TOKENS)
-             if tokenizer.token_to_id(token) != i]
-    if wrong:
-        raise DataError(f"task.tokenizer: probformer's models read the special tokens {list(SPECIAL_TOKENS)} as ids "
-                        f"0..{len(SPECIAL_TOKENS) - 1}; this tokenizer has {', '.join(wrong)}")
-    return tokenizer
+        raise DataError(f"{where} does not load as a tokenizers tokenizer.json ({type(err).__name__})") from None
