@@ -19,6 +19,8 @@ from tokenizers import Tokenizer
 from transformers import PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
+from probformer.data.errors import DataError
+from probformer.data.shards import special_token_ids
 from probformer.inspection.errors import InspectionError
 from probformer.models.registry import TASKS, TOKENIZER_FILE, Architecture, architecture_of, find_model_directory
 
@@ -39,6 +41,15 @@ class LoadedModel:
     directory: Path
     architecture: Architecture
     task: str = "fill-mask"  # the model's task: one of models.registry.TASKS (Hugging Face pipeline names)
+
+    def special_ids(self) -> dict[str, int]:
+        """Role -> id of ``[PAD]``, ``[UNK]``, ``[CLS]``, ``[SEP]``, ``[MASK]`` in the model's tokenizer (its
+        own layout: probformer's 0..4, or a pretrained tokenizer's); a one-line InspectionError when one
+        is missing."""
+        try:
+            return special_token_ids(self.tokenizer, str(self.directory / TOKENIZER_FILE), needed_by="this command")
+        except DataError as err:
+            raise InspectionError(str(err)) from None
 
 
 # The command that serves each task, for the error a directory of another task gets.

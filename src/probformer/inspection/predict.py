@@ -13,6 +13,10 @@ prediction is what the trained model's evaluation would have made of the same wo
 - text task: :func:`~probformer.data.sentence_rows.sentence_rows` with the prefix (BERT / UT's
   ``[CLS]``; PT reads its ROOT and needs none), truncated to ``max_position_embeddings``.
 
+The special ids (the prefix's [CLS], the padding's [PAD], the [UNK] of a word the tokenizer drops)
+are read from the model's own tokenizer (:meth:`~probformer.inspection.loading.LoadedModel.special_ids`),
+as the task run read them from its tokenizer: probformer's 0..4 or a pretrained tokenizer's.
+
 Those builders want a label per example; the label the model predicts is not known, so every word or
 text carries the model's first label as a placeholder, never read. Probabilities are a softmax over
 the labels, as in Hugging Face's pipelines; for a text model whose ``problem_type`` is multi-label
@@ -115,9 +119,10 @@ def _predict_tokens(loaded: LoadedModel, texts: list[str], batch_size: int) -> l
             raise _no_words(k, text)
     sentences = [TaggedSentence([text[s:e] for s, e in text_spans], [labels.labels[0]] * len(text_spans))
                  for text, text_spans in zip(texts, spans, strict=True)]
+    ids = loaded.special_ids()
     rows = token_rows(sentences, loaded.tokenizer, labels, _max_len(loaded),
-                      loaded.architecture.input_prefix_ids(TOKEN_TASK), source="texts")
-    probs = _probabilities(loaded, rows, batch_size)  # per row (n, C)
+                      loaded.architecture.input_prefix_ids(TOKEN_TASK, ids), source="texts", unk_id=ids["unk"])
+    probs = _probabilities(loaded, rows, batch_size, ids["pad"])  # per row (n, C)
     # Every position of every row gets a global index into one table; word_predictions then picks each
     # word's first piece and joins a split text's chunks, exactly as evaluation does with label ids.
     offsets = np.cumsum([0] + [len(row) for row in rows])
@@ -138,10 +143,12 @@ def _predict_texts(loaded: LoadedModel, texts: list[str], batch_size: int) -> li
     for k, text in enumerate(texts):
         if not text.strip():
             raise _no_words(k, text)
+    ids = loaded.special_ids()
     rows = sentence_rows([LabelledText(text, labels.labels[0]) for text in texts], loaded.tokenizer, labels,
-                         _max_len(loaded), loaded.architecture.input_prefix_ids(TEXT_TASK), source="texts")
+                         _max_len(loaded), loaded.architecture.input_prefix_ids(TEXT_TASK, ids), source="texts",
+                         unk_id=ids["unk"])
     out: list[Prediction] = []
-    for text, p in zip(texts, _probabilities(loaded, rows, batch_size), strict=True):
+    for text, p in zip(texts, _probabilities(loaded, rows, batch_size, ids["pad"]), strict=True):
         label = int(p.argmax())
         out.append(TextPrediction(text, labels.labels[label], float(p[label]),
                                   {name: float(q) for name, q in zip(labels.labels, p, strict=True)}))
@@ -159,12 +166,13 @@ def _sigmoid_outputs(config) -> bool:
 
 
 @torch.no_grad()
-def _probabilities(loaded: LoadedModel, rows: Sequence[Row], batch_size: int) -> list[np.ndarray]:
-    """Per row, label probabilities: (n, C) for token rows (every position), (C,) for text rows."""
+def _probabilities(loaded: LoadedModel, rows: Sequence[Row], batch_size: int, pad_id: int) -> list[np.ndarray]:
+    """Per row, label probabilities: (n, C) for token rows (every position), (C,) for text rows; batches
+    padded with ``pad_id``."""
     model = loaded.model.eval()
     sigmoid = loaded.task == TEXT_TASK and _sigmoid_outputs(model.config)
     out: list[np.ndarray | None] = [None] * len(rows)
-    for indices, batch in eval_batches(rows, batch_size):
+    for indices, batch in eval_batches(rows, batch_size, pad_id=pad_id):
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.double()
         probs = (torch.sigmoid(logits) if sigmoid else torch.softmax(logits, dim=-1)).numpy()
         for b, r in enumerate(indices):
