@@ -207,16 +207,11 @@ class MaskedLMData:
         return Prefetcher(self.shard_stream)
 
     def _split_batches(self, split: str, seed: int, max_batches: int | None) -> list[Batch]:
-        c, d = self.config, self.config.data
+        d = self.config.data
         if self.classic:
             assert self.corpus is not None
-            return eval_batches(self.corpus.blocks(split, d.seq_len), c.batch_size, d.mask_style,
-                                d.resolved_mask_prob, self.vocab_size, seed=seed, max_batches=max_batches,
-                                special=self.special)
-        batches = eval_row_batches(self.shards.shards[split], d.seq_len, c.batch_size, d.mask_style,
-                                   d.resolved_mask_prob, self.vocab_size, seed, max_batches, rows=self.rows,
-                                   pad_id=self.special_ids["pad"], mask_id=self.special_ids["mask"],
-                                   special_ids=self.special.special)
+            return self._masked_blocks(self.corpus.blocks(split, d.seq_len), seed, max_batches)
+        batches = self._masked_rows(self.shards.shards[split], seed, max_batches)
         if not batches:
             raise DataError(f"the {split} split of {d.source} holds no {self.rows[:-1]} of data.seq_len={d.seq_len} "
                             f"({self.shards.num_tokens(split):,} tokens); prepare it with more {split} text")
@@ -230,8 +225,21 @@ class MaskedLMData:
             sets[f"eval_{name}"] = self._text_batches(name, path)
         return sets
 
-    def _text_batches(self, name: str, path: str) -> list[Batch]:
+    def _masked_blocks(self, blocks: np.ndarray, seed: int, max_batches: int | None = None) -> list[Batch]:
+        """Fixed-mask evaluation batches of classic blocks (data/batches.py's eval_batches)."""
         c, d = self.config, self.config.data
+        return eval_batches(blocks, c.batch_size, d.mask_style, d.resolved_mask_prob, self.vocab_size, seed=seed,
+                            max_batches=max_batches, special=self.special)
+
+    def _masked_rows(self, shards, seed: int, max_batches: int | None = None) -> list[Batch]:
+        """Fixed-mask evaluation batches of ``shards`` in the run's row mode (the shard loader's)."""
+        c, d = self.config, self.config.data
+        return eval_row_batches(shards, d.seq_len, c.batch_size, d.mask_style, d.resolved_mask_prob, self.vocab_size,
+                                seed, max_batches, rows=self.rows, pad_id=self.special_ids["pad"],
+                                mask_id=self.special_ids["mask"], special_ids=self.special.special)
+
+    def _text_batches(self, name: str, path: str) -> list[Batch]:
+        d = self.config.data
         text = prepare_text(path, self.tokenizer_json, Path(d.cache_dir) if d.cache_dir else None, d.text_field,
                             self.log)
         tokens = text.shards.num_tokens("train")
@@ -239,12 +247,8 @@ class MaskedLMData:
             if tokens < d.seq_len:
                 raise DataError(f"eval_texts.{name}: {path} has {tokens} tokens, fewer than one block of "
                                 f"data.seq_len={d.seq_len}")
-            return eval_batches(text.blocks("train", d.seq_len), c.batch_size, d.mask_style, d.resolved_mask_prob,
-                                self.vocab_size, seed=EVAL_TEXT_MASK_SEED, special=self.special)
-        batches = eval_row_batches(text.shards.shards["train"], d.seq_len, c.batch_size, d.mask_style,
-                                   d.resolved_mask_prob, self.vocab_size, EVAL_TEXT_MASK_SEED, rows=self.rows,
-                                   pad_id=self.special_ids["pad"], mask_id=self.special_ids["mask"],
-                                   special_ids=self.special.special)
+            return self._masked_blocks(text.blocks("train", d.seq_len), EVAL_TEXT_MASK_SEED)
+        batches = self._masked_rows(text.shards.shards["train"], EVAL_TEXT_MASK_SEED)
         if not batches:
             raise DataError(f"eval_texts.{name}: {path} holds no {self.rows[:-1]} of data.seq_len={d.seq_len} "
                             f"({tokens:,} tokens)")
