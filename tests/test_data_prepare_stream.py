@@ -105,6 +105,41 @@ def test_sentence_starts_follow_the_documented_rule():
                          docs[2]: ["Mr", "Smith"]}[doc]
 
 
+def test_cutting_at_sentence_breaks_first_encodes_exactly_as_the_offsets_path():
+    # The fast path (documents cut at their breaks, pieces through encode_batch_fast) gives the same
+    # ids, sentence starts and document lengths as encoding each document whole with offsets, edge
+    # cases included; tokenizers whose words depend on the space before them take the offsets path.
+    import random
+
+    from conftest import sentence_documents
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    docs = [
+        *sentence_documents(60, seed=3), "", "   ",
+        "\nLeading newline. Then more", "Ends with a break!  ", "...", "Quote.\u201d Next one? ",
+        "Mr. Smith went.  \n\n  Twice\n", "tabs\tand\u00a0odd spaces. Caf\u00e9 na\u00efve! \u4e2d\u6587 text.",
+        "no break here", "?! ?! x",
+    ]
+    random.Random(0).shuffle(docs)
+    tokenizer = train_wordpiece(docs * 2, 300)
+    fast = ps.UnitEncoder(tokenizer.to_str(), 3, "uint16", 0)
+    slow = ps.UnitEncoder(tokenizer.to_str(), 3, "uint16", 0)
+    slow.split_first = False
+    assert fast.split_first
+    a, b = fast(docs), slow(docs)
+    for field in ("stream", "doc_lengths", "sentence_starts", "sentence_docs"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert (a.split_hashes, a.text_bytes) == (b.split_hashes, b.text_bytes)
+
+    byte_level = Tokenizer(models.BPE())
+    byte_level.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level.decoder = decoders.ByteLevel()
+    assert not ps.splits_at_whitespace(byte_level.to_str())
+    spec = json.loads(tokenizer.to_str())
+    spec["added_tokens"].append({**spec["added_tokens"][0], "id": 999, "content": "new york"})
+    assert not ps.splits_at_whitespace(json.dumps(spec))  # an added token may span a break
+
+
 def test_output_is_the_same_for_one_and_two_workers(corpus, tmp_path):
     source, _ = corpus
     ps.prepare_shards(str(source), tmp_path / "w1", **SMALL, workers=1, **QUIET)
