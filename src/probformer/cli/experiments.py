@@ -102,13 +102,18 @@ def add_lr_curves_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="SQLAlchemy URL shared by workers (default sqlite:///<out_dir>/studies.db)")
     only = p.add_mutually_exclusive_group()
     only.add_argument("--report-only", action="store_true", help="write the table and plot from what has finished")
+    only.add_argument("--dry-run", action="store_true",
+                      help="print which studies would train and which are read from the references; train nothing")
     add_rerender_argument(only, "best_lr.md")
 
 
 def lr_curves(config: str | None = None, preset: str | None = None, overrides: Sequence[str] = (),
               out_dir: str | None = None, storage: str | None = None, report_only: bool = False,
-              rerender: bool = False) -> int:
+              dry_run: bool = False, rerender: bool = False) -> int:
     spec = lr_lib.load_lr_curves_spec(config, preset, overrides, out_dir=out_dir, storage=storage)
+    if dry_run:
+        print("\n".join(lr_lib.plan_lines(spec)))
+        return 0
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if rerender:

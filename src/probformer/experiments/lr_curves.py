@@ -15,14 +15,25 @@ Spec (YAML, see ``experiments/specs/lr-curves-pt-cpu.yaml``)::
     lrs: [1.0e-3, 2.0e-3, ...]     # the grid (factor-2 steps make "within one grid step" a factor 2)
     seeds: [0, 1]
     train: {model: {arch: pt, hidden_size: 32, ...}, data: {...}, token_budget: ..., ...}
-    reference: null                # or a finished lr-curves out_dir: its rows for the parametrizations
-                                   # not run here (e.g. the SP curves) join the table, plot and verdicts
+    reference: null                # or a finished lr-curves out_dir, or a list of them (see below)
+
+``lrs`` may also be one grid per parametrization, ``{sp: [...], mup: [...]}``, when their optima (or
+the grids of the studies reused from references) differ.
 
 ``reference`` is how a muP *variant* (``parametrizations: [mup]`` and a changed model field, e.g.
 ``--set train.model.hidden_exponent=1.0``) is judged against the same SP curves without re-training
-them; the reference must have trained the same data, token budget and optimiser settings and, at
-every shared width, the same model (checked; an SP model does not depend on N0 or beta, so a muP
-variant with another base width can reuse the SP curves too).
+them: a reference's rows for the parametrizations not run here join the table, plot and verdicts.
+Every reference must have trained the same data, token budget and optimiser settings, and the reused
+rows the same model at every shared width (checked; an SP model does not depend on N0 or beta, so a
+muP variant with another base width can reuse the SP curves too).
+
+A reference also stands in for whole studies of the parametrizations run here: the study of
+(parametrization, width) is read from the first reference (in list order) that trained the identical
+run there (same settings, same model as trained at that width) and holds a finished row for every
+(lr, seed) of this spec's grid; only those rows enter (a reference's other lrs and seeds do not).
+Any other study is trained. :func:`plan` says which is which (``--dry-run``), ``best_lr.md`` names
+the reused studies and where they came from. References are read once, when the spec is loaded:
+they are finished results (committed ones, typically), not runs still in progress.
 
 Everything is a sweep trial, so it is resumable (rerun the command) and several processes can work
 on it at once (each takes the next unfinished trial). Outputs: ``results.csv`` (one row per run),
@@ -64,7 +75,7 @@ class LrCurvesSpec:
     storage: str | None = None
     heartbeat_interval: int = 20
     grace_period: int = 60
-    reference: str | None = None
+    reference: str | list[str] | None = None
 
     def __post_init__(self) -> None:
         def ints(name: str, values: Any, minimum: int) -> list[int]:
@@ -73,19 +84,36 @@ class LrCurvesSpec:
                 raise ConfigError(f"{name}: expected a non-empty list of integers >= {minimum}, got {values!r}")
             return list(values)
 
+        def grid(name: str, values: Any) -> list[float]:
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{name}: expected a non-empty list of learning rates, got {values!r}")
+            try:
+                values = sorted({float(v) for v in values})
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name}: expected numbers, got {values!r}") from None
+            if values[0] <= 0:
+                raise ConfigError(f"{name}: learning rates must be > 0, got {values!r}")
+            return values
+
         self.widths = sorted(set(ints("widths", self.widths, 1)))
         self.seeds = ints("seeds", self.seeds, 0)
-        if not isinstance(self.lrs, list) or not self.lrs:
-            raise ConfigError(f"lrs: expected a non-empty list of learning rates, got {self.lrs!r}")
-        try:
-            self.lrs = sorted({float(v) for v in self.lrs})
-        except (TypeError, ValueError):
-            raise ConfigError(f"lrs: expected numbers, got {self.lrs!r}") from None
-        if self.lrs[0] <= 0:
-            raise ConfigError(f"lrs: learning rates must be > 0, got {self.lrs!r}")
         bad = sorted(set(self.parametrizations) - {"sp", "mup"}) if isinstance(self.parametrizations, list) else [0]
         if bad or not self.parametrizations:
             raise ConfigError(f"parametrizations: expected a list of sp / mup, got {self.parametrizations!r}")
+        if isinstance(self.lrs, dict):  # one grid per parametrization
+            unknown = sorted(set(self.lrs) - {"sp", "mup"}, key=str)
+            missing = [p for p in self.parametrizations if p not in self.lrs]
+            if unknown or missing:
+                raise ConfigError(f"lrs: a grid per parametrization is {{sp: [...], mup: [...]}} with one for each "
+                                  f"of {', '.join(self.parametrizations)}, got keys {', '.join(map(str, self.lrs))}")
+            self.lrs = {p: grid(f"lrs.{p}", self.lrs[p]) for p in ("sp", "mup") if p in self.lrs}
+        else:
+            self.lrs = grid("lrs", self.lrs)
+        refs = [self.reference] if isinstance(self.reference, str) else self.reference
+        if refs is not None and (not isinstance(refs, list) or not refs or len(set(map(str, refs))) != len(refs)
+                                 or not all(isinstance(r, str) and r for r in refs)):
+            raise ConfigError("reference: expected a finished lr-curves out_dir or a list of distinct ones, "
+                              f"got {self.reference!r}")
         if not isinstance(self.train, dict) or not isinstance(self.train.get("model"), dict):
             raise ConfigError("train.model: required (the base model at width N0, e.g. {arch: pt, hidden_size: 32})")
         for key in ("out_dir", "seed"):
@@ -95,7 +123,20 @@ class LrCurvesSpec:
             for width in self.widths:
                 self.sweep_spec(param, width)
         # Read and checked once: a missing or incomparable reference fails before anything runs.
-        self.reference_run = load_reference(self) if self.reference is not None else None
+        self.reference_runs = [load_reference(self, path) for path in self.references]
+        self.other_sources = _other_sources(self)
+        self.studies = _plan_studies(self)
+
+    @property
+    def references(self) -> list[str]:
+        """``reference`` as a list (one path, several, or none)."""
+        if self.reference is None:
+            return []
+        return [self.reference] if isinstance(self.reference, str) else list(self.reference)
+
+    def grid(self, param: str) -> list[float]:
+        """The lr grid ``param`` runs at here (``lrs``, or its own entry of a per-parametrization ``lrs``)."""
+        return self.lrs[param] if isinstance(self.lrs, dict) else self.lrs
 
     @property
     def storage_url(self) -> str:
@@ -114,7 +155,7 @@ class LrCurvesSpec:
         return model_at_width({**self.train["model"], "parametrization": param}, width)
 
     def sweep_spec(self, param: str, width: int) -> SweepSpec:
-        return SweepSpec(search_space={"optim.lr": list(self.lrs), "seed": list(self.seeds)},
+        return SweepSpec(search_space={"optim.lr": list(self.grid(param)), "seed": list(self.seeds)},
                          train=merge(self.train, {"model": self.model_at(param, width)}),
                          study_name=f"{param}-n{width}", out_dir=str(Path(self.out_dir) / f"{param}-n{width}"),
                          storage=self.storage_url, sampler="grid", n_trials=None,
@@ -123,19 +164,70 @@ class LrCurvesSpec:
 
 @dataclass(frozen=True)
 class ReferenceRun:
-    """What ``reference`` contributes: its rows for the parametrizations not run here, and its train section."""
+    """One reference: its path (as the spec names it), its train section and its rows (``run_dir`` a path)."""
 
-    rows: list[dict[str, Any]]
+    path: str
     train: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Study:
+    """One (parametrization, width) study of the spec: read from ``source`` (a reference; its rows of this
+    spec's grid) or, with ``source`` None, trained here (``why``: why no reference could stand in)."""
+
+    param: str
+    width: int
+    runs: int  # lrs x seeds of this spec's grid
+    source: str | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    why: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.param}-n{self.width}"
+
+
+def plan(spec: LrCurvesSpec) -> list[Study]:
+    """Every study of the spec, narrow first, each either reused from a reference or trained here."""
+    return [spec.studies[(param, width)] for width in spec.widths for param in spec.parametrizations]
+
+
+def trained_studies(spec: LrCurvesSpec) -> list[Study]:
+    return [s for s in plan(spec) if s.source is None]
+
+
+def reused_studies(spec: LrCurvesSpec) -> list[Study]:
+    return [s for s in plan(spec) if s.source is not None]
+
+
+def plan_lines(spec: LrCurvesSpec) -> list[str]:
+    """What a run of the spec would do, study by study, and the totals (``probformer lr-curves --dry-run``)."""
+    lines = [f"{'study':<10} {'runs':>4}  what"]
+    for study in plan(spec):
+        what = f"reused from {study.source}" if study.source else "train" + (f" ({study.why})" if study.why else "")
+        lines.append(f"{study.name:<10} {study.runs:>4}  {what}")
+    for param, width in sorted(spec.other_sources, key=lambda key: (key[1], key[0])):
+        if width in spec.widths:
+            name = f"{param}-n{width}"
+            lines.append(f"{name:<10} {'-':>4}  not run here: the rows of {spec.other_sources[(param, width)]}")
+    trained, reused = trained_studies(spec), reused_studies(spec)
+    lines.append(f"to train: {sum(s.runs for s in trained)} runs in {len(trained)} studies; read from references: "
+                 f"{sum(s.runs for s in reused)} runs in {len(reused)} studies")
+    return lines
 
 
 def reference_rows(spec: LrCurvesSpec) -> list[dict[str, Any]]:
-    return spec.reference_run.rows if spec.reference_run is not None else []
+    """The references' rows for the parametrizations not run here (each (parametrization, width) from the
+    first reference that holds it); the studies reused for parametrizations run here are not among them."""
+    by_path = {ref.path: ref for ref in spec.reference_runs}
+    return [r for (param, width), path in spec.other_sources.items() for r in by_path[path].rows
+            if r["parametrization"] == param and r["width"] == width]
 
 
 def shown_parametrizations(spec: LrCurvesSpec) -> list[str]:
-    """The parametrizations in the table / plot: the ones run here, plus the reference's others."""
-    shown = set(spec.parametrizations) | {r["parametrization"] for r in reference_rows(spec)}
+    """The parametrizations in the table / plot: the ones run here, plus the references' others."""
+    shown = set(spec.parametrizations) | {param for param, _ in spec.other_sources}
     return [p for p in ("sp", "mup") if p in shown]
 
 
@@ -162,23 +254,22 @@ def _differing(here: dict[str, Any], there: dict[str, Any]) -> dict[str, tuple[A
     return {k: (there.get(k), here.get(k)) for k in sorted(set(here) | set(there)) if here.get(k) != there.get(k)}
 
 
-def reference_differences(spec: LrCurvesSpec) -> dict[str, tuple[Any, Any]]:
+def reference_differences(spec: LrCurvesSpec, ref: ReferenceRun) -> dict[str, tuple[Any, Any]]:
     """Model fields that differ from the reference (the variant being judged), as {key: (reference, here)}."""
     def resolved(model: dict[str, Any]) -> dict[str, Any]:  # defaults filled in, so an unset key compares
         return model_at_width(model, int(model.get("hidden_size") or spec.base_width))
 
-    return _differing(resolved(spec.train["model"]), resolved(spec.reference_run.train.get("model", {})))
+    return _differing(resolved(spec.train["model"]), resolved(ref.train.get("model", {})))
 
 
-def load_reference(spec: LrCurvesSpec) -> ReferenceRun:
-    """Rows of ``spec.reference`` (a finished lr-curves out_dir) for the parametrizations not run here,
-    after checking that they trained what this spec would: same data / budget / optimiser settings, and
-    the same model at every shared width (for SP the base width and beta do not matter)."""
-    ref = Path(spec.reference)
+def load_reference(spec: LrCurvesSpec, path: str) -> ReferenceRun:
+    """A reference (a finished lr-curves out_dir) and all its rows, after checking that it trained what
+    this spec would: same data / budget / optimiser settings (the models are compared per study)."""
+    ref = Path(path)
     csv_path, spec_path = ref / "results.csv", ref / "spec.yaml"
-    for path in (csv_path, spec_path):
-        if not path.is_file():
-            raise ConfigError(f"reference: {path} not found (reference is the out_dir of a finished lr-curves run)")
+    for file in (csv_path, spec_path):
+        if not file.is_file():
+            raise ConfigError(f"reference: {file} not found (reference is the out_dir of a finished lr-curves run)")
     ref_spec = yaml.safe_load(spec_path.read_text()) or {}
     # A spec that names no precision was written before precision auto meant bf16 on a CPU with bf16
     # units: every such (CPU) record trained in fp32, and the bundled lr-curves specs name fp32.
@@ -189,21 +280,79 @@ def load_reference(spec: LrCurvesSpec) -> ReferenceRun:
         raise ConfigError(f"reference: {ref} trained with different {', '.join('train.' + k for k in differing)} "
                           f"({', '.join(f'{there!r} there, {here!r} here' for there, here in differing.values())}); "
                           "its curves are not comparable")
-    rows = [r for r in read_rows(csv_path, ROW_TYPES) if r["parametrization"] not in spec.parametrizations]
-    shared = sorted(set(spec.widths) & {int(r["width"]) for r in rows})  # every width whose rows are reused
-    for param in sorted({r["parametrization"] for r in rows}):
-        for width in shared:
-            differing = _differing(_model_as_trained(spec.train["model"], param, width),
-                                   _model_as_trained(ref_train.get("model", {}), param, width))
-            if differing:
-                raise ConfigError(f"reference: its {param} model at width {width} differs from this spec's in "
-                                  + ", ".join(f"{k} ({there!r} there, {here!r} here)"
-                                              for k, (there, here) in differing.items()))
     # where the run lives (sweep.trial_config: <study out_dir>/trials/<key>); a row that is itself reused
     # from a reference already holds a path
     rows = [{**r, "run_dir": r["run_dir"] if "/" in r["run_dir"]
-             else f"{ref}/{r['parametrization']}-n{r['width']}/trials/{r['run_dir']}"} for r in rows]
-    return ReferenceRun(rows, ref_train)
+             else f"{ref}/{r['parametrization']}-n{r['width']}/trials/{r['run_dir']}"}
+            for r in read_rows(csv_path, ROW_TYPES)]
+    return ReferenceRun(path, ref_train, rows)
+
+
+def _model_differences(spec: LrCurvesSpec, ref: ReferenceRun, param: str, width: int) -> dict[str, tuple[Any, Any]]:
+    return _differing(_model_as_trained(spec.train["model"], param, width),
+                      _model_as_trained(ref.train.get("model", {}), param, width))
+
+
+def _other_sources(spec: LrCurvesSpec) -> dict[tuple[str, int], str]:
+    """{(parametrization, width): reference path} for the parametrizations not run here: each from the first
+    reference holding rows of it, whose model there must be this spec's (a ConfigError otherwise)."""
+    sources: dict[tuple[str, int], str] = {}
+    for ref in spec.reference_runs:
+        held = sorted({(r["parametrization"], int(r["width"])) for r in ref.rows
+                       if r["parametrization"] not in spec.parametrizations})
+        mine = [(param, width) for param, width in held if (param, width) not in sources]
+        shared = sorted(set(spec.widths) & {width for _, width in mine})  # every width whose rows are reused
+        for param in sorted({param for param, _ in mine}):
+            for width in shared:
+                differing = _model_differences(spec, ref, param, width)
+                if differing:
+                    raise ConfigError(f"reference: its {param} model at width {width} differs from this spec's in "
+                                      + ", ".join(f"{k} ({there!r} there, {here!r} here)"
+                                                  for k, (there, here) in differing.items()))
+        sources.update({key: ref.path for key in mine})
+    return sources
+
+
+def _finished(row: dict[str, Any]) -> bool:
+    return row["state"] == "COMPLETE" or (row["state"] == "FAIL" and bool(row["fail_reason"]))
+
+
+def _study_from(spec: LrCurvesSpec, ref: ReferenceRun, param: str, width: int) -> tuple[list[dict[str, Any]], str]:
+    """The reference's rows standing in for this spec's (param, width) study (one per lr x seed of this
+    spec's grid, lr written as the grid's), or no rows and why not."""
+    held = [r for r in ref.rows if r["parametrization"] == param and r["width"] == width and _finished(r)]
+    if not held:
+        return [], f"{ref.path}: no {param} rows at N = {width}"
+    differing = _model_differences(spec, ref, param, width)
+    if differing:
+        return [], f"{ref.path}: its {param} model at N = {width} differs in {', '.join(differing)}"
+    rows, missing = [], []
+    for lr in spec.grid(param):
+        for seed in spec.seeds:
+            row = next((r for r in held if r["seed"] == seed and math.isclose(r["lr"], lr, rel_tol=1e-9)), None)
+            if row is None:
+                missing.append(f"lr {lr:g} seed {seed}")
+            else:
+                rows.append({**row, "lr": lr})
+    if missing:
+        return [], f"{ref.path}: {param} at N = {width} lacks " + ", ".join(missing)
+    return rows, ""
+
+
+def _plan_studies(spec: LrCurvesSpec) -> dict[tuple[str, int], Study]:
+    studies = {}
+    for param in spec.parametrizations:
+        for width in spec.widths:
+            runs, whys = len(spec.grid(param)) * len(spec.seeds), []
+            for ref in spec.reference_runs:
+                rows, why = _study_from(spec, ref, param, width)
+                if rows:
+                    studies[(param, width)] = Study(param, width, runs, ref.path, rows)
+                    break
+                whys.append(why)
+            else:
+                studies[(param, width)] = Study(param, width, runs, why="; ".join(whys))
+    return studies
 
 
 def lr_curves_preset_names() -> list[str]:
@@ -217,15 +366,17 @@ def load_lr_curves_spec(path: str | Path | None = None, preset: str | None = Non
 
 # -- run and collect -------------------------------------------------------------------------------
 def run_lr_curves(spec: LrCurvesSpec, *, train_fn=None, log=print) -> list[dict[str, Any]]:
-    """Run every (width, parametrization) study (narrow first, so partial results are useful); then a
-    second pass that waits for trials other workers still hold. Returns the rows and writes outputs."""
+    """Run every (width, parametrization) study not read from a reference (narrow first, so partial results
+    are useful); then a second pass that waits for trials other workers still hold. Returns the rows and
+    writes outputs."""
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     specs.write_spec(spec, out / "spec.yaml")
-    plan = [(param, width) for width in spec.widths for param in spec.parametrizations]
+    for study in reused_studies(spec):
+        log(f"study {study.name}: {len(study.rows)} runs read from the reference {study.source}")
     for wait in (False, True):
-        for param, width in plan:
-            run_sweep(spec.sweep_spec(param, width), train_fn=train_fn, log=log, wait=wait)
+        for study in trained_studies(spec):
+            run_sweep(spec.sweep_spec(study.param, study.width), train_fn=train_fn, log=log, wait=wait)
             write_outputs(collect(spec), spec)
     rows = collect(spec)
     write_outputs(rows, spec)
@@ -236,6 +387,10 @@ def collect(spec: LrCurvesSpec) -> list[dict[str, Any]]:
     rows = []
     for width in spec.widths:
         for param in spec.parametrizations:
+            reused = spec.studies[(param, width)]
+            if reused.source is not None:
+                rows += reused.rows
+                continue
             study = open_study(spec.sweep_spec(param, width))
             for t in study.get_trials(deepcopy=False):
                 if t.state.name not in ("COMPLETE", "FAIL") or "optim.lr" not in t.params:
@@ -269,7 +424,7 @@ def lr_grid(rows: list[dict[str, Any]], spec: LrCurvesSpec, param: str) -> list[
     """``param``'s lr grid: this spec's for what it runs (also while runs are missing); for curves reused
     from a reference, the lrs they were run at (the reference may have used another grid)."""
     if param in spec.parametrizations:
-        return spec.lrs
+        return spec.grid(param)
     return sorted({r["lr"] for r in rows if r["parametrization"] == param})
 
 
@@ -364,25 +519,49 @@ def rerender(spec: LrCurvesSpec) -> list[dict[str, Any]]:
     return rows
 
 
+def _listed(lrs: list[float]) -> str:
+    return ", ".join(f"{lr:g}" for lr in lrs)
+
+
 def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
     c = config_from_dict(merge(spec.train, {"model": spec.model_at(spec.parametrizations[0], spec.widths[0])}))
     tokens = c.total_steps * c.batch_size * c.grad_accum * c.data.seq_len
     shown = shown_parametrizations(spec)
+    grid = (_listed(spec.lrs) if not isinstance(spec.lrs, dict)
+            else "; ".join(f"{p} {_listed(spec.grid(p))}" for p in spec.parametrizations))
     lines = [f"# Learning-rate curves: {spec.arch}, widths {spec.widths}, {len(spec.seeds)} seed(s)", "",
              (f"{tokens:,} training tokens per run (batch {c.batch_size} x {c.data.seq_len}), lr grid "
-              + ", ".join(f"{lr:g}" for lr in spec.lrs) + "; loss = final validation MLM loss, mean over seeds."), ""]
-    if spec.reference_run is not None:
+              + grid + "; loss = final validation MLM loss, mean over seeds."), ""]
+    for ref in spec.reference_runs:  # the rows of parametrizations not run here, per reference
+        pairs = {key for key, path in spec.other_sources.items() if path == ref.path}
+        params = [p for p in shown if any(p == param for param, _ in pairs)]
+        if not params:
+            continue
+        mine = [r for r in rows if (r["parametrization"], r["width"]) in pairs]
         changed = ", ".join(f"{k} = {here!r} (reference {there!r})"
-                            for k, (there, here) in reference_differences(spec).items()) or "none"
-        reused = ", ".join(p for p in shown if p not in spec.parametrizations)
-        grids = [lr_grid(rows, spec, p) for p in shown if p not in spec.parametrizations]
-        reused += "".join(f" (lr grid {', '.join(f'{lr:g}' for lr in g)})" for g in grids if g != spec.lrs)
-        ref_seeds = sorted({r["seed"] for r in rows if r["parametrization"] not in spec.parametrizations})
+                            for k, (there, here) in reference_differences(spec, ref).items()) or "none"
+        reused = ", ".join(params)
+        grids = [sorted({r["lr"] for r in mine if r["parametrization"] == p}) for p in params]
+        reused += "".join(f" (lr grid {_listed(g)})" for g in grids if g != spec.lrs)
+        ref_seeds = sorted({r["seed"] for r in mine})
         if ref_seeds != sorted(spec.seeds):  # the verdicts' noise then compares stds over other seed sets
             reused += f" (seeds {', '.join(map(str, ref_seeds))}; here {', '.join(map(str, spec.seeds))})"
-        lines += [(f"{reused} rows from the reference run `{spec.reference}` "
+        lines += [(f"{reused} rows from the reference run `{ref.path}` "
                    "(same data, budget, optimiser and model at each shared width); "
                    f"model settings that differ here: {changed}."), ""]
+    if reused_studies(spec):
+        def studies(chosen: list[Study]) -> str:
+            groups: dict[tuple[str, str | None], list[int]] = {}
+            for study in chosen:
+                groups.setdefault((study.param, study.source), []).append(study.width)
+            return "; ".join(f"{param} at N = {', '.join(map(str, widths))}" + (f" from `{source}`" if source else "")
+                             for (param, source), widths in groups.items())
+
+        trained = trained_studies(spec)
+        lines += [("Studies read from a reference instead of trained (the identical run: same data, budget, "
+                   "optimiser and model as trained at that width, and a finished run for every lr and seed of "
+                   "this grid there; only this grid's runs enter): " + studies(reused_studies(spec)) + ". "
+                   + (f"Trained here: {studies(trained)}." if trained else "Nothing was trained here.")), ""]
     lines += ["| width | " + " | ".join(f"{p} best lr | {p} loss" for p in shown) + " |",
               "|---|" + "---|---|" * len(shown)]
     table = {(b["parametrization"], b["width"]): b for b in best_lrs(rows, spec)}
@@ -401,8 +580,9 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
     plt = pyplot()
     params = shown_parametrizations(spec)
     variant = ""
-    if spec.reference_run is not None:
-        variant = ", ".join(f"{k}={here}" for k, (_, here) in reference_differences(spec).items())
+    judged_against = [ref for ref in spec.reference_runs if ref.path in spec.other_sources.values()]
+    if judged_against:
+        variant = ", ".join(f"{k}={here}" for k, (_, here) in reference_differences(spec, judged_against[0]).items())
     fig, axes = plt.subplots(1, len(params), figsize=(5.2 * len(params), 4.2), sharey=True, squeeze=False)
     cmap = plt.get_cmap("viridis")
     finite = [r["valid_loss"] for r in rows if math.isfinite(r["valid_loss"])]
@@ -426,7 +606,7 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
             for p in pts:
                 if not math.isfinite(p["mean"]):
                     ax.plot(math.log2(p["lr"]), 0.97, "x", color=color, transform=ax.get_xaxis_transform())
-        reused = spec.reference is not None and param not in spec.parametrizations
+        reused = param not in spec.parametrizations
         ax.set_title(f"{spec.arch} / {param}" + (" (reference run)" if reused else f" ({variant})" if variant else ""))
         ax.set_xlabel("log2 learning rate")
         ax.grid(alpha=0.3)
