@@ -239,3 +239,26 @@ def test_dry_run_prints_the_plan_and_trains_nothing(make, fake_train, tmp_path, 
     assert "to train: 12 runs in 2 studies; read from references: 24 runs in 4 studies" in out
     assert not Path(wider.out_dir).exists()
 
+
+
+def test_issue25_presets_train_only_what_the_committed_results_lack(monkeypatch):
+    """The 8x-width preset reads every N <= 256 study from the committed pt-cpu (SP) and pt-cpu-n64 (muP) and
+    trains N = 512 only; the T = 2 depth preset trains nothing."""
+    monkeypatch.chdir(ROOT)
+    wide = load_lr_curves_spec(preset="lr-curves-pt-n64-8x-cpu")
+    assert wide.train["precision"] == "fp32" and wide.base_width == 64
+    assert sources(wide) == {"sp-n64": "results/lr_curves/pt-cpu", "mup-n64": "results/lr_curves/pt-cpu-n64",
+                             "sp-n128": "results/lr_curves/pt-cpu", "mup-n128": "results/lr_curves/pt-cpu-n64",
+                             "sp-n256": "results/lr_curves/pt-cpu", "mup-n256": "results/lr_curves/pt-cpu-n64",
+                             "sp-n512": None, "mup-n512": None}
+    assert sum(s.runs for s in trained_studies(wide)) == 20
+    tokens = load_lr_curves_spec(preset="lr-curves-pt-n64-4x-tokens-cpu")
+    assert tokens.train["token_budget"] == 4 * wide.train["token_budget"] and tokens.lrs == wide.lrs
+    assert sum(s.runs for s in trained_studies(tokens)) == 60
+    t2 = load_lr_curves_spec(preset="lr-curves-pt-n64-depth-t2-cpu")
+    assert not trained_studies(t2) and t2.widths == [64, 256]
+    for t in (3, 5, 8):
+        deeper = load_lr_curves_spec(preset=f"lr-curves-pt-n64-depth-t{t}-cpu")
+        assert deeper.train["model"]["num_iterations"] == t and deeper.parametrizations == ["mup"]
+        assert {**deeper.train, "model": {**deeper.train["model"], "num_iterations": 2}} == t2.train
+        assert sum(s.runs for s in trained_studies(deeper)) == 20

@@ -36,6 +36,8 @@ def test_experiment_specs_are_not_training_presets():
     assert "tiny" in preset_names()
     assert not [n for n in preset_names() if n.startswith(("sweep-", "lr-curves-", "transfer-", "compare-"))]
     assert {"sweep-pt-cpu", "sweep-pt-n64-cpu"} <= set(spec.preset_names("sweep"))
-    assert spec.preset_names("lr-curves") == ["lr-curves-pt-cpu", "lr-curves-pt-n64-cpu"]
+    assert spec.preset_names("lr-curves") == [
+        "lr-curves-pt-cpu", "lr-curves-pt-n64-4x-tokens-cpu", "lr-curves-pt-n64-8x-cpu", "lr-curves-pt-n64-cpu",
+        *(f"lr-curves-pt-n64-depth-t{t}-cpu" for t in (2, 3, 5, 8))]
     assert spec.preset_names("compare") == ["compare-cpu", "compare-cpu-20m", "compare-cpu-2m", "compare-gpu-20m"]
     assert {"sweep-pt-2m", "sweep-bert-2m", "sweep-ut-2m"} <= set(spec.preset_names("sweep"))
