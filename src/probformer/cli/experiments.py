@@ -1,5 +1,5 @@
-"""The experiment commands: ``coord-check``, ``sweep``, ``lr-curves``, ``transfer``, ``compare`` and
-``curves``. Each parses its flags, loads its spec, records the command line next to the results
+"""The experiment commands: ``coord-check``, ``sweep``, ``lr-curves``, ``lr-depth``, ``transfer``,
+``compare`` and ``curves``. Each parses its flags, loads its spec, records the command line next to the results
 (``command.txt``) and calls the library; rerunning a command continues where it stopped."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from probformer.experiments import compare as compare_lib
 from probformer.experiments import coord_check as coord_lib
 from probformer.experiments import curves as curves_lib
 from probformer.experiments import lr_curves as lr_lib
+from probformer.experiments import lr_depth as depth_lib
 from probformer.experiments import sweep as sweep_lib
 from probformer.experiments import transfer as transfer_lib
 from probformer.experiments.spec import write_spec
@@ -127,6 +128,24 @@ def lr_curves(config: str | None = None, preset: str | None = None, overrides: S
         rows = lr_lib.run_lr_curves(spec)
     print(lr_lib.markdown(rows, spec))
     print(f"results: {out}/results.csv, {out}/best_lr.md, {out}/lr_curves.png")
+    return 0
+
+
+# -- lr-depth ------------------------------------------------------------------------------------------
+def add_lr_depth_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="lr-curves out_dirs (spec.yaml, results.csv), one per T, "
+                        "e.g. results/lr_curves/pt-n64-depth-t2")
+    p.add_argument("--out", default="runs/lr-depth", help="output directory: depth.md, depth.csv, depth.png "
+                                                          "(default runs/lr-depth)")
+    p.add_argument("--param", choices=("mup", "sp"), default="mup", help="the parametrization compared (default mup)")
+
+
+def lr_depth(run_dirs: Sequence[str], out: str = "runs/lr-depth", param: str = "mup") -> int:
+    text = depth_lib.write_depth_report(list(run_dirs), out, param)
+    record_command(out)
+    print(text)
+    print(f"results: {out}/depth.md, {out}/depth.csv, {out}/depth.png")
     return 0
 
 
@@ -253,6 +272,8 @@ LR_CURVES = Command("lr-curves", "validation loss vs lr at several widths, SP vs
                     add_lr_curves_arguments, lr_curves,
                     on_interrupt="finished runs are stored; rerun the same command to continue",
                     description=_doc_line(lr_lib))
+LR_DEPTH = Command("lr-depth", "best lr against PT's MFVI iterations T, from one lr-curves result per T",
+                   add_lr_depth_arguments, lr_depth, description=_doc_line(depth_lib))
 TRANSFER = Command("transfer", "a sweep's best point at larger widths vs x2 and /2 perturbations",
                    add_transfer_arguments, transfer,
                    on_interrupt="finished runs are kept; rerun the same command to continue",

@@ -38,6 +38,7 @@ COMMANDS: tuple[Command, ...] = (
     experiments.COORD_CHECK,
     experiments.SWEEP,
     experiments.LR_CURVES,
+    experiments.LR_DEPTH,
     experiments.TRANSFER,
     experiments.COMPARE,
     experiments.CURVES,
