@@ -67,7 +67,7 @@ ROW_TYPES = {"width": int, "lr": float, "seed": int, "valid_loss": float}  # res
 @dataclass
 class LrCurvesSpec:
     widths: list[int]
-    lrs: list[float]
+    lrs: list[float] | dict[str, list[float]]  # one grid, or one per parametrization
     train: dict[str, Any]
     parametrizations: list[str] = field(default_factory=lambda: ["sp", "mup"])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
