@@ -93,3 +93,24 @@ def test_committed_records_are_runs_of_the_current_spec(monkeypatch):
         assert summary["tokens_seen"] >= spec.token_budget
         curve = [json.loads(line) for line in (record / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in curve if r["kind"] == "valid"][-1] == 500
+
+
+@pytest.mark.parametrize("scale", ["0.5", "1", "2"])
+def test_committed_lr_check_records_of_compare_cpu_20m_are_runs_of_its_spec(scale, monkeypatch):
+    """results/compare/cpu-20m/lr-check/runs-x<scale>: each record is the run run.sh's lr check plans
+    (compare-cpu-20m at 1M, seed 0, the sweeps' points with lr_scale), so a restored record is read back."""
+    monkeypatch.chdir(ROOT)
+    kept = ROOT / "results" / "compare" / "cpu-20m" / "lr-check" / f"runs-x{scale}"
+    records = sorted(kept.iterdir()) if kept.is_dir() else []
+    if not records:
+        pytest.skip(f"no finished lr-check run at x{scale} committed yet")
+    overrides = [f"hparams_from.{arch}=results/sweeps/{arch}-2m/best.json" for arch in ("pt", "bert", "ut")]
+    if scale != "1":
+        overrides += [f"lr_scale.{arch}={scale}" for arch in ("pt", "bert", "ut")]
+    spec = load_spec(preset="compare-cpu-20m", overrides=overrides)
+    planned = {Path(run.config.out_dir).name: run for run in plan_runs(spec, 4096, "unused")}
+    for record in records:
+        assert sorted(p.name for p in record.iterdir()) == sorted(RECORD_FILES)
+        stored = json.loads((record / "train_config.json").read_text())
+        assert _identity(stored) == _identity(planned[record.name].config.to_dict()), record.name
+        assert json.loads((record / "summary.json").read_text())["status"] in ("completed", "diverged")
