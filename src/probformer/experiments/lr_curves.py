@@ -576,6 +576,24 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
     return "\n".join(lines)
 
 
+
+def draw_lr_curve(ax, points: list[dict[str, Any]], color, label: str) -> None:
+    """One curve of :func:`curve_points`: mean valid loss against log2 lr with its seed std shaded, a star
+    at the best lr, an x at the top for each diverged lr."""
+    ok = [p for p in points if math.isfinite(p["mean"])]
+    xs = np.log2([p["lr"] for p in ok])
+    ys = np.array([p["mean"] for p in ok])
+    es = np.nan_to_num(np.array([p["std"] for p in ok]))
+    ax.plot(xs, ys, "-o", ms=3, color=color, label=label)
+    ax.fill_between(xs, ys - es, ys + es, color=color, alpha=0.15)
+    if len(ok):
+        j = int(np.argmin(ys))
+        ax.plot(xs[j], ys[j], "*", ms=11, color=color, mec="black", mew=0.5)
+    for p in points:
+        if not math.isfinite(p["mean"]):
+            ax.plot(math.log2(p["lr"]), 0.97, "x", color=color, transform=ax.get_xaxis_transform())
+
+
 def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> None:
     plt = pyplot()
     params = shown_parametrizations(spec)
@@ -593,19 +611,7 @@ def plot(rows: list[dict[str, Any]], spec: LrCurvesSpec, path: str | Path) -> No
             pts = curve_points(rows, param, width)
             if not pts:
                 continue
-            color = cmap(i / max(1, len(spec.widths) - 1))
-            ok = [p for p in pts if math.isfinite(p["mean"])]
-            xs = np.log2([p["lr"] for p in ok])
-            ys = np.array([p["mean"] for p in ok])
-            es = np.nan_to_num(np.array([p["std"] for p in ok]))
-            ax.plot(xs, ys, "-o", ms=3, color=color, label=f"N = {width}")
-            ax.fill_between(xs, ys - es, ys + es, color=color, alpha=0.15)
-            if len(ok):
-                j = int(np.argmin(ys))
-                ax.plot(xs[j], ys[j], "*", ms=11, color=color, mec="black", mew=0.5)
-            for p in pts:
-                if not math.isfinite(p["mean"]):
-                    ax.plot(math.log2(p["lr"]), 0.97, "x", color=color, transform=ax.get_xaxis_transform())
+            draw_lr_curve(ax, pts, cmap(i / max(1, len(spec.widths) - 1)), f"N = {width}")
         reused = param not in spec.parametrizations
         ax.set_title(f"{spec.arch} / {param}" + (" (reference run)" if reused else f" ({variant})" if variant else ""))
         ax.set_xlabel("log2 learning rate")

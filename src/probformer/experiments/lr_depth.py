@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from probformer.config import ConfigError, config_from_dict, model_config_class
@@ -33,6 +32,7 @@ from probformer.experiments.lr_curves import (
     _listed,
     _result_settings,
     curve_points,
+    draw_lr_curve,
 )
 from probformer.experiments.reports import read_rows, write_csv
 from probformer.experiments.spec import model_at_width
@@ -209,18 +209,7 @@ def plot(runs: list[DepthRun], path: str | Path) -> None:
             pts = curve_points(run.rows, run.rows[0]["parametrization"], width)
             if not pts:
                 continue
-            color = cmap(0.85 * i / max(1, len(runs) - 1))
-            ok = [p for p in pts if math.isfinite(p["mean"])]
-            xs, ys = np.log2([p["lr"] for p in ok]), np.array([p["mean"] for p in ok])
-            es = np.nan_to_num(np.array([p["std"] for p in ok]))
-            ax.plot(xs, ys, "-o", ms=3, color=color, label=f"T = {run.depth}")
-            ax.fill_between(xs, ys - es, ys + es, color=color, alpha=0.15)
-            if len(ok):
-                j = int(np.argmin(ys))
-                ax.plot(xs[j], ys[j], "*", ms=11, color=color, mec="black", mew=0.5)
-            for p in pts:
-                if not math.isfinite(p["mean"]):
-                    ax.plot(math.log2(p["lr"]), 0.97, "x", color=color, transform=ax.get_xaxis_transform())
+            draw_lr_curve(ax, pts, cmap(0.85 * i / max(1, len(runs) - 1)), f"T = {run.depth}")
         ax.set_title(f"pt / {runs[0].rows[0]['parametrization']}, N = {width}")
         ax.set_xlabel("log2 learning rate")
         ax.grid(alpha=0.3)
