@@ -301,9 +301,8 @@ def _build(spec: CorpusSpec, directory: Path, tokenizer_json: bytes | None, log)
                             test_fraction=spec.test_fraction, valid_tokens=UNBOUNDED, test_tokens=UNBOUNDED,
                             shard_tokens=UNBOUNDED, workers=1, progress=False, log=lambda *_: None,
                             split_rule="permutation", hub_streaming=False)
-    _write_meta(directory, shards, asdict(spec), tokenizer_json)
-    tokens = {split: shards.num_tokens(split) for split in SPLITS}
-    documents = {split: shards.num_documents(split) for split in SPLITS}
+    meta = _write_meta(directory, shards, asdict(spec), tokenizer_json)
+    tokens, documents = meta["tokens"], meta["documents"]
     log(f"corpus ready: {documents['train']}/{documents['valid']}/{documents['test']} documents, "
         f"{tokens['train']:,}/{tokens['valid']:,}/{tokens['test']:,} tokens (train/valid/test)")
 
@@ -317,14 +316,15 @@ def _build_text(source: str, text_field: str, directory: Path, tokenizer_json: b
     _write_meta(directory, shards, {"source": source, "text_field": text_field}, tokenizer_json)
 
 
-def _write_meta(directory: Path, shards: PreparedShards, spec: dict, tokenizer_json: bytes | None) -> None:
-    """meta.json, written last: what the entry is, and every file's size and checksum."""
+def _write_meta(directory: Path, shards: PreparedShards, spec: dict, tokenizer_json: bytes | None) -> dict:
+    """meta.json, written last: what the entry is, and every file's size and checksum (returned too)."""
     meta = {"format": CACHE_FORMAT, "spec": spec, "vocab_size": shards.vocab_size,
             "dtype": np.dtype(shards.dtype).name, "tokens": {split: shards.num_tokens(split) for split in SPLITS},
             "documents": {split: shards.num_documents(split) for split in SPLITS},
             "tokenizer": "trained" if tokenizer_json is None else "given",
             "files": {name: file_record(directory / name) for name in entry_files(directory)}}
     _write_json(directory / META_FILE, meta)
+    return meta
 
 
 def unigram_entropy_bound(corpus: PreparedCorpus) -> float:

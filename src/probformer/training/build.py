@@ -18,7 +18,7 @@ from torch import nn
 from probformer.config import ConfigError, TrainConfig
 from probformer.data.prepared import CorpusSpec, PreparedCorpus, prepare_corpus
 from probformer.data.shards import PreparedShards
-from probformer.data.tokenization import MASK_ID, PAD_ID
+from probformer.data.tokenization import OWN_SPECIAL_IDS
 from probformer.models import build_model
 from probformer.parametrization import build_optimizer
 from probformer.training.distributed import ProcessContext
@@ -46,7 +46,7 @@ def model_from_config(config: TrainConfig, vocab_size: int, special_ids: Mapping
     ``mask_token_id`` (config.DATA_OWNED_MODEL_KEYS) come from the data's ``special_ids`` (role -> id;
     default probformer's own [PAD] = 0, [MASK] = 4)."""
     kwargs = {k: v for k, v in config.model.items() if k != "arch"}
-    ids = {"pad": PAD_ID, "mask": MASK_ID, **(special_ids or {})}
+    ids = {**OWN_SPECIAL_IDS, **(special_ids or {})}
     return build_model(config.model["arch"], vocab_size=vocab_size, pad_token_id=int(ids["pad"]),
                        mask_token_id=int(ids["mask"]), **kwargs)
 
