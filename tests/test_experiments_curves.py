@@ -63,7 +63,7 @@ def test_evaluations_by_step_in_tokens_seen_and_the_plateau_exit(tmp_path):
 def test_padded_rows_count_the_tokens_seen_and_task_runs_say_what_loss(tmp_path):
     # Evaluation records carry the real tokens seen (padded rows hold fewer than batch x seq_len); a task
     # run's plot is labelled by its task, not as a masked-LM loss.
-    from probformer.experiments.curves import loss_label, run_task
+    from probformer.experiments.curves import baseline_label, loss_label, run_task
 
     run = write_run(tmp_path / "tagger", [
         {"kind": "info", "step": 0, "task": "token-classification"},
@@ -77,6 +77,10 @@ def test_padded_rows_count_the_tokens_seen_and_task_runs_say_what_loss(tmp_path)
     assert loss_label(["fill-mask"]) == "MLM loss (nats)"
     assert loss_label(["token-classification", "text-classification"]) == "label cross-entropy (nats)"
     assert loss_label(["fill-mask", "text-classification"]) == "loss (nats)"
+    # the dashed line is the label prior's loss for a task run (same record key), not a unigram loss
+    assert baseline_label(["fill-mask"]) == "unigram baseline"
+    assert baseline_label(["token-classification"]) == "label-prior baseline"
+    assert "label prior" in baseline_label(["fill-mask", "token-classification"])
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from probformer.data.masking import IGNORE_INDEX
 from probformer.data.sentence_rows import token_rows
 from probformer.data.shards import special_token_ids
 from probformer.data.task_files import LabelSet, TaggedSentence, TaskFormat
+from probformer.inspection.errors import InspectionError
 from probformer.inspection.predict import TextPrediction, TokenPrediction, load_task_model, predict
 from probformer.inspection.words import split_words
 from probformer.training.distributed import ProcessContext
@@ -131,6 +132,23 @@ def test_a_word_the_tokenizer_drops_is_its_unk(files):
     sentence = TaggedSentence(["kalomi", "\u200b", "vo"], ["A", "B", "A"])
     (row,) = token_rows([sentence], tokenizer, LabelSet(("A", "B")), max_len=16, unk_id=UNK)
     assert row.input_ids.tolist()[3] == UNK and row.word_positions.tolist() == [0, 3, 4]
+
+
+def test_inspection_reads_unk_and_mask_from_the_tokenizer(files):
+    # Tree inspection's word pieces and fill-mask's [MASK] come from the tokenizer, not probformer's 1 / 4.
+    from types import SimpleNamespace
+
+    from probformer.inspection.fill_mask import mask_token_id
+    from probformer.inspection.words import word_pieces
+
+    tokenizer = Tokenizer.from_file(str(files["tokenizer"]))
+    pieces = word_pieces(tokenizer, ["kalomi", "\u200b", "vo"])
+    assert pieces.ids[pieces.word_of_piece.index(1)] == UNK
+    assert mask_token_id(SimpleNamespace(config=SimpleNamespace()), tokenizer) == MASK
+    assert mask_token_id(SimpleNamespace(config=SimpleNamespace(mask_token_id=7)), tokenizer) == 7  # config first
+    lacking = Tokenizer.from_file(str(bert_layout_tokenizer(files["tokenizer"].parent / "no-unk.json", "[UNK]")))
+    with pytest.raises(InspectionError, match=r"no word pieces and the tokenizer has no \[UNK\]"):
+        word_pieces(lacking, ["kalomi", "\u200b"])
 
 
 @pytest.mark.parametrize(("arch", "task"), CASES)

@@ -256,8 +256,9 @@ def curves(run_dirs: Sequence[str], out: str = "learning_curves.png", labels: li
                               + ("" if text == curves_lib.VALID else " (is it one of the run's eval_texts?)"))
         drawn.append(curve)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tasks = [curves_lib.run_task(d) for d in dirs]
     curves_lib.plot_curves(drawn, out, margin=margin, title=f"{text} loss against tokens seen",
-                           ylabel=curves_lib.loss_label([curves_lib.run_task(d) for d in dirs]))
+                           ylabel=curves_lib.loss_label(tasks), baseline=curves_lib.baseline_label(tasks))
     print(curves_lib.table(drawn, [curves_lib.run_status(d) for d in dirs], text, margin))
     print(f"plot: {out}")
     return 0

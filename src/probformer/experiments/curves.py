@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_MARGIN",
     "VALID",
     "Curve",
+    "baseline_label",
     "loss_keys",
     "loss_label",
     "plateau_exit",
@@ -132,10 +133,22 @@ def loss_label(tasks: Sequence[str]) -> str:
     return "loss (nats)"
 
 
+def baseline_label(tasks: Sequence[str]) -> str:
+    """What the dashed line of a run of ``tasks`` is: a masked LM's unigram loss, or a task run's loss of
+    the label prior (its evaluation records keep it under the same key)."""
+    kinds = set(tasks)
+    if kinds == {"fill-mask"}:
+        return "unigram baseline"
+    if "fill-mask" not in kinds:
+        return "label-prior baseline"
+    return "baseline (unigram for MLM runs, label prior for task runs)"
+
+
 def plot_curves(curves: Sequence[Curve], path: str | Path, *, margin: float = DEFAULT_MARGIN,
-                title: str = "", ylabel: str = "MLM loss (nats)") -> dict[str, dict[str, Any]]:
-    """Loss against tokens seen (log x), one colour per curve, each with its unigram baseline dashed and
-    its plateau exit marked. Returns what was drawn, per label."""
+                title: str = "", ylabel: str = "MLM loss (nats)",
+                baseline: str = "unigram baseline") -> dict[str, dict[str, Any]]:
+    """Loss against tokens seen (log x), one colour per curve, each with its baseline (``baseline_label``)
+    dashed and its plateau exit marked. Returns what was drawn, per label."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     drawn: dict[str, dict[str, Any]] = {}
@@ -149,7 +162,7 @@ def plot_curves(curves: Sequence[Curve], path: str | Path, *, margin: float = DE
             ax.plot([curve.tokens[exit_at]], [curve.loss[exit_at]], marker="v", ms=9, color=color, mec="black")
         drawn[curve.label] = {"tokens": list(curve.tokens), "loss": list(curve.loss),
                               "exit": None if exit_at is None else curve.tokens[exit_at]}
-    ax.plot([], [], "k--", lw=0.8, label="unigram baseline (each run's colour)")
+    ax.plot([], [], "k--", lw=0.8, label=f"{baseline} (each run's colour)")
     ax.plot([], [], "v", color="white", mec="black", ms=9, label=f"first point {margin:g} nats below it")
     ax.set_xscale("log")
     ax.set_xlabel("tokens seen")

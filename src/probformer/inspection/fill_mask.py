@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from tokenizers import Tokenizer
 
-from probformer.data.tokenization import MASK_ID
+from probformer.data.tokenization import MASK_ID, SPECIAL_TOKENS
 from probformer.inspection.errors import InspectionError
 
 
@@ -24,8 +24,8 @@ def fill_mask(model, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[Ma
     if top_k < 1:
         raise InspectionError(f"top_k must be >= 1, got {top_k}")
     ids = tokenizer.encode(text, add_special_tokens=False).ids
-    mask_id = getattr(model.config, "mask_token_id", None)  # the data's [MASK] (a prepared directory may move it)
-    positions = [i for i, t in enumerate(ids) if t == (MASK_ID if mask_id is None else mask_id)]
+    mask_id = mask_token_id(model, tokenizer)
+    positions = [i for i, t in enumerate(ids) if t == mask_id]
     if not positions:
         raise InspectionError(f"no [MASK] in {text!r}; write the token to predict as [MASK]")
     check_length(model, len(ids))
@@ -34,6 +34,18 @@ def fill_mask(model, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[Ma
     top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
     return [MaskPrediction(pos, [(tokenizer.id_to_token(int(t)), float(p)) for p, t in zip(ps, ts, strict=True)])
             for pos, ps, ts in zip(positions, top.values, top.indices, strict=True)]
+
+
+def mask_token_id(model, tokenizer: Tokenizer) -> int:
+    """The id the model was trained to fill: its config's (the data's [MASK]; a prepared directory may
+    move it), else the tokenizer's own [MASK] (a pretrained tokenizer's is not 4)."""
+    mask_id = getattr(model.config, "mask_token_id", None)
+    if mask_id is None:
+        mask_id = tokenizer.token_to_id(SPECIAL_TOKENS[MASK_ID])
+    if mask_id is None:
+        raise InspectionError(f"the model's config names no mask_token_id and the tokenizer has no "
+                              f"{SPECIAL_TOKENS[MASK_ID]} token")
+    return int(mask_id)
 
 
 def check_length(model, num_pieces: int) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from probformer.data.tokenization import UNK_ID
+from probformer.data.tokenization import SPECIAL_TOKENS, UNK_ID
 from probformer.inspection.errors import InspectionError
 
 
@@ -75,10 +75,19 @@ def word_pieces(tokenizer: Tokenizer, words: Sequence[str]) -> WordPieces:
             pieces[word_id].append(piece_id)
     ids, owner = [], []
     for w, word in enumerate(pieces):
-        for piece_id in word or [UNK_ID]:
+        for piece_id in word or [_unk_id(tokenizer, words[w])]:
             ids.append(piece_id)
             owner.append(w)
     return WordPieces(list(words), ids, owner)
+
+
+def _unk_id(tokenizer: Tokenizer, word: str) -> int:
+    """The tokenizer's own [UNK] (a pretrained tokenizer's is not 1), for a word with no pieces."""
+    unk = tokenizer.token_to_id(SPECIAL_TOKENS[UNK_ID])
+    if unk is None:
+        raise InspectionError(f"the word {word!r} has no word pieces and the tokenizer has no "
+                              f"{SPECIAL_TOKENS[UNK_ID]} token to stand for it")
+    return unk
 
 
 def piece_to_word_matrix(pieces: WordPieces) -> np.ndarray:
