@@ -242,7 +242,7 @@ def test_cli_says_a_missing_special_token_in_one_line(files, tmp_path, capsys):
 
 def test_init_from_an_mlm_prepared_with_the_tokenizer(files, tmp_path):
     """prepare-data with the BERT-layout tokenizer, a tiny PT MLM on it, a tagger fine-tuned from it: the
-    ids come from the run's tokenizer, and the tagger's export drops the tokenizer's [CLS] ... [SEP]."""
+    ids come from the run's tokenizer, and both exports drop the tokenizer's [CLS] ... [SEP]."""
     from probformer.config import load_config
     from probformer.data.prepare_stream import prepare_shards
     from probformer.training.task_data import TaskData
@@ -258,6 +258,9 @@ def test_init_from_an_mlm_prepared_with_the_tokenizer(files, tmp_path):
         "eval_interval=4", "progress=false", "tensorboard=false", "model.hidden_size=32", "model.num_channels=2",
         "model.rank=8", "model.latent_size=32", "model.num_iterations=2", "model.base_hidden_size=32"]), log=quiet)
     assert json.loads((mlm / "model" / "config.json").read_text())["mask_token_id"] == MASK
+    # the MLM trained on running text without [CLS]/[SEP]: its export adds none either
+    exported = Tokenizer.from_file(str(mlm / "model" / "tokenizer.json"))
+    assert exported.encode("kalomi").ids == exported.encode("kalomi", add_special_tokens=False).ids
     config = task_config(tmp_path / "tagger", files, "token-classification", f"task.init_from={mlm}", "steps=8",
                          "eval_interval=8")
     data = TaskData(config, quiet)

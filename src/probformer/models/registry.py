@@ -155,17 +155,15 @@ class Architecture:
         transformers' Auto classes and pipelines load it offline. ``state_dict``: full weights gathered
         from a sharded run (default: the model's own).
 
-        A task model's tokenizer gets a post-processor that adds exactly the prefix its rows had
-        (:meth:`input_prefix_ids`, in that tokenizer's own ids), and none when they had none: a
-        pretrained tokenizer's own ``[CLS] $A [SEP]`` template is replaced, so that a pipeline feeds the
-        model what it was trained on."""
+        The tokenizer gets a post-processor that adds exactly the prefix the model's rows had
+        (:meth:`input_prefix_ids`, in that tokenizer's own ids), and none when they had none (a masked
+        LM's running text, a tagger's words): a pretrained tokenizer's own ``[CLS] $A [SEP]`` template is
+        replaced, so that a pipeline feeds the model what it was trained on."""
         directory = Path(directory)
         model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
         if Path(tokenizer_file).resolve() != (directory / TOKENIZER_FILE).resolve():
             shutil.copy(tokenizer_file, directory / TOKENIZER_FILE)
-        task = self.task_of(model)
-        if task != "fill-mask":
-            set_prefix_processor(directory / TOKENIZER_FILE, self.input_prefix_roles(task))
+        set_prefix_processor(directory / TOKENIZER_FILE, self.input_prefix_roles(self.task_of(model)))
         write_tokenizer_config(directory, model_max_length=int(model.config.max_position_embeddings))
         return directory
 
@@ -293,7 +291,8 @@ def write_tokenizer_config(directory: Path, model_max_length: int) -> None:
     tokenizer.json, written by hand rather than by ``save_pretrained``: the class that transformers
     5 records there does not exist in transformers 4, and these two files load in both.
 
-    An MLM's tokenizer trained by probformer has no post-processor, so HF tokenizers add no [CLS]/[SEP]:
+    An MLM's tokenizer has no post-processor (:meth:`Architecture.export` removes a pretrained one's), so HF
+    tokenizers add no [CLS]/[SEP]:
     inference inputs are exactly what the trainer fed (running text, documents separated by [SEP],
     never a [CLS]); a task model's adds exactly its rows' prefix (:func:`set_prefix_processor`). The
     special tokens are named by BERT's names, whatever their ids in the tokenizer."""
