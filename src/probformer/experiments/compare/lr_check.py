@@ -111,7 +111,13 @@ def report(points: list[LrPoint], best: dict[str, LrPoint], tuned_lrs: dict[str,
         margin = f", {others[0] - p.valid_loss:.4f} nats below the next lr" if others else ""
         where = "the sweep's lr kept" if math.isclose(p.lr, tuned_lrs.get(arch, math.nan)) else \
             f"{p.lr / tuned_lrs[arch]:g}x the sweep's lr"
-        lines.append(f"- {arch}: lr {p.lr:.4g} ({where}){margin}.")
+        lrs = [q.lr for q in by_arch(points)[arch]]
+        edge = ""
+        if len(lrs) > 1 and p.lr in (min(lrs), max(lrs)):
+            side = "lowest" if p.lr == min(lrs) else "highest"
+            beyond = "lower" if side == "lowest" else "higher"
+            edge = f"; the grid's {side} lr, so its optimum may lie {beyond}"
+        lines.append(f"- {arch}: lr {p.lr:.4g} ({where}){margin}{edge}.")
     return "\n".join(lines) + "\n"
 
 
