@@ -143,11 +143,8 @@ class PTPreTrainedModel(PreTrainedModel):
         if isinstance(module, TernaryFactors):
             nn.init.normal_(module.U, std=sc.init_ternary)
             nn.init.normal_(module.V, std=sc.init_ternary)
-        elif isinstance(module, RootFactors):  # U^R and V^R are U and V (docs/design.md §9)
-            # rho starts at zero: ROOT stands for no word, so its label marginal starts uniform, as 2023's
-            # ROOT had no unary. A random rho (S's init) adds a per-label constant to s_0 that the sentence
-            # classifier fits first, and ROOT's read-out then stays at the label prior (docs/tasks.md).
-            nn.init.zeros_(module.rho)
+        elif isinstance(module, RootFactors):  # rho is a row of S, U^R and V^R are U and V (docs/design.md §9)
+            nn.init.normal_(module.rho, std=sc.init_input)
             nn.init.normal_(module.U, std=sc.init_ternary)
             nn.init.normal_(module.V, std=sc.init_ternary)
         elif isinstance(module, LatentFactor):
