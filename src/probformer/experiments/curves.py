@@ -123,25 +123,22 @@ def run_task(run_dir: str | Path) -> str:
     return "fill-mask"
 
 
+def _by_kind(tasks: Sequence[str], mlm: str, task: str, mixed: str) -> str:
+    """``mlm`` when every run is a masked LM, ``task`` when none is, ``mixed`` otherwise."""
+    kinds = set(tasks)
+    return mlm if kinds == {"fill-mask"} else task if "fill-mask" not in kinds else mixed
+
+
 def loss_label(tasks: Sequence[str]) -> str:
     """The y-axis label for runs of ``tasks``: masked-LM loss, a task's label loss, or plain loss."""
-    kinds = set(tasks)
-    if kinds == {"fill-mask"}:
-        return "MLM loss (nats)"
-    if "fill-mask" not in kinds:
-        return "label cross-entropy (nats)"
-    return "loss (nats)"
+    return _by_kind(tasks, "MLM loss (nats)", "label cross-entropy (nats)", "loss (nats)")
 
 
 def baseline_label(tasks: Sequence[str]) -> str:
     """What the dashed line of a run of ``tasks`` is: a masked LM's unigram loss, or a task run's loss of
     the label prior (its evaluation records keep it under the same key)."""
-    kinds = set(tasks)
-    if kinds == {"fill-mask"}:
-        return "unigram baseline"
-    if "fill-mask" not in kinds:
-        return "label-prior baseline"
-    return "baseline (unigram for MLM runs, label prior for task runs)"
+    return _by_kind(tasks, "unigram baseline", "label-prior baseline",
+                    "baseline (unigram for MLM runs, label prior for task runs)")
 
 
 def plot_curves(curves: Sequence[Curve], path: str | Path, *, margin: float = DEFAULT_MARGIN,
