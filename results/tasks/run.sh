@@ -21,7 +21,8 @@ train() {  # name, then --set items
   local how=""
   if [ -d "$dir/checkpoint" ]; then how="--resume"; elif [ -d "$dir" ]; then how="--overwrite"; fi
   local args=()
-  for item in progress=false threads=1 "$@"; do args+=(--set "$item"); done
+  # fp32: these runs predate bf16 on CPU (precision auto picks bf16 here now); one precision per table
+  for item in progress=false threads=1 precision=fp32 "$@"; do args+=(--set "$item"); done
   probformer train --out-dir "$dir" $how "${args[@]}" > "$dir.log" 2>&1
 }
 UPOS=(task.name=token-classification "task.train=$EWT/en_ewt-ud-train.conllu" "task.valid=$EWT/en_ewt-ud-dev.conllu"
@@ -46,9 +47,12 @@ wait
 train sst2-pt-root "${SST2[@]}" optim.lr=1e-3 &
 train sst2-pt-mean "${SST2[@]}" model.classifier_pooling=mean
 wait
-train sst2-bert "${SST2[@]}" "${BERT[@]}" optim.lr=5e-4
+train sst2-bert "${SST2[@]}" "${BERT[@]}" optim.lr=5e-4 &
+train sst2-pt-root-lr1e-2 "${SST2[@]}"  # the ROOT read-out at PT's default lr 1e-2: the control for 1e-3
+wait
 
-for run in mlm-pt upos-pt-scratch upos-pt-finetuned upos-bert-scratch sst2-pt-root sst2-pt-mean sst2-bert; do
+for run in mlm-pt upos-pt-scratch upos-pt-finetuned upos-bert-scratch sst2-pt-root sst2-pt-root-lr1e-2 sst2-pt-mean \
+    sst2-bert; do
   mkdir -p "results/tasks/records/$run"  # the finished runs' records (the models stay in runs/)
   cp "$OUT/$run/summary.json" "$OUT/$run/metrics.jsonl" "$OUT/$run/train_config.json" "results/tasks/records/$run/"
 done
@@ -65,7 +69,7 @@ plt = pyplot()
 fig, axes = plt.subplots(1, 2, figsize=(10, 4))
 for ax, names, title, floor in (
         (axes[0], ("upos-pt-scratch", "upos-pt-finetuned", "upos-bert-scratch"), "UPOS, EWT dev", baseline),
-        (axes[1], ("sst2-pt-root", "sst2-pt-mean", "sst2-bert"), "SST-2 dev", None)):
+        (axes[1], ("sst2-pt-root", "sst2-pt-root-lr1e-2", "sst2-pt-mean", "sst2-bert"), "SST-2 dev", None)):
     for name in names:
         rows = [json.loads(l) for l in (runs / name / "metrics.jsonl").read_text().splitlines()]
         valid = [r for r in rows if r["kind"] == "valid"]
@@ -105,7 +109,8 @@ print(row("upos-bert-scratch", "BERT, muP, from scratch"))
 print("\nSST-2 dev (872 sentences), 1 epoch, one seed:\n")
 print("| run | model | parameters | best dev accuracy | macro-F1 | best step / steps | train tokens/s (1 thread) |")
 print("|---|---|---|---|---|---|---|")
-print(row("sst2-pt-root", "PT, muP, ROOT read-out, from scratch"))
+print(row("sst2-pt-root", "PT, muP, ROOT read-out, from scratch, lr 1e-3"))
+print(row("sst2-pt-root-lr1e-2", "PT, muP, ROOT read-out, from scratch, lr 1e-2"))
 print(row("sst2-pt-mean", "PT, muP, mean of the words' q read-out, from scratch"))
 print(row("sst2-bert", "BERT, muP, [CLS] + pooler, from scratch"))
 PY
