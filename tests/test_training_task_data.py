@@ -201,13 +201,16 @@ def test_a_text_classifier_trains_and_its_export_adds_the_prefix_it_was_trained_
     out = tmp_path / arch
     extra = [f"model.classifier_pooling={pooling}"] if pooling else []
     lr = {"pt": 0.03, "bert": 0.003}[arch]  # BERT's classifier diverges at PT's lr
+    lines: list[str] = []
     result = train(task_config(out, task_files, "text-classification", "steps=120", "eval_interval=40",
-                               f"optim.lr={lr}", *extra, arch=arch), log=quiet)
+                               f"optim.lr={lr}", *extra, arch=arch), log=lambda *a: lines.append(" ".join(map(str, a))))
     assert result["status"] == "completed" and {"best_valid_accuracy", "valid_macro_f1"} <= set(result)
     labels = [e.label for e in TaskFormat("tsv").read(task_files["cls_valid"])]
     majority = max(labels.count(label) for label in set(labels)) / len(labels)
     if pooling != "root":  # ROOT's read-out does not leave the label prior this early (docs/tasks.md)
         assert result["best_valid_accuracy"] > majority + 0.1
+    # the run says so at its start when its lr is above what ROOT's read-out learns at
+    assert any("ROOT read-out at lr 0.03" in line for line in lines) == (pooling == "root")
     config = json.loads((out / "model" / "config.json").read_text())
     if arch == "pt":
         assert config["use_root"] is True  # PT's text classifier has ROOT (the registry's task default)

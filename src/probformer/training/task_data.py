@@ -58,6 +58,8 @@ from probformer.training.task_metrics import main_metric, task_metrics
 
 TEST = "test"
 MODEL_FILE = "model.safetensors"
+# Above this lr PT's ROOT read-out often stays at the label prior (docs/tasks.md, results/tasks/root_probe.py).
+ROOT_LR_WARNING = 3e-3
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,10 @@ class TaskData:
                 model.classifier.bias.copy_(torch.from_numpy(self.label_log_prior).to(model.classifier.bias.dtype))
         if self.init_source is not None:
             self._load_encoder(model, log)
+        if getattr(config, "classifier_pooling", None) == "root" and self.config.optim.lr > ROOT_LR_WARNING:
+            log(f"note: PT's ROOT read-out at lr {self.config.optim.lr:g}: above {ROOT_LR_WARNING:g} the words "
+                "can stop choosing ROOT early and the classifier stay at the label prior (SST-2: 55% at 1e-2, "
+                "80% at 1e-3; docs/tasks.md); consider optim.lr=1e-3 or model.classifier_pooling=mean")
         return model
 
     def _load_encoder(self, model: PreTrainedModel, log: Callable[[str], None]) -> None:
