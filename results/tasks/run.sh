@@ -111,6 +111,6 @@ print("| run | model | parameters | best dev accuracy | macro-F1 | best step / s
 print("|---|---|---|---|---|---|---|")
 print(row("sst2-pt-root", "PT, muP, ROOT read-out, from scratch, lr 1e-3"))
 print(row("sst2-pt-root-lr1e-2", "PT, muP, ROOT read-out, from scratch, lr 1e-2"))
-print(row("sst2-pt-mean", "PT, muP, mean of the words' q read-out, from scratch"))
-print(row("sst2-bert", "BERT, muP, [CLS] + pooler, from scratch"))
+print(row("sst2-pt-mean", "PT, muP, mean of the words' q read-out, from scratch, lr 1e-2"))
+print(row("sst2-bert", "BERT, muP, [CLS] + pooler, from scratch, lr 5e-4"))
 PY
