@@ -262,6 +262,13 @@ def reference_differences(spec: LrCurvesSpec, ref: ReferenceRun) -> dict[str, tu
     return _differing(resolved(spec.train["model"]), resolved(ref.train.get("model", {})))
 
 
+def recorded_train(spec_values: dict[str, Any]) -> dict[str, Any]:
+    """The train section a finished lr-curves run (its spec.yaml's ``spec_values``) trained with. A spec
+    that names no precision was written before precision auto meant bf16 on a CPU with bf16 units: every
+    such (CPU) record trained in fp32, and the bundled lr-curves specs name fp32."""
+    return {"precision": "fp32", **(spec_values.get("train") or {})}
+
+
 def load_reference(spec: LrCurvesSpec, path: str) -> ReferenceRun:
     """A reference (a finished lr-curves out_dir) and all its rows, after checking that it trained what
     this spec would: same data / budget / optimiser settings (the models are compared per study)."""
@@ -270,10 +277,7 @@ def load_reference(spec: LrCurvesSpec, path: str) -> ReferenceRun:
     for file in (csv_path, spec_path):
         if not file.is_file():
             raise ConfigError(f"reference: {file} not found (reference is the out_dir of a finished lr-curves run)")
-    ref_spec = yaml.safe_load(spec_path.read_text()) or {}
-    # A spec that names no precision was written before precision auto meant bf16 on a CPU with bf16
-    # units: every such (CPU) record trained in fp32, and the bundled lr-curves specs name fp32.
-    ref_train = {"precision": "fp32", **(ref_spec.get("train") or {})}
+    ref_train = recorded_train(yaml.safe_load(spec_path.read_text()) or {})
     here = {"precision": "fp32", **spec.train}
     differing = _differing(_result_settings(here), _result_settings(ref_train))
     if differing:
@@ -574,7 +578,6 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
         lines.append(f"| {width} | " + " | ".join(cells) + " |")
     lines += ["", *verdicts(rows, spec), ""]
     return "\n".join(lines)
-
 
 
 def draw_lr_curve(ax, points: list[dict[str, Any]], color, label: str) -> None:

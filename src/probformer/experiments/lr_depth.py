@@ -33,6 +33,7 @@ from probformer.experiments.lr_curves import (
     _result_settings,
     curve_points,
     draw_lr_curve,
+    recorded_train,
 )
 from probformer.experiments.reports import read_rows, write_csv
 from probformer.experiments.spec import model_at_width
@@ -67,8 +68,7 @@ def read_run(path: str | Path, param: str = "mup") -> DepthRun:
         if not file.is_file():
             raise ConfigError(f"lr-depth: {file} not found (give the out_dirs of finished lr-curves runs)")
     values = yaml.safe_load((where / "spec.yaml").read_text()) or {}
-    # As lr-curves' reference check: a spec without precision is an fp32 record.
-    train = {"precision": "fp32", **(values.get("train") or {})}
+    train = recorded_train(values)
     if (train.get("model") or {}).get("arch", "pt") != "pt":
         raise ConfigError(f"lr-depth: {where} is not a PT run (T is PT's MFVI iterations)")
     rows = [r for r in read_rows(where / "results.csv", ROW_TYPES) if r["parametrization"] == param]

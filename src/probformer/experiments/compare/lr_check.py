@@ -106,17 +106,18 @@ def report(points: list[LrPoint], best: dict[str, LrPoint], tuned_lrs: dict[str,
         mark = " **(chosen)**" if best.get(p.arch) == p else ""
         lines.append(f"| {p.arch} | {p.lr:.4g} | {scale:.3g} | {p.status} | {loss}{mark} |")
     lines.append("")
+    groups = by_arch(points)
     for arch, p in sorted(best.items()):
-        others = sorted(q.valid_loss for q in by_arch(points)[arch] if q is not p and q.status == "completed")
+        others = sorted(q.valid_loss for q in groups[arch] if q is not p and q.status == "completed")
         margin = f", {others[0] - p.valid_loss:.4f} nats below the next lr" if others else ""
         where = "the sweep's lr kept" if math.isclose(p.lr, tuned_lrs.get(arch, math.nan)) else \
             f"{p.lr / tuned_lrs[arch]:g}x the sweep's lr"
-        lrs = [q.lr for q in by_arch(points)[arch]]
+        lrs = [q.lr for q in groups[arch]]
         edge = ""
-        if len(lrs) > 1 and p.lr in (min(lrs), max(lrs)):
-            side = "lowest" if p.lr == min(lrs) else "highest"
-            beyond = "lower" if side == "lowest" else "higher"
-            edge = f"; the grid's {side} lr, so its optimum may lie {beyond}"
+        if len(lrs) > 1 and p.lr == min(lrs):
+            edge = "; the grid's lowest lr, so its optimum may lie lower"
+        elif len(lrs) > 1 and p.lr == max(lrs):
+            edge = "; the grid's highest lr, so its optimum may lie higher"
         lines.append(f"- {arch}: lr {p.lr:.4g} ({where}){margin}{edge}.")
     return "\n".join(lines) + "\n"
 
