@@ -81,9 +81,35 @@ def test_bundled_transfer_presets_load(tmp_path, monkeypatch):
     """Every preset's keys and values are valid; before its sweep has run it says which command to run."""
     from probformer.experiments.transfer import transfer_preset_names
 
-    assert {"transfer-pt-cpu", "transfer-pt-n64-cpu"} <= set(transfer_preset_names())
+    assert {"transfer-pt-cpu", "transfer-pt-n64-cpu", "transfer-pt-n64-8x-cpu"} <= set(transfer_preset_names())
+    repo = Path(__file__).resolve().parents[1]
+    # The 8x preset reads the committed sweep: it loads on a fresh checkout, at N = 512, in fp32.
+    monkeypatch.chdir(repo)
+    spec = load_transfer_spec(preset="transfer-pt-n64-8x-cpu")
+    config = spec.run_config(512, spec.best["params"], 0, "benchmark")
+    assert (config.precision, config.model["hidden_size"], config.optim.lr) == ("fp32", 512, 0.02)
     monkeypatch.chdir(tmp_path)  # no runs/ here: the sweeps have not run
     for name in transfer_preset_names():
-        with pytest.raises(ConfigError,
-                           match=r"sweep_dir: runs/sweep-pt-n(32|64)-cpu/best.json not found .*probformer sweep"):
+        with pytest.raises(ConfigError, match=r"sweep_dir: (runs/sweep-pt-n(32|64)-cpu|results/sweeps/pt-n64-cpu)"
+                                              r"/best.json not found .*probformer sweep"):
             load_transfer_spec(preset=name)
+
+
+def test_train_overrides_the_sweeps_train_section(sweep_dir, tmp_path):
+    """``train`` pins settings the sweep left to a default (a sweep recorded before auto meant bf16)."""
+    seen = []
+
+    def fake_train(config, *, resume=False, log=print, **kw):
+        seen.append((config.precision, config.batch_size))
+        return {"status": "completed", "valid_loss": surface(config)}
+
+    spec = TransferSpec(sweep_dir=str(sweep_dir), widths=[32], seeds=[0], out_dir=str(tmp_path / "tr"),
+                        train={"precision": "fp32", "batch_size": 4})
+    run_transfer(spec, train_fn=fake_train, log=lambda *_: None)
+    assert set(seen) == {("fp32", 4)}
+    with pytest.raises(ConfigError, match="bogus"):
+        TransferSpec(sweep_dir=str(sweep_dir), widths=[32], train={"bogus": 1})
+    with pytest.raises(ConfigError, match="train.model"):
+        TransferSpec(sweep_dir=str(sweep_dir), widths=[32], train={"model": {"hidden_size": 8}})
+    with pytest.raises(ConfigError, match="train: expected a mapping"):
+        TransferSpec(sweep_dir=str(sweep_dir), widths=[32], train=["precision"])

@@ -13,7 +13,12 @@ Spec (YAML, see ``experiments/specs/transfer-pt-cpu.yaml``)::
     seeds: [0, 1]
     factor: 2.0
     perturb: null                      # null: every numeric tuned key except seed; or a list of keys
+    train: {precision: fp32}           # optional: settings over the sweep's train section, for every run
     out_dir: runs/transfer-pt
+
+``train`` pins what the sweep's spec.yaml left to a default that has since changed: a sweep recorded
+before ``precision: auto`` meant bf16 on CPUs with bf16 units names no precision, and its transfer
+must train in the fp32 its trials did (never mix precisions in one comparison).
 
 Resumable: a finished run is read back, an interrupted one resumed. Outputs: ``results.csv`` (one row
 per run), ``report.md`` (benchmark against every perturbed point, per width, with the verdict of
@@ -52,6 +57,7 @@ class TransferSpec:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     factor: float = 2.0
     perturb: list[str] | None = None
+    train: dict[str, Any] | None = None
     out_dir: str = "runs/transfer"
 
     def __post_init__(self) -> None:
@@ -68,6 +74,11 @@ class TransferSpec:
                 raise ConfigError(f"sweep_dir: {Path(self.sweep_dir) / name} not found (run `probformer sweep` first)")
         self.best = json.loads((Path(self.sweep_dir) / "best.json").read_text())
         self.sweep = specs.read_spec(SweepSpec, "sweep", Path(self.sweep_dir) / "spec.yaml")
+        if self.train is not None and not isinstance(self.train, dict):
+            raise ConfigError(f"train: expected a mapping of train settings over the sweep's, got {self.train!r}")
+        if "model" in (self.train or {}):
+            raise ConfigError("train.model: the model is the sweep's, grown to each width; it cannot be overridden "
+                              "here (sweep at the model you want instead)")
         numeric = [k for k, v in self.best["params"].items()
                    if k != "seed" and isinstance(v, (int, float)) and not isinstance(v, bool)]
         if self.perturb is None:
@@ -77,7 +88,7 @@ class TransferSpec:
             raise ConfigError(f"perturb: {unknown[0]!r} is not a numeric tuned hyperparameter of the sweep; "
                               f"tuned: {', '.join(numeric)}")
         for width in self.widths:
-            self.model_at(width)
+            self.run_config(width, self.best["params"], self.seeds[0], "benchmark")  # a wrong train key fails here
 
     @property
     def arch(self) -> str:
@@ -105,7 +116,7 @@ class TransferSpec:
         return out
 
     def run_config(self, width: int, params: dict[str, Any], seed: int, label: str):
-        train = self.sweep.train
+        train = merge(self.sweep.train, self.train or {})
         for key, value in params.items():
             if not key.startswith("model."):
                 train = set_dotted(train, key, value)
