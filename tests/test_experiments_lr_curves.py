@@ -119,6 +119,7 @@ def test_a_mup_variant_is_judged_against_the_reference_sp_curves(spec, tmp_path)
     md = (Path(variant.out_dir) / "best_lr.md").read_text()
     assert f"sp rows from the reference run `{spec.out_dir}`" in md and "hidden_exponent = 1.0 (reference 0.5)" in md
     assert "muP at the lr tuned at N0 = 16" in md and "| sp best lr | sp loss | mup best lr |" in md
+    assert "(lr grid" not in md  # the reused SP rows ran this spec's grid
 
     # A narrower grid for the variant: the reused SP curves keep their own grid (SP's best at N = 32, 1e-3,
     # is not on the variant's grid).
@@ -129,6 +130,13 @@ def test_a_mup_variant_is_judged_against_the_reference_sp_curves(spec, tmp_path)
     assert table[("sp", 32)]["best_lr"] == 1e-3 and table[("sp", 32)]["at_grid_edge"]
     assert table[("mup", 32)]["best_lr"] == 2e-3 and table[("mup", 32)]["at_grid_edge"]
     assert "(lr grid 0.001, 0.002, 0.004)" in (Path(narrow.out_dir) / "best_lr.md").read_text()
+    # The same with a per-parametrization grid that names only muP: SP's reused grid is named too.
+    narrow_dict = LrCurvesSpec(widths=spec.widths, lrs={"mup": [2e-3, 4e-3]}, seeds=spec.seeds,
+                               parametrizations=["mup"], train=variant.train, out_dir=str(tmp_path / "narrow"),
+                               reference=spec.out_dir)
+    run_lr_curves(narrow_dict, train_fn=fake_train, log=lambda *_: None)
+    md = (Path(narrow.out_dir) / "best_lr.md").read_text()
+    assert "sp (lr grid 0.001, 0.002, 0.004) rows from the reference run" in md
     # Another base width: SP at a shared width is the same model whatever N0 is, so the SP curves are reused.
     rebased = LrCurvesSpec(widths=[32], lrs=spec.lrs, parametrizations=["mup"], out_dir=str(tmp_path / "n0"),
                            train={**spec.train, "model": {**spec.train["model"], "hidden_size": 32, "num_channels": 4,

@@ -235,7 +235,8 @@ def shown_parametrizations(spec: LrCurvesSpec) -> list[str]:
 _NON_RESULT_KEYS = {"threads", "progress", "log_interval", "checkpoint_interval", "tensorboard", "device"}
 
 
-def _result_settings(train: dict[str, Any]) -> dict[str, Any]:
+def result_settings(train: dict[str, Any]) -> dict[str, Any]:
+    """A train section without its model and without what only changes how a run is watched or stored."""
     return {k: v for k, v in train.items() if k not in _NON_RESULT_KEYS and k != "model"}
 
 
@@ -249,7 +250,7 @@ def _model_as_trained(model: dict[str, Any], param: str, width: int) -> dict[str
     return grown
 
 
-def _differing(here: dict[str, Any], there: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def differing_settings(here: dict[str, Any], there: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """{key: (there, here)} for every key whose values differ."""
     return {k: (there.get(k), here.get(k)) for k in sorted(set(here) | set(there)) if here.get(k) != there.get(k)}
 
@@ -259,7 +260,7 @@ def reference_differences(spec: LrCurvesSpec, ref: ReferenceRun) -> dict[str, tu
     def resolved(model: dict[str, Any]) -> dict[str, Any]:  # defaults filled in, so an unset key compares
         return model_at_width(model, int(model.get("hidden_size") or spec.base_width))
 
-    return _differing(resolved(spec.train["model"]), resolved(ref.train.get("model", {})))
+    return differing_settings(resolved(spec.train["model"]), resolved(ref.train.get("model", {})))
 
 
 def recorded_train(spec_values: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +280,7 @@ def load_reference(spec: LrCurvesSpec, path: str) -> ReferenceRun:
             raise ConfigError(f"reference: {file} not found (reference is the out_dir of a finished lr-curves run)")
     ref_train = recorded_train(yaml.safe_load(spec_path.read_text()) or {})
     here = {"precision": "fp32", **spec.train}
-    differing = _differing(_result_settings(here), _result_settings(ref_train))
+    differing = differing_settings(result_settings(here), result_settings(ref_train))
     if differing:
         raise ConfigError(f"reference: {ref} trained with different {', '.join('train.' + k for k in differing)} "
                           f"({', '.join(f'{there!r} there, {here!r} here' for there, here in differing.values())}); "
@@ -293,7 +294,7 @@ def load_reference(spec: LrCurvesSpec, path: str) -> ReferenceRun:
 
 
 def _model_differences(spec: LrCurvesSpec, ref: ReferenceRun, param: str, width: int) -> dict[str, tuple[Any, Any]]:
-    return _differing(_model_as_trained(spec.train["model"], param, width),
+    return differing_settings(_model_as_trained(spec.train["model"], param, width),
                       _model_as_trained(ref.train.get("model", {}), param, width))
 
 
@@ -523,7 +524,8 @@ def rerender(spec: LrCurvesSpec) -> list[dict[str, Any]]:
     return rows
 
 
-def _listed(lrs: list[float]) -> str:
+def listed_lrs(lrs: list[float]) -> str:
+    """An lr grid as report text: ``0.01, 0.02, 0.04``."""
     return ", ".join(f"{lr:g}" for lr in lrs)
 
 
@@ -531,8 +533,8 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
     c = config_from_dict(merge(spec.train, {"model": spec.model_at(spec.parametrizations[0], spec.widths[0])}))
     tokens = c.total_steps * c.batch_size * c.grad_accum * c.data.seq_len
     shown = shown_parametrizations(spec)
-    grid = (_listed(spec.lrs) if not isinstance(spec.lrs, dict)
-            else "; ".join(f"{p} {_listed(spec.grid(p))}" for p in spec.parametrizations))
+    grid = (listed_lrs(spec.lrs) if not isinstance(spec.lrs, dict)
+            else "; ".join(f"{p} {listed_lrs(spec.grid(p))}" for p in spec.parametrizations))
     lines = [f"# Learning-rate curves: {spec.arch}, widths {spec.widths}, {len(spec.seeds)} seed(s)", "",
              (f"{tokens:,} training tokens per run (batch {c.batch_size} x {c.data.seq_len}), lr grid "
               + grid + "; loss = final validation MLM loss, mean over seeds."), ""]
@@ -545,8 +547,11 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
         changed = ", ".join(f"{k} = {here!r} (reference {there!r})"
                             for k, (there, here) in reference_differences(spec, ref).items()) or "none"
         reused = ", ".join(params)
-        grids = [sorted({r["lr"] for r in mine if r["parametrization"] == p}) for p in params]
-        reused += "".join(f" (lr grid {_listed(g)})" for g in grids if g != spec.lrs)
+        # A reused parametrization's grid is named unless it is the grid this spec gives it (a per-
+        # parametrization lrs may give none to a parametrization run only in the reference).
+        grids = {p: sorted({r["lr"] for r in mine if r["parametrization"] == p}) for p in params}
+        here = {p: spec.lrs.get(p) if isinstance(spec.lrs, dict) else spec.lrs for p in params}
+        reused += "".join(f" (lr grid {listed_lrs(g)})" for p, g in grids.items() if g != here[p])
         ref_seeds = sorted({r["seed"] for r in mine})
         if ref_seeds != sorted(spec.seeds):  # the verdicts' noise then compares stds over other seed sets
             reused += f" (seeds {', '.join(map(str, ref_seeds))}; here {', '.join(map(str, spec.seeds))})"

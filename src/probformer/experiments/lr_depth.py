@@ -28,12 +28,12 @@ from probformer.config import ConfigError, config_from_dict, model_config_class
 from probformer.experiments import noise
 from probformer.experiments.lr_curves import (
     ROW_TYPES,
-    _differing,
-    _listed,
-    _result_settings,
     curve_points,
+    differing_settings,
     draw_lr_curve,
+    listed_lrs,
     recorded_train,
+    result_settings,
 )
 from probformer.experiments.reports import read_rows, write_csv
 from probformer.experiments.spec import model_at_width
@@ -92,8 +92,8 @@ def read_runs(paths: list[str | Path], param: str = "mup") -> list[DepthRun]:
             raise ConfigError(f"lr-depth: {a.path} and {b.path} both have T = {a.depth}")
     first = runs[0]
     for run in runs[1:]:
-        settings = _differing(_result_settings(run.train), _result_settings(first.train))
-        model = {k: v for k, v in _differing(_model(run.train, param), _model(first.train, param)).items()
+        settings = differing_settings(result_settings(run.train), result_settings(first.train))
+        model = {k: v for k, v in differing_settings(_model(run.train, param), _model(first.train, param)).items()
                  if k != FIELD}
         if settings or model:
             raise ConfigError(f"lr-depth: {run.path} differs from {first.path} in more than T: "
@@ -180,7 +180,8 @@ def markdown(runs: list[DepthRun], table: list[dict[str, Any]]) -> str:
     lines = [f"# Best lr against MFVI iterations T: pt {param}, N0 = {_model(first.train, param)['hidden_size']}, "
              f"widths {widths}, {len(seeds)} seed(s)", "",
              (f"One lr-curves run per T, the same data, budget ({tokens:,} training tokens per run), optimiser and "
-              "model but T: " + "; ".join(f"T = {run.depth} `{run.path}` (lr grid {_listed(run.grid)})" for run in runs)
+              "model but T: "
+              + "; ".join(f"T = {run.depth} `{run.path}` (lr grid {listed_lrs(run.grid)})" for run in runs)
               + ". Loss = final validation MLM loss, mean ± std over seeds; optima compared in factor-2 steps "
               f"(log2 of their ratio). {noise.RULE[0].upper() + noise.RULE[1:]}."), "",
              "| T | " + " | ".join(f"N = {w} best lr | N = {w} loss" for w in widths) + " |",
