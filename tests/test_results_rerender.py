@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = [
     ("lr_curves/pt-cpu", "best_lr.md", []), ("lr_curves/pt-cpu-2x", "best_lr.md", []),
     ("lr_curves/pt-cpu-beta1", "best_lr.md", []), ("lr_curves/pt-cpu-n64", "best_lr.md", []),
-    ("lr_curves/pt-n64-depth-t2-cpu", "best_lr.md", []),
+    ("lr_curves/pt-n64-depth-t2-cpu", "best_lr.md", []), ("lr_curves/pt-n64-8x-cpu", "best_lr.md", []),
     ("transfer/pt-cpu", "report.md", ["--sweep-dir", "results/sweeps/pt-n32-cpu"]),
     ("transfer/pt-n64-cpu", "report.md", ["--sweep-dir", "results/sweeps/pt-n64-cpu"]),
     ("compare/cpu", "results.md", []), ("compare/cpu-2m", "results.md", []), ("compare/cpu-20m", "results.md", []),
