@@ -130,13 +130,17 @@ def test_a_mup_variant_is_judged_against_the_reference_sp_curves(spec, tmp_path)
     assert table[("sp", 32)]["best_lr"] == 1e-3 and table[("sp", 32)]["at_grid_edge"]
     assert table[("mup", 32)]["best_lr"] == 2e-3 and table[("mup", 32)]["at_grid_edge"]
     assert "(lr grid 0.001, 0.002, 0.004)" in (Path(narrow.out_dir) / "best_lr.md").read_text()
-    # The same with a per-parametrization grid that names only muP: SP's reused grid is named too.
+    # The same with a per-parametrization grid, which names only what runs here: SP's reused grid is named.
     narrow_dict = LrCurvesSpec(widths=spec.widths, lrs={"mup": [2e-3, 4e-3]}, seeds=spec.seeds,
-                               parametrizations=["mup"], train=variant.train, out_dir=str(tmp_path / "narrow"),
+                               parametrizations=["mup"], train=variant.train, out_dir=str(tmp_path / "narrow-dict"),
                                reference=spec.out_dir)
     run_lr_curves(narrow_dict, train_fn=fake_train, log=lambda *_: None)
-    md = (Path(narrow.out_dir) / "best_lr.md").read_text()
+    md = (Path(narrow_dict.out_dir) / "best_lr.md").read_text()
+    assert "lr grid mup 0.002, 0.004; loss" in md
     assert "sp (lr grid 0.001, 0.002, 0.004) rows from the reference run" in md
+    with pytest.raises(ConfigError, match="lrs: a grid per parametrization"):  # SP is the reference's here
+        LrCurvesSpec(widths=spec.widths, lrs={"sp": [1e-3], "mup": [2e-3, 4e-3]}, parametrizations=["mup"],
+                     train=variant.train, out_dir=str(tmp_path / "extra"), reference=spec.out_dir)
     # Another base width: SP at a shared width is the same model whatever N0 is, so the SP curves are reused.
     rebased = LrCurvesSpec(widths=[32], lrs=spec.lrs, parametrizations=["mup"], out_dir=str(tmp_path / "n0"),
                            train={**spec.train, "model": {**spec.train["model"], "hidden_size": 32, "num_channels": 4,

@@ -113,3 +113,8 @@ def test_train_overrides_the_sweeps_train_section(sweep_dir, tmp_path):
         TransferSpec(sweep_dir=str(sweep_dir), widths=[32], train={"model": {"hidden_size": 8}})
     with pytest.raises(ConfigError, match="train: expected a mapping"):
         TransferSpec(sweep_dir=str(sweep_dir), widths=[32], train=["precision"])
+    for per_run in ({"optim": {"lr": 0.5}}, {"seed": 3}, {"out_dir": "x"}):  # the test sets these itself
+        with pytest.raises(ConfigError, match="set by the transfer test for every run"):
+            TransferSpec(sweep_dir=str(sweep_dir), widths=[32], train=per_run)
+    report = (tmp_path / "tr" / "report.md").read_text()
+    assert "Every run also sets, over the sweep's train section: batch_size = 4, precision = fp32." in report

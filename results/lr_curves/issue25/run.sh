@@ -30,7 +30,7 @@ transfer_8x() {  # two one-thread processes, one per seed, then the report from 
   local TR=(probformer transfer --preset transfer-pt-n64-8x-cpu --set train.threads=1)
   "${TR[@]}" --set "seeds=[0]" >> runs/logs/transfer-pt-n64-8x-cpu-s0.log 2>&1 &
   local first=$!
-  trap 'kill $first 2>/dev/null' EXIT
+  trap "kill $first 2>/dev/null" EXIT  # the pid now: a local is gone when the trap runs
   "${TR[@]}" --set "seeds=[1]" >> runs/logs/transfer-pt-n64-8x-cpu-s1.log 2>&1
   wait "$first"
   trap - EXIT

@@ -101,9 +101,9 @@ class LrCurvesSpec:
         if bad or not self.parametrizations:
             raise ConfigError(f"parametrizations: expected a list of sp / mup, got {self.parametrizations!r}")
         if isinstance(self.lrs, dict):  # one grid per parametrization
-            unknown = sorted(set(self.lrs) - {"sp", "mup"}, key=str)
+            unknown = sorted(set(self.lrs) - set(self.parametrizations), key=str)
             missing = [p for p in self.parametrizations if p not in self.lrs]
-            if unknown or missing:
+            if unknown or missing:  # a parametrization read only from a reference keeps that run's grid
                 raise ConfigError(f"lrs: a grid per parametrization is {{sp: [...], mup: [...]}} with one for each "
                                   f"of {', '.join(self.parametrizations)}, got keys {', '.join(map(str, self.lrs))}")
             self.lrs = {p: grid(f"lrs.{p}", self.lrs[p]) for p in ("sp", "mup") if p in self.lrs}
@@ -547,11 +547,10 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
         changed = ", ".join(f"{k} = {here!r} (reference {there!r})"
                             for k, (there, here) in reference_differences(spec, ref).items()) or "none"
         reused = ", ".join(params)
-        # A reused parametrization's grid is named unless it is the grid this spec gives it (a per-
-        # parametrization lrs may give none to a parametrization run only in the reference).
+        # A reused parametrization's grid is named unless it is the one grid of this spec's header (a
+        # per-parametrization lrs names only the parametrizations run here).
         grids = {p: sorted({r["lr"] for r in mine if r["parametrization"] == p}) for p in params}
-        here = {p: spec.lrs.get(p) if isinstance(spec.lrs, dict) else spec.lrs for p in params}
-        reused += "".join(f" (lr grid {listed_lrs(g)})" for p, g in grids.items() if g != here[p])
+        reused += "".join(f" (lr grid {listed_lrs(g)})" for g in grids.values() if g != spec.lrs)
         ref_seeds = sorted({r["seed"] for r in mine})
         if ref_seeds != sorted(spec.seeds):  # the verdicts' noise then compares stds over other seed sets
             reused += f" (seeds {', '.join(map(str, ref_seeds))}; here {', '.join(map(str, spec.seeds))})"

@@ -45,6 +45,7 @@ from probformer.experiments.runs import train_or_reuse
 from probformer.experiments.spec import merge, model_at_width
 from probformer.experiments.sweep import SweepSpec, set_dotted
 from probformer.figures import pyplot, save_figure
+from probformer.training.config_changes import flatten
 
 COLUMNS = ("width", "variant", "param", "multiplier", "seed", "status", "valid_loss", "reason", "run_dir")
 ROW_TYPES = {"width": int, "multiplier": float, "seed": int, "valid_loss": float}  # results.csv read back
@@ -79,6 +80,10 @@ class TransferSpec:
         if "model" in (self.train or {}):
             raise ConfigError("train.model: the model is the sweep's, grown to each width; it cannot be overridden "
                               "here (sweep at the model you want instead)")
+        set_per_run = sorted(set(flatten(self.train or {})) & ({"seed", "out_dir"} | set(self.best["params"])))
+        if set_per_run:
+            raise ConfigError(f"train.{set_per_run[0]}: set by the transfer test for every run (the tuned point, "
+                              "the seeds, the run directories); it cannot be overridden in train")
         numeric = [k for k, v in self.best["params"].items()
                    if k != "seed" and isinstance(v, (int, float)) and not isinstance(v, bool)]
         if self.perturb is None:
@@ -221,6 +226,9 @@ def write_report(rows: list[dict[str, Any]], spec: TransferSpec) -> Path:
             f"valid loss {best.get('value', float('nan')):.4f})"), "",
             (f"Benchmark: {point}; each perturbed point multiplies one of them by {spec.factor:g} or "
             f"1/{spec.factor:g}. {len(spec.seeds)} seed(s) per point. Seed noise: {noise.RULE}."), ""]
+    if spec.train:  # settings that differ from the sweep's trials: part of what the result means
+        head[-1:-1] = [f"Every run also sets, over the sweep's train section: "
+                       f"{', '.join(f'{k} = {v}' for k, v in sorted(flatten(spec.train).items()))}.", ""]
     path = Path(spec.out_dir) / "report.md"
     path.write_text("\n".join(head + report_lines(rows, spec)) + "\n")
     return path
