@@ -41,6 +41,31 @@ def check_run_dir(config: TrainConfig) -> None:
     if diff:
         raise ConfigError(f"{config.out_dir} holds a run with a different {', '.join(diff)} than this spec asks "
                           f"for; use another out_dir or delete that run directory")
+    # Precision is judged as trained, not as written: `precision: auto` is bf16 on one machine and fp32 on
+    # another, and one table must never mix the two (docs/results/bf16.md).
+    recorded = recorded_bf16(Path(config.out_dir))
+    if recorded is not None:
+        from probformer.training.device import resolve_device, uses_bf16
+
+        wanted = uses_bf16(config.precision, resolve_device(config.device))
+        if recorded != wanted:
+            trained, asked = ("bf16", "fp32") if recorded else ("fp32", "bf16")
+            raise ConfigError(f"{config.out_dir} holds a run trained in {trained}, but precision={config.precision} "
+                              f"means {asked} here; set precision={trained} to reuse it, or use another out_dir")
+
+
+def recorded_bf16(run_dir: Path) -> bool | None:
+    """Whether the run in ``run_dir`` trained in bf16 autocast (its metrics' info record), or None when
+    nothing says (no run there yet)."""
+    try:
+        with open(run_dir / "metrics.jsonl") as lines:
+            for line in lines:
+                record = json.loads(line)
+                if record.get("kind") == "info" and "bf16" in record:
+                    return bool(record["bf16"])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def resume_arguments(run_dir: Path) -> dict[str, bool]:
