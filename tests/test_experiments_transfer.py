@@ -104,7 +104,7 @@ def test_train_overrides_the_sweeps_train_section(sweep_dir, tmp_path):
         return {"status": "completed", "valid_loss": surface(config)}
 
     spec = TransferSpec(sweep_dir=str(sweep_dir), widths=[32], seeds=[0], out_dir=str(tmp_path / "tr"),
-                        train={"precision": "fp32", "batch_size": 4})
+                        train={"precision": "fp32", "batch_size": 4, "threads": 1})  # threads: not named
     run_transfer(spec, train_fn=fake_train, log=lambda *_: None)
     assert set(seen) == {("fp32", 4)}
     with pytest.raises(ConfigError, match="bogus"):
@@ -117,4 +117,4 @@ def test_train_overrides_the_sweeps_train_section(sweep_dir, tmp_path):
         with pytest.raises(ConfigError, match="set by the transfer test for every run"):
             TransferSpec(sweep_dir=str(sweep_dir), widths=[32], train=per_run)
     report = (tmp_path / "tr" / "report.md").read_text()
-    assert "Every run also sets, over the sweep's train section: batch_size = 4, precision = fp32." in report
+    assert "Every run also sets, over the sweep's train section: batch_size = 4, precision = fp32.\n\n#" in report

@@ -15,6 +15,7 @@ COMMITTED = [
     ("lr_curves/pt-n64-depth-t2-cpu", "best_lr.md", []), ("lr_curves/pt-n64-8x-cpu", "best_lr.md", []),
     ("transfer/pt-cpu", "report.md", ["--sweep-dir", "results/sweeps/pt-n32-cpu"]),
     ("transfer/pt-n64-cpu", "report.md", ["--sweep-dir", "results/sweeps/pt-n64-cpu"]),
+    ("transfer/pt-n64-8x-cpu", "report.md", []),
     ("compare/cpu", "results.md", []), ("compare/cpu-2m", "results.md", []), ("compare/cpu-20m", "results.md", []),
 ]
 
