@@ -295,7 +295,7 @@ def load_reference(spec: LrCurvesSpec, path: str) -> ReferenceRun:
 
 def _model_differences(spec: LrCurvesSpec, ref: ReferenceRun, param: str, width: int) -> dict[str, tuple[Any, Any]]:
     return differing_settings(_model_as_trained(spec.train["model"], param, width),
-                      _model_as_trained(ref.train.get("model", {}), param, width))
+                              _model_as_trained(ref.train.get("model", {}), param, width))
 
 
 def _other_sources(spec: LrCurvesSpec) -> dict[tuple[str, int], str]:
