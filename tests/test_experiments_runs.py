@@ -56,13 +56,14 @@ def test_a_record_that_names_no_precision_is_not_judged(tmp_path):
     check_run_dir(config_in(old, "bf16"))
 
 
-def test_the_committed_records_are_reused_by_their_specs():
+def test_the_committed_records_are_reused_by_their_specs(monkeypatch):
     """Every committed compare record reads back under its own spec's precision (compare-cpu-2m's fp32,
     compare-cpu-20m's bf16), whatever this machine's auto would pick."""
     from probformer.config import config_from_dict
     from probformer.experiments.compare.spec import load_spec
 
     root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the presets name their hparams_from files relative to the repository
     for name in ("cpu-2m", "cpu-20m"):
         precision = load_spec(preset=f"compare-{name}").train["precision"]
         runs = sorted((root / "results" / "compare" / name / "runs").glob("*/train_config.json"))
