@@ -28,7 +28,7 @@ from typing import Any
 
 from probformer.config import ConfigError
 from probformer.figures import pyplot, save_figure
-from probformer.training.metrics_log import read_metrics
+from probformer.training.metrics_log import info_record, read_metrics
 
 DEFAULT_MARGIN = 0.1  # nats below the unigram loss that count as "off the plateau"
 VALID = "valid"  # the in-domain validation split; any other name is an eval_texts entry
@@ -117,10 +117,8 @@ def plateau_exit(curve: Curve, margin: float = DEFAULT_MARGIN) -> int | None:
 def run_task(run_dir: str | Path) -> str:
     """The task the run in ``run_dir`` trained (its info record's; ``fill-mask`` for runs logged before
     records named it)."""
-    for record in read_metrics(Path(run_dir) / "metrics.jsonl"):
-        if record.get("kind") == "info":
-            return str(record.get("task", "fill-mask"))
-    return "fill-mask"
+    info = info_record(Path(run_dir) / "metrics.jsonl")
+    return str(info.get("task", "fill-mask")) if info is not None else "fill-mask"
 
 
 def _by_kind(tasks: Sequence[str], mlm: str, task: str, mixed: str) -> str:

@@ -549,8 +549,8 @@ def markdown(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> str:
         reused = ", ".join(params)
         # A reused parametrization's grid is named unless it is the one grid of this spec's header (a
         # per-parametrization lrs names only the parametrizations run here).
-        grids = {p: sorted({r["lr"] for r in mine if r["parametrization"] == p}) for p in params}
-        reused += "".join(f" (lr grid {listed_lrs(g)})" for g in grids.values() if g != spec.lrs)
+        grids = [sorted({r["lr"] for r in mine if r["parametrization"] == p}) for p in params]
+        reused += "".join(f" (lr grid {listed_lrs(g)})" for g in grids if g != spec.lrs)
         ref_seeds = sorted({r["seed"] for r in mine})
         if ref_seeds != sorted(spec.seeds):  # the verdicts' noise then compares stds over other seed sets
             reused += f" (seeds {', '.join(map(str, ref_seeds))}; here {', '.join(map(str, spec.seeds))})"

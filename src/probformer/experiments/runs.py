@@ -14,6 +14,7 @@ from typing import Any
 
 from probformer.config import ConfigError, TrainConfig
 from probformer.training.config_changes import changed_keys, flatten, ignored, with_defaults
+from probformer.training.metrics_log import info_record
 
 FINISHED = ("completed", "diverged")
 # What must match for an existing run directory to count as this run: stricter than what a resume
@@ -56,16 +57,10 @@ def check_run_dir(config: TrainConfig) -> None:
 
 def recorded_bf16(run_dir: Path) -> bool | None:
     """Whether the run in ``run_dir`` trained in bf16 autocast (its metrics' info record), or None when
-    nothing says (no run there yet)."""
-    try:
-        with open(run_dir / "metrics.jsonl") as lines:
-            for line in lines:
-                record = json.loads(line)
-                if record.get("kind") == "info" and "bf16" in record:
-                    return bool(record["bf16"])
-    except (OSError, ValueError):
-        return None
-    return None
+    nothing says (no run there yet, or a record from before runs logged it)."""
+    path = run_dir / "metrics.jsonl"
+    info = info_record(path) if path.is_file() else None
+    return bool(info["bf16"]) if info is not None and "bf16" in info else None
 
 
 def resume_arguments(run_dir: Path) -> dict[str, bool]:

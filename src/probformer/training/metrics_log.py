@@ -50,6 +50,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [record for _, record in read_records(path)]
 
 
+def info_record(path: Path) -> dict[str, Any] | None:
+    """The run's ``info`` record (written once, at its start: device, bf16, task, ...) from the metrics
+    file ``path``, or None if it has none."""
+    return next((record for record in read_metrics(path) if record.get("kind") == "info"), None)
+
+
 class MetricsLog:
     def __init__(self, out_dir: Path, resume_step: int | None, tensorboard: bool, log=print):
         self.path = out_dir / "metrics.jsonl"
