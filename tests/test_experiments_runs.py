@@ -3,13 +3,14 @@ in the precision it would train in here (``precision: auto`` resolves per machin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from probformer.config import ConfigError, load_config
-from probformer.experiments.runs import check_run_dir, recorded_bf16, train_or_reuse
+from probformer.config import ConfigError, TrainConfig, load_config
+from probformer.experiments.runs import NON_RESULT_KEYS, RESULT_KEYS, check_run_dir, recorded_bf16, train_or_reuse
 
 
 def finished_run(run_dir: Path, config, bf16: bool | None) -> None:
@@ -43,6 +44,30 @@ def test_a_run_in_another_precision_is_not_reused(tmp_path, monkeypatch):
     summary, _ = train_or_reuse(config_in(run, "auto"), lambda *a, **k: pytest.fail("retrained a finished run"),
                                 log=lambda *_: None)
     assert summary["valid_loss"] == 5.0
+
+
+def test_every_train_field_is_placed_once():
+    """A TrainConfig field added later must be said to make a run's result or not: otherwise it would
+    silently count as one (lr-curves references) or not (run-directory reuse)."""
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert sorted(RESULT_KEYS + NON_RESULT_KEYS) == sorted(fields)
+    assert not set(RESULT_KEYS) & set(NON_RESULT_KEYS)
+
+
+@pytest.mark.parametrize("override, named", [("steps=7", "steps"), ("optim.lr=0.5", "optim"),
+                                             ("data.mask_prob=0.2", "data"), ("eval_batches=3", "eval_batches")])
+def test_a_run_of_another_configuration_is_not_reused(tmp_path, override, named):
+    run = tmp_path / "run"
+    finished_run(run, config_in(run, "fp32"), bf16=False)
+    other = load_config(preset="tiny", overrides=["precision=fp32", "device=cpu", override])
+    other.out_dir = str(run)
+    with pytest.raises(ConfigError, match=f"holds a run with a different {named} than this spec asks for"):
+        check_run_dir(other)
+    # how a run is watched or where it runs is not what it is
+    watched = load_config(preset="tiny", overrides=["precision=fp32", "device=cpu", "log_interval=3",
+                                                    "eval_interval=7", "tensorboard=false", "threads=1"])
+    watched.out_dir = str(run)
+    check_run_dir(watched)
 
 
 def test_a_record_that_names_no_precision_is_not_judged(tmp_path):

@@ -17,11 +17,23 @@ from probformer.training.config_changes import changed_keys, flatten, ignored, w
 from probformer.training.metrics_log import info_record
 
 FINISHED = ("completed", "diverged")
-# What must match for an existing run directory to count as this run: stricter than what a resume
-# allows (training/config_changes.py), since a result must come from one configuration throughout
-# (cache paths, logging and the device are not part of it).
-IDENTITY_KEYS = ("model", "optim", "data", "seed", "batch_size", "grad_accum", "token_budget", "eval_batches",
-                 "unigram_bias_init")
+# Every TrainConfig field is in exactly one of these two (tests/test_experiments_runs.py checks it, so a new
+# field must be placed): the one definition of what makes a run's result this result, read when an
+# experiment reuses a run directory (check_run_dir), when lr-curves reuses a reference's rows or lr-depth
+# lines up its T's (lr_curves.result_settings), and when transfer names the overrides its report rests on.
+RESULT_KEYS = ("model", "task", "data", "optim", "seed", "batch_size", "grad_accum", "steps", "token_budget",
+               "eval_batches", "unigram_bias_init", "precision")
+# Where a run is written, how it is watched, and how it is run: the same numbers either way. (The device,
+# compile and activation checkpointing move the last bits of a float, not what the run computes; data's
+# cache_dir, within `data`, is config_changes.IGNORED; eval_texts adds scores of extra texts, named by
+# paths that differ between machines, and changes no trained weight.)
+NON_RESULT_KEYS = ("out_dir", "eval_interval", "eval_texts", "checkpoint_interval", "snapshot_interval", "log_interval",
+                   "device", "distributed", "compile", "activation_checkpointing", "threads", "progress",
+                   "tensorboard", "test_eval")
+# What must match for an existing run directory to count as this run: stricter than what a resume allows
+# (training/config_changes.py), since a result must come from one configuration throughout. Precision is
+# left to check_run_dir's own test, which judges it as trained rather than as written.
+IDENTITY_KEYS = tuple(k for k in RESULT_KEYS if k != "precision")
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:

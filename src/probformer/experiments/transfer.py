@@ -41,7 +41,7 @@ from probformer.config import ConfigError, config_from_dict
 from probformer.experiments import noise
 from probformer.experiments import spec as specs
 from probformer.experiments.reports import read_rows, write_csv
-from probformer.experiments.runs import IDENTITY_KEYS, train_or_reuse
+from probformer.experiments.runs import RESULT_KEYS, train_or_reuse
 from probformer.experiments.spec import merge, model_at_width
 from probformer.experiments.sweep import SweepSpec, set_dotted
 from probformer.figures import pyplot, save_figure
@@ -228,7 +228,7 @@ def write_report(rows: list[dict[str, Any]], spec: TransferSpec) -> Path:
             f"1/{spec.factor:g}. {len(spec.seeds)} seed(s) per point. Seed noise: {noise.RULE}."), ""]
     # Settings over the sweep's trials that change what a run computes (not threads, logging, ...):
     # part of what the result means.
-    changed = {k: v for k, v in flatten(spec.train or {}).items() if k.split(".")[0] in (*IDENTITY_KEYS, "precision")}
+    changed = {k: v for k, v in flatten(spec.train or {}).items() if k.split(".")[0] in RESULT_KEYS}
     if changed:
         head[-1:-1] = [f"Every run also sets, over the sweep's train section: "
                        f"{', '.join(f'{k} = {v}' for k, v in sorted(changed.items()))}."]
