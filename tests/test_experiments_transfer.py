@@ -62,6 +62,9 @@ def test_benchmark_and_each_hp_times_and_over_factor(sweep_dir, tmp_path):
     report = (tmp_path / "tr" / "report.md").read_text()
     assert "best perturbed point model.output_mult/2 is 0.1000 lower, beyond seed noise" in report
     assert (tmp_path / "tr" / "transfer.png").stat().st_size > 10_000
+    # one run directory per (variant, seed), one level under n<width> (a label's '/' is not a folder)
+    run_dirs = sorted(p.name for p in (tmp_path / "tr" / "n32").iterdir())
+    assert len(run_dirs) == 10 and "optim.lr-div2-s1" in run_dirs and "model.output_multx2-s0" in run_dirs
     # Finished runs are read back, not retrained.
     run_transfer(spec, train_fn=lambda *a, **k: pytest.fail("retrained a finished run"), log=lambda *_: None)
 

@@ -125,8 +125,15 @@ class TransferSpec:
         for key, value in params.items():
             if not key.startswith("model."):
                 train = set_dotted(train, key, value)
+        run_dir = Path(self.out_dir) / f"n{width}" / run_dir_name(label, seed)
         return config_from_dict(merge(train, {"model": self.model_at(width, params), "seed": seed,
-                                              "out_dir": str(Path(self.out_dir) / f"n{width}" / f"{label}-s{seed}")}))
+                                              "out_dir": str(run_dir)}))
+
+
+def run_dir_name(label: str, seed: int) -> str:
+    """A variant's run directory under ``n<width>``: one level, so a label's ``/`` (``optim.lr/2``) is spelled
+    ``-div`` (``optim.lr-div2-s0``)."""
+    return f"{label.replace('/', '-div')}-s{seed}"
 
 
 def transfer_preset_names() -> list[str]:
