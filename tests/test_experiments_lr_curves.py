@@ -17,7 +17,9 @@ from probformer.experiments.lr_curves import (
     best_lrs,
     load_lr_curves_spec,
     lr_curves_preset_names,
+    optimum,
     reference_rows,
+    resolution_line,
     run_lr_curves,
 )
 
@@ -59,12 +61,34 @@ def test_runs_every_width_param_lr_seed_and_finds_the_optima(spec):
     assert best == {("mup", 16): 2e-3, ("mup", 32): 2e-3, ("sp", 16): 2e-3, ("sp", 32): 1e-3}
     md = (Path(spec.out_dir) / "best_lr.md").read_text()
     assert "**mup**: best lr moves over 0 grid step(s)" in md and "wider is better at the best lr: yes" in md
+    # neighbours 0.2 above, seeds 0.01 apart: every optimum stands out of the seed noise
+    assert md.count("every optimum is resolved: the runner-up lr is worse beyond seed noise at each width.") == 2
     assert any(r["state"] == "FAIL" and "diverged" in r["fail_reason"] for r in rows)
     assert (Path(spec.out_dir) / "lr_curves.png").stat().st_size > 10_000
     # Resumable: a second call trains nothing.
     before = len(seen)
     run_lr_curves(spec, train_fn=fake_train, log=lambda *_: None)
     assert len(seen) == before
+
+
+def point(lr: float, mean: float, std: float = 0.01, seeds: int = 2) -> dict:
+    return {"lr": lr, "mean": mean, "std": std, "seeds": seeds, "diverged": not math.isfinite(mean)}
+
+
+def test_an_optimum_within_seed_noise_of_its_runner_up_is_not_resolved():
+    # 0.02 beats 0.04 by 0.005 with seed std 0.01 (noise of the difference 0.01): not resolved
+    loose = optimum([point(0.01, 5.8), point(0.02, 5.700), point(0.04, 5.705), point(0.08, math.inf)])
+    assert loose["best_lr"] == 0.02 and loose["runner_up_lr"] == 0.04 and not loose["resolved"]
+    assert loose["runner_up_delta"] == pytest.approx(0.005) and loose["noise"] == pytest.approx(0.01)
+    sharp = optimum([point(0.01, 5.8), point(0.02, 5.7)])
+    assert sharp["resolved"] and sharp["runner_up_delta"] == pytest.approx(0.1)
+    assert optimum([point(0.02, math.inf)]) is None  # every lr diverged
+    line = resolution_line([("N = 64", sharp), ("N = 128", loose)], "width")
+    assert line == ("  - optimum not resolved from the runner-up lr (within seed noise, the rule's 2x) at N = 128 "
+                    "(runner-up 0.04: +0.0050, 0.50x its noise 0.0100): known to about one step there.")
+    assert "N = 64" not in line
+    one = optimum([point(0.02, 5.7)])
+    assert "N = 64 (one lr only)" in resolution_line([("N = 64", one)], "width")
 
 
 def test_spec_errors(spec, tmp_path):

@@ -14,7 +14,7 @@ COMMITTED = [
     ("lr_curves/pt-cpu-beta1", "best_lr.md", []), ("lr_curves/pt-cpu-n64", "best_lr.md", []),
     ("lr_curves/pt-n64-depth-t2-cpu", "best_lr.md", []), ("lr_curves/pt-n64-8x-cpu", "best_lr.md", []),
     ("lr_curves/pt-n64-depth-t3-cpu", "best_lr.md", []), ("lr_curves/pt-n64-depth-t5-cpu", "best_lr.md", []),
-    ("lr_curves/pt-n64-depth-t8-cpu", "best_lr.md", []),
+    ("lr_curves/pt-n64-depth-t8-cpu", "best_lr.md", []), ("lr_curves/pt-n64-4x-tokens-cpu", "best_lr.md", []),
     ("transfer/pt-cpu", "report.md", ["--sweep-dir", "results/sweeps/pt-n32-cpu"]),
     ("transfer/pt-n64-cpu", "report.md", ["--sweep-dir", "results/sweeps/pt-n64-cpu"]),
     ("transfer/pt-n64-8x-cpu", "report.md", []),

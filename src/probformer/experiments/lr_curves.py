@@ -430,19 +430,55 @@ def lr_grid(rows: list[dict[str, Any]], spec: LrCurvesSpec, param: str) -> list[
     return sorted({r["lr"] for r in rows if r["parametrization"] == param})
 
 
+def optimum(points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A curve's best lr (lowest mean loss over seeds among the points that did not diverge) and how well
+    the grid resolves it: the runner-up lr, its loss above the best, the seed noise of that difference and
+    whether the difference is real by :mod:`noise`'s rule. None when every point diverged."""
+    finite = sorted((p for p in points if math.isfinite(p["mean"])), key=lambda p: p["mean"])
+    if not finite:
+        return None
+    best = finite[0]
+    found = {"best_lr": best["lr"], "loss": best["mean"], "std": best["std"], "seeds": best["seeds"],
+             "runner_up_lr": math.nan, "runner_up_delta": math.nan, "noise": math.nan, "resolved": False}
+    if len(finite) > 1:
+        second = finite[1]
+        d = noise.difference(noise.Seeds(second["mean"], second["std"], second["seeds"]),
+                             noise.Seeds(best["mean"], best["std"], best["seeds"]))
+        found.update(runner_up_lr=second["lr"], runner_up_delta=d.delta, noise=d.noise, resolved=d.real)
+    return found
+
+
+def resolution_line(optima: list[tuple[str, dict[str, Any]]], across: str) -> str:
+    """One verdict line on whether each (label, :func:`optimum`) is resolved from its runner-up lr: a best
+    lr within seed noise of its neighbour is known to about one grid step, not to the lr the table names."""
+    loose = [(label, b) for label, b in optima if not b["resolved"]]
+    if not loose:
+        return f"  - every optimum is resolved: the runner-up lr is worse beyond seed noise at each {across}."
+    described = []
+    for label, b in loose:
+        if not math.isfinite(b["runner_up_delta"]):
+            described.append(f"{label} (one lr only)")
+        elif not math.isfinite(b["noise"]):
+            described.append(f"{label} (runner-up {b['runner_up_lr']:g}: no seed-noise estimate)")
+        else:
+            described.append(f"{label} (runner-up {b['runner_up_lr']:g}: +{b['runner_up_delta']:.4f}, "
+                             f"{b['runner_up_delta'] / b['noise'] if b['noise'] else math.inf:.2f}x its noise "
+                             f"{b['noise']:.4f})")
+    return (f"  - optimum not resolved from the runner-up lr (within seed noise, the rule's {noise.K:g}x) at "
+            + "; ".join(described) + ": known to about one step there.")
+
+
 def best_lrs(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[dict[str, Any]]:
     table = []
     for param in shown_parametrizations(spec):
         grid = lr_grid(rows, spec, param)
         for width in spec.widths:
-            points = [p for p in curve_points(rows, param, width) if math.isfinite(p["mean"])]
-            if not points:
+            found = optimum(curve_points(rows, param, width))
+            if found is None:
                 continue
-            best = min(points, key=lambda p: p["mean"])
-            edge = best["lr"] in (grid[0], grid[-1])
-            table.append({"parametrization": param, "width": width, "best_lr": best["lr"], "loss": best["mean"],
-                          "std": best["std"], "grid_index": grid.index(best["lr"]), "at_grid_edge": edge,
-                          "seeds": best["seeds"]})
+            table.append({"parametrization": param, "width": width, **found,
+                          "grid_index": grid.index(found["best_lr"]),
+                          "at_grid_edge": found["best_lr"] in (grid[0], grid[-1])})
     return table
 
 
@@ -470,6 +506,7 @@ def verdicts(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[str]:
         monotone = all(b < a for a, b in itertools.pairwise(losses))
         lines.append(f"  - wider is better at the best lr: {'yes' if monotone else 'no'} "
                      "(" + ", ".join(f"{b['width']}: {b['loss']:.4f}" for b in mine) + ")")
+        lines.append(resolution_line([(f"N = {b['width']}", b) for b in mine], "width"))
     if {"sp", "mup"} <= set(shown_parametrizations(spec)):
         base = next((b for b in table if b["parametrization"] == "mup" and b["width"] == spec.widths[0]), None)
         if base is not None:

@@ -32,7 +32,9 @@ from probformer.experiments.lr_curves import (
     differing_settings,
     draw_lr_curve,
     listed_lrs,
+    optimum,
     recorded_train,
+    resolution_line,
     result_settings,
 )
 from probformer.experiments.reports import read_rows, write_csv
@@ -112,21 +114,11 @@ def depth_table(runs: list[DepthRun]) -> list[dict[str, Any]]:
     table = []
     for width in widths_of(runs):
         for run in runs:
-            points = sorted((p for p in curve_points(run.rows, run.rows[0]["parametrization"], width)
-                             if math.isfinite(p["mean"])), key=lambda p: p["mean"])
-            if not points:
+            found = optimum(curve_points(run.rows, run.rows[0]["parametrization"], width))
+            if found is None:
                 continue
-            best = points[0]
-            row = {"T": run.depth, "width": width, "best_lr": best["lr"], "loss": best["mean"], "std": best["std"],
-                   "seeds": best["seeds"], "at_grid_edge": best["lr"] in (run.grid[0], run.grid[-1]),
-                   "runner_up_lr": math.nan, "runner_up_delta": math.nan, "noise": math.nan, "resolved": False,
-                   "run": run.path}
-            if len(points) > 1:
-                second = points[1]
-                d = noise.difference(noise.Seeds(second["mean"], second["std"], second["seeds"]),
-                                     noise.Seeds(best["mean"], best["std"], best["seeds"]))
-                row.update(runner_up_lr=second["lr"], runner_up_delta=d.delta, noise=d.noise, resolved=d.real)
-            table.append(row)
+            table.append({"T": run.depth, "width": width, **found,
+                          "at_grid_edge": found["best_lr"] in (run.grid[0], run.grid[-1]), "run": run.path})
     return table
 
 
@@ -151,22 +143,7 @@ def verdicts(table: list[dict[str, Any]]) -> list[str]:
         deeper = all(b < a for a, b in itertools.pairwise(losses))
         lines.append(f"  - more iterations better at the best lr: {'yes' if deeper else 'no'} ("
                      + ", ".join(f"T = {b['T']}: {b['loss']:.4f}" for b in mine) + ")")
-        loose = [b for b in mine if not b["resolved"]]
-        if not loose:
-            lines.append("  - every optimum is resolved: the runner-up lr is worse beyond seed noise at each T.")
-            continue
-        described = []
-        for b in loose:
-            if not math.isfinite(b["runner_up_delta"]):
-                described.append(f"T = {b['T']} (one lr only)")
-            elif not math.isfinite(b["noise"]):
-                described.append(f"T = {b['T']} (runner-up {b['runner_up_lr']:g}: no seed-noise estimate)")
-            else:
-                described.append(f"T = {b['T']} (runner-up {b['runner_up_lr']:g}: +{b['runner_up_delta']:.4f}, "
-                                 f"{b['runner_up_delta'] / b['noise'] if b['noise'] else math.inf:.2f}x its noise "
-                                 f"{b['noise']:.4f})")
-        lines.append("  - optimum not resolved from the runner-up lr (within seed noise, the rule's "
-                     f"{noise.K:g}x) at " + "; ".join(described) + ": known to about one step there.")
+        lines.append(resolution_line([(f"T = {b['T']}", b) for b in mine], "T"))
     return lines
 
 
