@@ -7,7 +7,7 @@
 #              into results/transfer/pt-n64-8x-cpu/
 #   depth-tT   PT-muP at N = 64 and 256 with T = 2, 3, 5, 8 MFVI iterations (T = 2 is read from pt-cpu-n64:
 #              0 runs; 20 runs each otherwise, ~25 min / 45 min / 70 min), then `probformer lr-depth`
-#   4x-tokens  SP and muP at N = 64..256 with 393,216 tokens per run (60 runs, ~3 h)
+#   4x-tokens  SP and muP at N = 64..256 with 393,216 tokens per run (60 runs, ~3 h; they took ~75 min)
 # The times are the spec headers' estimates for two one-thread workers on 2 cores (longer on busy ones).
 # Each spec: its plan (--dry-run), two one-thread workers on it (one when nothing trains), logs under runs/logs,
 # then the table from every finished study (--report-only) and the committed copies: spec.yaml, results.csv,
