@@ -55,7 +55,8 @@ def test_every_train_field_is_placed_once():
 
 
 @pytest.mark.parametrize("override, named", [("steps=7", "steps"), ("optim.lr=0.5", "optim"),
-                                             ("data.mask_prob=0.2", "data"), ("eval_batches=3", "eval_batches")])
+                                             ("data.mask_prob=0.2", "data"), ("eval_batches=3", "eval_batches"),
+                                             ("eval_interval=7", "eval_interval")])
 def test_a_run_of_another_configuration_is_not_reused(tmp_path, override, named):
     run = tmp_path / "run"
     finished_run(run, config_in(run, "fp32"), bf16=False)
@@ -65,9 +66,26 @@ def test_a_run_of_another_configuration_is_not_reused(tmp_path, override, named)
         check_run_dir(other)
     # how a run is watched or where it runs is not what it is
     watched = load_config(preset="tiny", overrides=["precision=fp32", "device=cpu", "log_interval=3",
-                                                    "eval_interval=7", "tensorboard=false", "threads=1"])
+                                                    "checkpoint_interval=5", "tensorboard=false", "threads=1",
+                                                    "test_eval=false", "progress=false"])
     watched.out_dir = str(run)
     check_run_dir(watched)
+
+
+def test_steps_that_a_token_budget_overrides_are_not_part_of_the_run(tmp_path):
+    """With a token budget the run's length is the budget's; `steps` is not read, so it may differ."""
+    run = tmp_path / "run"
+    budget = ["precision=fp32", "device=cpu", "token_budget=4096"]
+    written = load_config(preset="tiny", overrides=[*budget, "steps=500"])
+    written.out_dir = str(run)
+    finished_run(run, written, bf16=False)
+    same = load_config(preset="tiny", overrides=[*budget, "steps=9"])
+    same.out_dir = str(run)
+    check_run_dir(same)
+    other = load_config(preset="tiny", overrides=["precision=fp32", "device=cpu", "token_budget=8192"])
+    other.out_dir = str(run)
+    with pytest.raises(ConfigError, match="different token_budget"):
+        check_run_dir(other)
 
 
 def test_a_record_that_names_no_precision_is_not_judged(tmp_path):

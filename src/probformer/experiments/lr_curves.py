@@ -56,7 +56,7 @@ from probformer.config import ConfigError, config_from_dict, model_config_class
 from probformer.experiments import noise
 from probformer.experiments import spec as specs
 from probformer.experiments.reports import read_rows, write_csv
-from probformer.experiments.runs import RESULT_KEYS
+from probformer.experiments.runs import RESULT_KEYS, unused_keys
 from probformer.experiments.spec import merge, model_at_width
 from probformer.experiments.sweep import SweepSpec, open_study, run_sweep, trial_key
 from probformer.figures import pyplot, save_figure
@@ -233,8 +233,9 @@ def shown_parametrizations(spec: LrCurvesSpec) -> list[str]:
 
 
 def result_settings(train: dict[str, Any]) -> dict[str, Any]:
-    """A train section's keys that make the result (runs.RESULT_KEYS), without its model (compared per width)."""
-    return {k: v for k, v in train.items() if k in RESULT_KEYS and k != "model"}
+    """A train section's keys that make the result (runs.RESULT_KEYS, less what it leaves unread), without its
+    model (compared per width)."""
+    return {k: v for k, v in train.items() if k in RESULT_KEYS and k != "model" and k not in unused_keys(train)}
 
 
 def _model_as_trained(model: dict[str, Any], param: str, width: int) -> dict[str, Any]:

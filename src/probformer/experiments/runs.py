@@ -21,19 +21,30 @@ FINISHED = ("completed", "diverged")
 # field must be placed): the one definition of what makes a run's result this result, read when an
 # experiment reuses a run directory (check_run_dir), when lr-curves reuses a reference's rows or lr-depth
 # lines up its T's (lr_curves.result_settings), and when transfer names the overrides its report rests on.
+# (eval_interval is one: a task run keeps the best of its evaluations, and an evaluation is where the
+# validation divergence rule looks; `steps` counts only where token_budget or task.epochs do not
+# override it, see :func:`unused_keys`.)
 RESULT_KEYS = ("model", "task", "data", "optim", "seed", "batch_size", "grad_accum", "steps", "token_budget",
-               "eval_batches", "unigram_bias_init", "precision")
-# Where a run is written, how it is watched, and how it is run: the same numbers either way. (The device,
-# compile and activation checkpointing move the last bits of a float, not what the run computes; data's
-# cache_dir, within `data`, is config_changes.IGNORED; eval_texts adds scores of extra texts, named by
-# paths that differ between machines, and changes no trained weight.)
-NON_RESULT_KEYS = ("out_dir", "eval_interval", "eval_texts", "checkpoint_interval", "snapshot_interval", "log_interval",
-                   "device", "distributed", "compile", "activation_checkpointing", "threads", "progress",
-                   "tensorboard", "test_eval")
+               "eval_interval", "eval_batches", "unigram_bias_init", "precision")
+# Where a run is written, how it is watched, and how it is run: the same weights and final scores either
+# way. (The device, compile and activation checkpointing move the last bits of a float, not what the run
+# computes; log and checkpoint intervals only add points where a training-loss divergence can be caught
+# before the next evaluation; data's cache_dir, within `data`, is config_changes.IGNORED; eval_texts adds
+# scores of extra texts, named by paths that differ between machines, and changes no trained weight.)
+NON_RESULT_KEYS = ("out_dir", "eval_texts", "checkpoint_interval", "snapshot_interval", "log_interval", "device",
+                   "distributed", "compile", "activation_checkpointing", "threads", "progress", "tensorboard",
+                   "test_eval")
 # What must match for an existing run directory to count as this run: stricter than what a resume allows
 # (training/config_changes.py), since a result must come from one configuration throughout. Precision is
 # left to check_run_dir's own test, which judges it as trained rather than as written.
 IDENTITY_KEYS = tuple(k for k in RESULT_KEYS if k != "precision")
+
+
+def unused_keys(train: dict[str, Any]) -> set[str]:
+    """Result keys that a train section (or ``TrainConfig.to_dict()``) sets but training does not read:
+    ``steps`` when ``token_budget`` or ``task.epochs`` decides the length instead (config.py)."""
+    overridden = train.get("token_budget") is not None or (train.get("task") or {}).get("epochs") is not None
+    return {"steps"} if overridden else set()
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +52,7 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
     :data:`IDENTITY_KEYS`, as the dotted keys training/config_changes.py compares (a model or data
     field added since a run was written, absent from its train_config.json, counts as its default)."""
     return {k: v for k, v in flatten(with_defaults(config)).items()
-            if k.split(".")[0] in IDENTITY_KEYS and not ignored(k) and v is not None}
+            if k.split(".")[0] in IDENTITY_KEYS and k not in unused_keys(config) and not ignored(k) and v is not None}
 
 
 def check_run_dir(config: TrainConfig) -> None:
@@ -49,7 +60,8 @@ def check_run_dir(config: TrainConfig) -> None:
     stored = Path(config.out_dir) / "train_config.json"
     if not stored.exists():
         return
-    changed = changed_keys(json.loads(stored.read_text()), config.to_dict())
+    old, new = json.loads(stored.read_text()), config.to_dict()
+    changed = set(changed_keys(old, new)) - (unused_keys(old) & unused_keys(new))
     diff = [k for k in IDENTITY_KEYS if any(c.split(".")[0] == k for c in changed)]
     if diff:
         raise ConfigError(f"{config.out_dir} holds a run with a different {', '.join(diff)} than this spec asks "
