@@ -77,17 +77,20 @@ def point(lr: float, mean: float, std: float = 0.01, seeds: int = 2) -> dict:
 
 def test_an_optimum_within_seed_noise_of_its_runner_up_is_not_resolved():
     # 0.02 beats 0.04 by 0.005 with seed std 0.01 (noise of the difference 0.01): not resolved
-    loose = optimum([point(0.01, 5.8), point(0.02, 5.700), point(0.04, 5.705), point(0.08, math.inf)])
+    grid = [0.01, 0.02, 0.04, 0.08]
+    loose = optimum([point(0.01, 5.8), point(0.02, 5.700), point(0.04, 5.705), point(0.08, math.inf)], grid)
     assert loose["best_lr"] == 0.02 and loose["runner_up_lr"] == 0.04 and not loose["resolved"]
     assert loose["runner_up_delta"] == pytest.approx(0.005) and loose["noise"] == pytest.approx(0.01)
-    sharp = optimum([point(0.01, 5.8), point(0.02, 5.7)])
+    assert not loose["at_grid_edge"]
+    sharp = optimum([point(0.01, 5.8), point(0.02, 5.7)], grid)
     assert sharp["resolved"] and sharp["runner_up_delta"] == pytest.approx(0.1)
-    assert optimum([point(0.02, math.inf)]) is None  # every lr diverged
+    assert optimum([point(0.02, math.inf)], grid) is None  # every lr diverged
     line = resolution_line([("N = 64", sharp), ("N = 128", loose)], "width")
     assert line == ("  - optimum not resolved from the runner-up lr (within seed noise, the rule's 2x) at N = 128 "
                     "(runner-up 0.04: +0.0050, 0.50x its noise 0.0100): known to about one step there.")
     assert "N = 64" not in line
-    one = optimum([point(0.02, 5.7)])
+    one = optimum([point(0.01, 5.7)], grid)
+    assert one["at_grid_edge"]
     assert "N = 64 (one lr only)" in resolution_line([("N = 64", one)], "width")
 
 

@@ -235,7 +235,8 @@ def shown_parametrizations(spec: LrCurvesSpec) -> list[str]:
 def result_settings(train: dict[str, Any]) -> dict[str, Any]:
     """A train section's keys that make the result (runs.RESULT_KEYS, less what it leaves unread), without its
     model (compared per width)."""
-    return {k: v for k, v in train.items() if k in RESULT_KEYS and k != "model" and k not in unused_keys(train)}
+    unused = unused_keys(train)
+    return {k: v for k, v in train.items() if k in RESULT_KEYS and k != "model" and k not in unused}
 
 
 def _model_as_trained(model: dict[str, Any], param: str, width: int) -> dict[str, Any]:
@@ -431,15 +432,17 @@ def lr_grid(rows: list[dict[str, Any]], spec: LrCurvesSpec, param: str) -> list[
     return sorted({r["lr"] for r in rows if r["parametrization"] == param})
 
 
-def optimum(points: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """A curve's best lr (lowest mean loss over seeds among the points that did not diverge) and how well
-    the grid resolves it: the runner-up lr, its loss above the best, the seed noise of that difference and
-    whether the difference is real by :mod:`noise`'s rule. None when every point diverged."""
+def optimum(points: list[dict[str, Any]], grid: list[float]) -> dict[str, Any] | None:
+    """A curve's best lr (lowest mean loss over seeds among the points that did not diverge), whether it
+    sits at an end of its lr ``grid``, and how well the grid resolves it: the runner-up lr, its loss above
+    the best, the seed noise of that difference and whether the difference is real by :mod:`noise`'s
+    rule. None when every point diverged."""
     finite = sorted((p for p in points if math.isfinite(p["mean"])), key=lambda p: p["mean"])
     if not finite:
         return None
     best = finite[0]
     found = {"best_lr": best["lr"], "loss": best["mean"], "std": best["std"], "seeds": best["seeds"],
+             "at_grid_edge": best["lr"] in (grid[0], grid[-1]),
              "runner_up_lr": math.nan, "runner_up_delta": math.nan, "noise": math.nan, "resolved": False}
     if len(finite) > 1:
         second = finite[1]
@@ -474,12 +477,11 @@ def best_lrs(rows: list[dict[str, Any]], spec: LrCurvesSpec) -> list[dict[str, A
     for param in shown_parametrizations(spec):
         grid = lr_grid(rows, spec, param)
         for width in spec.widths:
-            found = optimum(curve_points(rows, param, width))
+            found = optimum(curve_points(rows, param, width), grid)
             if found is None:
                 continue
             table.append({"parametrization": param, "width": width, **found,
-                          "grid_index": grid.index(found["best_lr"]),
-                          "at_grid_edge": found["best_lr"] in (grid[0], grid[-1])})
+                          "grid_index": grid.index(found["best_lr"])})
     return table
 
 

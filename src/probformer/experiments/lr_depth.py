@@ -114,11 +114,10 @@ def depth_table(runs: list[DepthRun]) -> list[dict[str, Any]]:
     table = []
     for width in widths_of(runs):
         for run in runs:
-            found = optimum(curve_points(run.rows, run.rows[0]["parametrization"], width))
+            found = optimum(curve_points(run.rows, run.rows[0]["parametrization"], width), run.grid)
             if found is None:
                 continue
-            table.append({"T": run.depth, "width": width, **found,
-                          "at_grid_edge": found["best_lr"] in (run.grid[0], run.grid[-1]), "run": run.path})
+            table.append({"T": run.depth, "width": width, **found, "run": run.path})
     return table
 
 

@@ -51,8 +51,9 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """What of a ``TrainConfig.to_dict()`` must match for a run directory to hold this run: the
     :data:`IDENTITY_KEYS`, as the dotted keys training/config_changes.py compares (a model or data
     field added since a run was written, absent from its train_config.json, counts as its default)."""
+    unused = unused_keys(config)
     return {k: v for k, v in flatten(with_defaults(config)).items()
-            if k.split(".")[0] in IDENTITY_KEYS and k not in unused_keys(config) and not ignored(k) and v is not None}
+            if k.split(".")[0] in IDENTITY_KEYS and k not in unused and not ignored(k) and v is not None}
 
 
 def check_run_dir(config: TrainConfig) -> None:
